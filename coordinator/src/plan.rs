@@ -1,0 +1,325 @@
+//! Planning: list the inputs, read each file's schema, check it against the
+//! model, and cut shards. Everything is checked before anything is enqueued.
+//!
+//! CSV files are cut into byte ranges aligned to line starts: boundaries sit
+//! just after a newline, the header line belongs to no shard, so every data
+//! line lands in exactly one shard. Finding a boundary reads a small window
+//! at each cut point, never the whole file. Parquet files are cut at row
+//! group boundaries.
+
+use crate::{Error, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use hourglass_core::model::{InputBinding, ModelSignature};
+use hourglass_core::store::{read_range, BlobStore, ObjectMeta};
+use hourglass_core::task::{Format, ShardInput};
+use hourglass_core::BlobUrl;
+use hourglass_core::ledger::ShardPlan;
+use hourglass_core::ShardId;
+use parquet::arrow::parquet_to_arrow_schema;
+use parquet::file::metadata::ParquetMetaDataReader;
+
+/// Bytes read per probe when looking for a line end or a header.
+const PROBE_BYTES: u64 = 64 * 1024;
+/// Data rows of each CSV file checked for numbers at plan time.
+const SAMPLE_ROWS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub url: BlobUrl,
+    pub size: u64,
+    pub format: Format,
+}
+
+/// Lists the input: one file, or every CSV/Parquet file under a prefix
+/// (names starting with `_` or `.` are skipped, like Spark's markers).
+pub async fn list_inputs(store: &dyn BlobStore, input: &BlobUrl, format: Option<Format>) -> Result<Vec<InputFile>> {
+    let pick = |meta: &ObjectMeta| -> Option<InputFile> {
+        let url = input.with_key(meta.key.clone());
+        let name = url.file_name().to_string();
+        if name.starts_with('_') || name.starts_with('.') {
+            return None;
+        }
+        let fmt = Format::from_file_name(&name).or(format)?;
+        if format.is_some_and(|f| f != fmt) {
+            return None;
+        }
+        Some(InputFile { url, size: meta.size, format: fmt })
+    };
+    if !input.key().ends_with('/') {
+        match store.head(input.key()).await {
+            Ok(meta) => {
+                let file = pick(&meta).ok_or_else(|| {
+                    Error::input(input, "not a .csv or .parquet file; name the format with --format")
+                })?;
+                return Ok(vec![file]);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let prefix = input.as_prefix();
+    let files: Vec<InputFile> =
+        store.list(prefix.key()).map_ok(|m| pick(&m)).try_collect::<Vec<_>>().await?.into_iter().flatten().collect();
+    if files.is_empty() {
+        return Err(Error::input(input, "no .csv or .parquet files found"));
+    }
+    Ok(files)
+}
+
+/// One checked file: its columns and how they bind to the model.
+#[derive(Debug, Clone)]
+pub struct CheckedFile {
+    pub file: InputFile,
+    pub columns: Vec<String>,
+    pub bindings: Vec<InputBinding>,
+    /// CSV: where the first data line starts.
+    pub data_start: u64,
+    /// CSV: average bytes per line in the sample, for row estimates.
+    pub bytes_per_row: f64,
+    /// Parquet: rows and compressed bytes per row group.
+    pub row_groups: Vec<(u64, u64)>,
+}
+
+/// Reads a file's schema and checks it against the model.
+pub async fn check_file(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
+    match file.format {
+        Format::Csv => check_csv(store, file, signature, id_column).await,
+        Format::Parquet => check_parquet(store, file, signature, id_column).await,
+    }
+}
+
+async fn check_csv(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
+    let key = file.url.key();
+    let head = read_range(store, key, 0..PROBE_BYTES.min(file.size)).await?;
+    let header_end = match memchr(&head, 0) {
+        Some(i) => i as u64 + 1,
+        None if file.size <= PROBE_BYTES => file.size,
+        None => next_line_start(store, key, file.size, 0).await?,
+    };
+    let header_bytes = if header_end as usize <= head.len() {
+        head[..header_end as usize].to_vec()
+    } else {
+        read_range(store, key, 0..header_end).await?
+    };
+    let columns = parse_header(&header_bytes).map_err(|m| Error::input(&file.url, format!("line 1: {m}")))?;
+    let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
+    // Check that the first rows hold numbers where the model wants them.
+    let sample = &head[(header_end as usize).min(head.len())..];
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(sample);
+    let mut rec = csv::ByteRecord::new();
+    let mut rows = 0usize;
+    let mut sampled_bytes = 0u64;
+    let complete = sample.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(if header_end + sample.len() as u64 == file.size { sample.len() } else { 0 });
+    while rows < SAMPLE_ROWS {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(Error::input(&file.url, e)),
+        }
+        let pos = rec.position().expect("records have positions");
+        if pos.byte() as usize >= complete {
+            break;
+        }
+        let line = pos.line() + 1;
+        if rec.len() != columns.len() {
+            return Err(Error::input(&file.url, format!("line {line}: expected {} fields, found {}", columns.len(), rec.len())));
+        }
+        for b in &bindings {
+            for &c in &b.columns {
+                let field = std::str::from_utf8(&rec[c]).unwrap_or("\u{fffd}").trim();
+                let ok = field.is_empty() && b.dtype != hourglass_core::model::DType::Int64
+                    || match b.dtype {
+                        hourglass_core::model::DType::Int64 => field.parse::<i64>().is_ok(),
+                        _ => field.parse::<f32>().is_ok(),
+                    };
+                if !ok {
+                    return Err(Error::input(
+                        &file.url,
+                        format!(
+                            "line {line}, column {} ({:?}): {:?} is not a number; model input {:?} takes {}",
+                            c + 1,
+                            columns[c],
+                            field,
+                            b.input,
+                            b.dtype.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        rows += 1;
+        sampled_bytes = rdr.position().byte();
+    }
+    let bytes_per_row = if rows > 0 { sampled_bytes as f64 / rows as f64 } else { 1.0 };
+    Ok(CheckedFile { file: file.clone(), columns, bindings, data_start: header_end, bytes_per_row, row_groups: vec![] })
+}
+
+fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).from_reader(bytes);
+    let mut rec = csv::StringRecord::new();
+    match rdr.read_record(&mut rec) {
+        Ok(true) => {}
+        Ok(false) => return Err("the file is empty; a header line is required".into()),
+        Err(e) => return Err(format!("cannot read the header: {e}")),
+    }
+    let cols: Vec<String> = rec.iter().map(|c| c.trim().trim_start_matches('\u{feff}').to_string()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for c in &cols {
+        if !seen.insert(c) {
+            return Err(format!("column {c:?} appears twice in the header"));
+        }
+    }
+    Ok(cols)
+}
+
+async fn check_parquet(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
+    let key = file.url.key();
+    let bad = |m: &dyn std::fmt::Display| Error::input(&file.url, m);
+    if file.size < 12 {
+        return Err(bad(&"not a parquet file (too small)"));
+    }
+    let tail_len = PROBE_BYTES.min(file.size);
+    let tail = read_range(store, key, file.size - tail_len..file.size).await?;
+    if &tail[tail.len() - 4..] != b"PAR1" {
+        return Err(bad(&"not a parquet file (no PAR1 footer magic)"));
+    }
+    let meta_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().expect("4 bytes")) as u64;
+    if meta_len + 8 > file.size {
+        return Err(bad(&format!("corrupt parquet footer (metadata of {meta_len} bytes in a file of {})", file.size)));
+    }
+    let footer = if meta_len + 8 <= tail_len {
+        Bytes::copy_from_slice(&tail[(tail_len - 8 - meta_len) as usize..(tail_len - 8) as usize])
+    } else {
+        Bytes::from(read_range(store, key, file.size - 8 - meta_len..file.size - 8).await?)
+    };
+    let meta = ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&format!("corrupt parquet footer: {e}")))?;
+    let schema = parquet_to_arrow_schema(meta.file_metadata().schema_descr(), None).map_err(|e| bad(&e))?;
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
+    for b in &bindings {
+        for &c in &b.columns {
+            let f = schema.field(c);
+            let dt = f.data_type();
+            let numeric = dt.is_numeric() && !matches!(dt, arrow_schema::DataType::Float16) || *dt == arrow_schema::DataType::Boolean;
+            if !numeric {
+                return Err(bad(&format!(
+                    "column {:?} has type {dt}; model input {:?} takes {} (numeric columns only)",
+                    f.name(),
+                    b.input,
+                    b.dtype.as_str()
+                )));
+            }
+        }
+    }
+    let row_groups = meta.row_groups().iter().map(|rg| (rg.num_rows() as u64, rg.compressed_size() as u64)).collect();
+    Ok(CheckedFile { file: file.clone(), columns, bindings, data_start: 0, bytes_per_row: 0.0, row_groups })
+}
+
+fn memchr(hay: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?.iter().position(|&b| b == b'\n').map(|i| i + from)
+}
+
+/// The start of the line after the one holding byte `at`: one past the
+/// first newline at or after `at`, or the file size if there is none.
+pub async fn next_line_start(store: &dyn BlobStore, key: &str, size: u64, at: u64) -> Result<u64> {
+    let mut pos = at;
+    while pos < size {
+        let end = (pos + PROBE_BYTES).min(size);
+        let window = read_range(store, key, pos..end).await?;
+        if let Some(i) = memchr(&window, 0) {
+            return Ok(pos + i as u64 + 1);
+        }
+        pos = end;
+    }
+    Ok(size)
+}
+
+/// Cuts `[data_start, size)` into line-aligned ranges of about
+/// `shard_bytes`. The union of the ranges is exactly `[data_start, size)`
+/// and each starts at a line start, so every line is in exactly one range.
+pub async fn cut_csv(store: &dyn BlobStore, key: &str, size: u64, data_start: u64, shard_bytes: u64) -> Result<Vec<[u64; 2]>> {
+    let shard_bytes = shard_bytes.max(1);
+    let mut ranges = Vec::new();
+    let mut start = data_start;
+    while start < size {
+        let target = start + shard_bytes;
+        // The line holding byte `target - 1` ends this shard.
+        let end = if target >= size { size } else { next_line_start(store, key, size, target - 1).await? };
+        ranges.push([start, end]);
+        start = end;
+    }
+    Ok(ranges)
+}
+
+/// Groups row groups into shards of about `shard_bytes` (at least one group).
+pub fn cut_parquet(row_groups: &[(u64, u64)], shard_bytes: u64) -> Vec<(Vec<usize>, u64)> {
+    let mut shards = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let (mut bytes, mut rows) = (0u64, 0u64);
+    for (i, &(n, size)) in row_groups.iter().enumerate() {
+        if !current.is_empty() && bytes + size > shard_bytes {
+            shards.push((std::mem::take(&mut current), rows));
+            bytes = 0;
+            rows = 0;
+        }
+        current.push(i);
+        bytes += size;
+        rows += n;
+    }
+    if !current.is_empty() {
+        shards.push((current, rows));
+    }
+    shards
+}
+
+/// The shards of checked files, numbered in file order.
+pub async fn cut_shards(store: &dyn BlobStore, files: &[CheckedFile], shard_bytes: u64) -> Result<Vec<ShardPlan>> {
+    let mut plans = Vec::new();
+    for f in files {
+        match f.file.format {
+            Format::Csv => {
+                for [start, end] in cut_csv(store, f.file.url.key(), f.file.size, f.data_start, shard_bytes).await? {
+                    plans.push(ShardPlan {
+                        shard: ShardId::from_index(plans.len()),
+                        input: ShardInput {
+                            url: f.file.url.clone(),
+                            format: Format::Csv,
+                            range: Some([start, end]),
+                            columns: Some(f.columns.clone()),
+                            row_groups: None,
+                        },
+                        rows_estimate: ((end - start) as f64 / f.bytes_per_row.max(1.0)).round() as u64,
+                    });
+                }
+            }
+            Format::Parquet => {
+                for (groups, rows) in cut_parquet(&f.row_groups, shard_bytes) {
+                    plans.push(ShardPlan {
+                        shard: ShardId::from_index(plans.len()),
+                        input: ShardInput {
+                            url: f.file.url.clone(),
+                            format: Format::Parquet,
+                            range: None,
+                            columns: None,
+                            row_groups: Some(groups),
+                        },
+                        rows_estimate: rows,
+                    });
+                }
+            }
+        }
+    }
+    Ok(plans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_groups_pack_up_to_the_target() {
+        let groups = [(10, 40), (10, 40), (10, 40), (10, 200)];
+        assert_eq!(cut_parquet(&groups, 100), vec![(vec![0, 1], 20), (vec![2], 10), (vec![3], 10)]);
+    }
+}

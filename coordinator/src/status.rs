@@ -1,0 +1,175 @@
+//! Job status, derived from the ledger alone: shards done, failed and
+//! pending, rows, throughput, ETA and slack against the deadline, and every
+//! failure with its reason.
+
+use crate::{Error, Result};
+use hourglass_core::ledger::{now_ms, Ledger};
+use hourglass_core::{store, BlobUrl, JobId};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Shards remain to be done.
+    Running,
+    /// Every shard is done and `_SUCCESS` is written.
+    Succeeded,
+    /// Every shard is done or failed, and some failed: the job cannot
+    /// finish without a fix and a resubmit.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub shard: String,
+    pub error_kind: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub job: JobId,
+    pub output: String,
+    pub state: JobState,
+    pub shards_total: u64,
+    pub shards_done: u64,
+    pub shards_failed: u64,
+    pub shards_pending: u64,
+    pub rows_done: u64,
+    pub rows_estimate: u64,
+    pub bad_rows: u64,
+    pub elapsed_secs: f64,
+    pub rows_per_sec: f64,
+    pub eta_secs: Option<f64>,
+    pub deadline_unix_ms: Option<u64>,
+    /// Deadline minus the projected finish; negative means late.
+    pub slack_secs: Option<f64>,
+    pub failures: Vec<Failure>,
+}
+
+pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
+    let ledger = Ledger::new(store::open(output)?, output);
+    let job = ledger
+        .read_job()
+        .await?
+        .ok_or_else(|| Error::Request(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json"))))?;
+    let done = ledger.done_records().await?;
+    let failed = ledger.failed_records().await?;
+    let planned: std::collections::BTreeSet<_> = job.shards.iter().map(|s| s.shard.clone()).collect();
+    let done: Vec<_> = done.into_iter().filter(|d| planned.contains(&d.shard)).collect();
+    let done_ids: std::collections::BTreeSet<_> = done.iter().map(|d| d.shard.clone()).collect();
+    let failed: Vec<_> = failed.into_iter().filter(|f| planned.contains(&f.shard) && !done_ids.contains(&f.shard)).collect();
+    let mut success = ledger.success().await?;
+    if success.is_none() && done.len() == job.shards.len() {
+        // A worker died between its done record and `_SUCCESS`: repair.
+        ledger.try_finalize(&job).await?;
+        success = ledger.success().await?;
+    }
+    let total = job.shards.len() as u64;
+    let rows_done: u64 = done.iter().map(|d| d.rows).sum();
+    let now = now_ms();
+    // Throughput counts from the first shard started, not from submit: a
+    // job queued before its workers came up is not slow.
+    let first_start = done.iter().map(|d| d.started_at_ms).min().unwrap_or(job.submitted_at_ms);
+    let end = if success.is_some() { done.iter().map(|d| d.finished_at_ms).max().unwrap_or(now) } else { now };
+    let elapsed_secs = end.saturating_sub(first_start) as f64 / 1000.0;
+    let rows_per_sec = if elapsed_secs > 0.0 { rows_done as f64 / elapsed_secs } else { 0.0 };
+    // Estimate what remains from the plan of the shards not yet done.
+    let remaining: u64 = job.shards.iter().filter(|s| !done_ids.contains(&s.shard)).map(|s| s.rows_estimate).sum();
+    let state = if success.is_some() {
+        JobState::Succeeded
+    } else if !failed.is_empty() && done.len() + failed.len() == job.shards.len() {
+        JobState::Failed
+    } else {
+        JobState::Running
+    };
+    let eta_secs = match state {
+        JobState::Succeeded => Some(0.0),
+        JobState::Failed => None,
+        JobState::Running if rows_per_sec > 0.0 => Some(remaining as f64 / rows_per_sec),
+        JobState::Running => None,
+    };
+    let deadline = job.spec.deadline_unix_ms;
+    let slack_secs = match (deadline, state) {
+        (Some(d), JobState::Succeeded) => Some((d as f64 - end as f64) / 1000.0),
+        (Some(d), _) => eta_secs.map(|eta| (d as f64 - now as f64) / 1000.0 - eta),
+        _ => None,
+    };
+    Ok(JobStatus {
+        job: job.job.clone(),
+        output: ledger.root().to_string(),
+        state,
+        shards_total: total,
+        shards_done: done.len() as u64,
+        shards_failed: failed.len() as u64,
+        shards_pending: total - done.len() as u64 - failed.len() as u64,
+        rows_done,
+        rows_estimate: job.rows_estimate,
+        bad_rows: done.iter().map(|d| d.bad_rows).sum(),
+        elapsed_secs,
+        rows_per_sec,
+        eta_secs,
+        deadline_unix_ms: deadline,
+        slack_secs,
+        failures: failed
+            .into_iter()
+            .map(|f| Failure { shard: f.shard.to_string(), error_kind: f.error_kind, message: f.message, attempts: f.attempts })
+            .collect(),
+    })
+}
+
+fn secs(s: f64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(s.abs().round() as u64)).to_string()
+}
+
+impl JobStatus {
+    /// A one-line progress bar for `--watch`.
+    pub fn progress_line(&self) -> String {
+        const WIDTH: usize = 30;
+        let frac = if self.shards_total == 0 { 1.0 } else { self.shards_done as f64 / self.shards_total as f64 };
+        let filled = (frac * WIDTH as f64).round() as usize;
+        let eta = self.eta_secs.map(|e| format!(" eta {}", secs(e))).unwrap_or_default();
+        let slack = self.slack_secs.map(|s| if s >= 0.0 { format!(" slack {}", secs(s)) } else { format!(" LATE by {}", secs(s)) }).unwrap_or_default();
+        format!(
+            "[{}{}] {:>3.0}% {}/{} shards, {} failed, {} rows, {:.0} rows/s{eta}{slack}",
+            "#".repeat(filled),
+            ".".repeat(WIDTH - filled),
+            frac * 100.0,
+            self.shards_done,
+            self.shards_total,
+            self.shards_failed,
+            self.rows_done,
+            self.rows_per_sec
+        )
+    }
+
+    /// The human summary printed by `hourglass status`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("job      {}\noutput   {}\nstate    {:?}\n", self.job, self.output, self.state));
+        out.push_str(&format!(
+            "shards   {} done, {} failed, {} pending, {} total\n",
+            self.shards_done, self.shards_failed, self.shards_pending, self.shards_total
+        ));
+        out.push_str(&format!("rows     {} done of ~{} planned ({} bad rows skipped)\n", self.rows_done, self.rows_estimate, self.bad_rows));
+        out.push_str(&format!("speed    {:.0} rows/s over {}\n", self.rows_per_sec, secs(self.elapsed_secs)));
+        match self.eta_secs {
+            Some(e) => out.push_str(&format!("eta      {}\n", secs(e))),
+            None => out.push_str("eta      unknown\n"),
+        }
+        if let Some(d) = self.deadline_unix_ms {
+            let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(d));
+            let slack = match self.slack_secs {
+                Some(s) if s >= 0.0 => format!("slack {}", secs(s)),
+                Some(s) => format!("LATE by {}", secs(s)),
+                None => "slack unknown".into(),
+            };
+            out.push_str(&format!("deadline {when} ({slack})\n"));
+        }
+        for f in &self.failures {
+            out.push_str(&format!("failed   shard {} after {} attempts [{}]: {}\n", f.shard, f.attempts, f.error_kind, f.message));
+        }
+        out
+    }
+}

@@ -1,0 +1,151 @@
+//! Synthetic CTR data of the reference shape: an `id` column, 13 dense
+//! count features (I1..I13, log-normal) and 26 hashed categorical features
+//! (C1..C26, bucket ids skewed towards small values), all float-valued
+//! integers. The distribution matches `models/make_models.py`, which trains
+//! the reference models on it. Output is deterministic for a seed.
+
+use crate::{Error, Result};
+use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use hourglass_core::store::BlobStore;
+use hourglass_core::task::Format;
+use hourglass_core::BlobUrl;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::io::Write;
+use std::sync::Arc;
+
+pub const N_DENSE: usize = 13;
+pub const N_CAT: usize = 26;
+/// Rows per Parquet row group: the unit the planner cuts Parquet shards at.
+pub const ROW_GROUP_ROWS: usize = 65_536;
+
+pub fn feature_names() -> Vec<String> {
+    (1..=N_DENSE).map(|i| format!("I{i}")).chain((1..=N_CAT).map(|i| format!("C{i}"))).collect()
+}
+
+/// SplitMix64: tiny, fast, and good enough for synthetic features.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// One row's 39 features.
+fn row(rng: &mut Rng, out: &mut [f32; N_DENSE + N_CAT]) {
+    for (j, v) in out.iter_mut().take(N_DENSE).enumerate() {
+        let mu = 0.5 + 0.25 * j as f64;
+        *v = (mu + rng.normal()).exp().floor() as f32;
+    }
+    for j in 0..N_CAT {
+        let card = 10f64.powi(1 + (j % 6) as i32);
+        let u = rng.uniform();
+        out[N_DENSE + j] = (card * u * u).floor() as f32;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SynthSpec {
+    pub rows: u64,
+    pub files: usize,
+    pub format: Format,
+    pub seed: u64,
+}
+
+/// Writes `rows` rows over `files` files under `dir` (ids `0..rows`, in
+/// order across files) and returns the file URLs.
+pub async fn generate(store: &dyn BlobStore, dir: &BlobUrl, spec: &SynthSpec) -> Result<Vec<BlobUrl>> {
+    let files = spec.files.max(1) as u64;
+    let mut urls = Vec::new();
+    for f in 0..files {
+        let lo = spec.rows * f / files;
+        let hi = spec.rows * (f + 1) / files;
+        let ext = spec.format.as_str();
+        let url = dir.join(&format!("part-{f:05}.{ext}"));
+        let (format, seed) = (spec.format, spec.seed ^ (f.wrapping_mul(0x1000_0000_01B3)));
+        let body = tokio::task::spawn_blocking(move || match format {
+            Format::Csv => csv_file(lo, hi, seed),
+            Format::Parquet => parquet_file(lo, hi, seed),
+        })
+        .await
+        .map_err(|e| Error::Request(format!("generator failed: {e}")))??;
+        store.put(url.key(), body.into()).await?;
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+fn csv_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(((hi - lo) * 160) as usize);
+    writeln!(out, "id,{}", feature_names().join(",")).expect("vec write");
+    let mut feats = [0f32; N_DENSE + N_CAT];
+    for id in lo..hi {
+        row(&mut rng, &mut feats);
+        write!(out, "{id}").expect("vec write");
+        for v in feats {
+            write!(out, ",{v}").expect("vec write");
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
+    let mut rng = Rng(seed);
+    let mut fields = vec![Field::new("id", DataType::Int64, false)];
+    fields.extend(feature_names().into_iter().map(|n| Field::new(n, DataType::Float32, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| Error::Request(e.to_string()))?;
+    let mut feats = [0f32; N_DENSE + N_CAT];
+    let mut start = lo;
+    while start < hi {
+        let end = (start + ROW_GROUP_ROWS as u64).min(hi);
+        let n = (end - start) as usize;
+        let mut cols: Vec<Vec<f32>> = vec![Vec::with_capacity(n); N_DENSE + N_CAT];
+        for _ in start..end {
+            row(&mut rng, &mut feats);
+            for (c, v) in cols.iter_mut().zip(feats) {
+                c.push(v);
+            }
+        }
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(start as i64..end as i64))];
+        arrays.extend(cols.into_iter().map(|c| Arc::new(Float32Array::from(c)) as ArrayRef));
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::Request(e.to_string()))?;
+        writer.write(&batch).map_err(|e| Error::Request(e.to_string()))?;
+        start = end;
+    }
+    writer.into_inner().map_err(|e| Error::Request(e.to_string()))
+}
+
+/// `rows` rows of features, row-major `[rows, 39]`, for in-memory
+/// benchmarks of the model alone.
+pub fn features(rows: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(rows * (N_DENSE + N_CAT));
+    let mut feats = [0f32; N_DENSE + N_CAT];
+    for _ in 0..rows {
+        row(&mut rng, &mut feats);
+        out.extend_from_slice(&feats);
+    }
+    out
+}

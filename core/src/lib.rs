@@ -1,0 +1,21 @@
+//! Contracts shared by every Hourglass component, and nothing else.
+//!
+//! `hourglass-core` owns the wire and storage formats (the shard task, the job
+//! ledger), the identifiers, the two seams the engine is built on (`Queue`
+//! and `BlobStore`) with their backends, URL parsing and telemetry setup. It
+//! holds no engine logic: planning lives in the coordinator, scoring in the
+//! worker, scaling in the scaler. It imports none of our other crates.
+
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod model;
+pub mod queue;
+pub mod store;
+pub mod task;
+pub mod telemetry;
+pub mod url;
+
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{JobId, MessageId, Receipt, ShardId};
+pub use url::BlobUrl;

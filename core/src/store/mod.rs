@@ -1,0 +1,92 @@
+//! The `BlobStore` seam: where inputs, models, outputs and the job ledger
+//! live. Backends: the filesystem (here) and S3 (a later backend; the trait
+//! is shaped for it: ranged reads as streams, paged listing, conditional
+//! create).
+
+mod fs;
+
+pub use fs::FsStore;
+
+use crate::url::Scheme;
+use crate::{BlobUrl, Error, ErrorKind, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A stream of body chunks; memory stays bounded by the chunk size however
+/// large the range is.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The full key within the store's bucket.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// Object storage as S3 shapes it: flat keys in a bucket, whole-object
+/// writes, ranged reads.
+///
+/// Contract, for every backend:
+/// - a `put` is atomic: readers see the old object, or the whole new one,
+///   never a part;
+/// - `put_if_absent` creates the object only if no object has the key, and
+///   says whether it did; of racing callers exactly one wins;
+/// - `list` yields every object whose key starts with `prefix` (no
+///   delimiter, recursive), in lexicographic key order, across pages;
+/// - missing objects are errors of kind `NotFound`; `delete` of a missing
+///   object succeeds.
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// The URL of a key, for messages and records.
+    fn url(&self, key: &str) -> BlobUrl;
+
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Streams `range` of the object; a range past the end is cut at the end.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream>;
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool>;
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>>;
+
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Opens the store that holds `url`.
+pub fn open(url: &BlobUrl) -> Result<Arc<dyn BlobStore>> {
+    match url.scheme() {
+        Scheme::File => Ok(Arc::new(FsStore::new())),
+        Scheme::S3 => Err(Error::store(
+            "open",
+            url.to_string(),
+            ErrorKind::Permanent,
+            "this build has no S3 backend yet; use a file:// url or a local path",
+        )),
+    }
+}
+
+/// Reads a whole range into memory; for small reads (probes, footers).
+pub async fn read_range(store: &dyn BlobStore, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+    use futures::TryStreamExt;
+    let mut out = Vec::with_capacity((range.end - range.start).min(1 << 20) as usize);
+    let mut stream = store.get_range(key, range).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Lists every object under `prefix` into a vector.
+pub async fn list_all(store: &dyn BlobStore, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    use futures::TryStreamExt;
+    store.list(prefix).try_collect().await
+}

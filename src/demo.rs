@@ -1,0 +1,199 @@
+//! `hourglass demo`: the whole flow on embedded defaults. Generates CTR
+//! rows, submits them to a local queue, runs K worker processes of this
+//! binary until the job succeeds, verifies every input row has exactly one
+//! output row, and measures raw ONNX Runtime on the same model and thread
+//! budget for comparison.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hourglass_coordinator::{status, submit, synth, verify};
+use hourglass_core::ledger::JobSpec;
+use hourglass_core::task::Format;
+use hourglass_core::{queue, store, BlobUrl};
+use hourglass_worker::runtime::InputData;
+use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 2_000_000)]
+    rows: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// ONNX Runtime threads per worker.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long, default_value = "csv")]
+    format: super::FormatArg,
+    /// Input files to generate.
+    #[arg(long, default_value_t = 4)]
+    files: usize,
+    #[arg(long, default_value = "models/ctr_gbdt.onnx")]
+    model: String,
+    /// Working directory for inputs, outputs, the queue and worker logs.
+    #[arg(long, default_value = ".hourglass/demo")]
+    dir: String,
+    /// Target input bytes per shard.
+    #[arg(long, default_value = "32MiB", value_parser = super::parse_bytes)]
+    shard_size: u64,
+    /// Rows for the raw ONNX Runtime measurement.
+    #[arg(long, default_value_t = 400_000)]
+    raw_rows: usize,
+}
+
+/// Kills worker processes left behind if the demo fails half-way.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub async fn run(a: DemoArgs) -> Result<()> {
+    let format: Format = a.format.into();
+    let dir = std::path::absolute(&a.dir).context("resolving --dir")?;
+    for sub in ["input", "output"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("clearing {}", p.display()))?;
+        }
+    }
+    for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    std::fs::create_dir_all(&dir)?;
+    let input = BlobUrl::parse(&format!("{}/input/", dir.display()))?;
+    let output = BlobUrl::parse(&format!("{}/output/", dir.display()))?;
+    let queue_url = format!("local://{}/queue.db", dir.display());
+
+    eprintln!("generating {} rows of {} in {} files…", a.rows, format, a.files);
+    let t = Instant::now();
+    let spec = synth::SynthSpec { rows: a.rows, files: a.files, format, seed: 42 };
+    synth::generate(store::open(&input)?.as_ref(), &input, &spec).await?;
+    let gen_secs = t.elapsed().as_secs_f64();
+
+    let model_url = BlobUrl::parse(&a.model)?;
+    let model = super::load_model(&model_url, a.threads)?;
+    let queue = queue::open(&queue_url)?;
+    let report = submit::submit(
+        submit::SubmitRequest {
+            spec: JobSpec {
+                input: input.clone(),
+                model: model_url.clone(),
+                output: output.clone(),
+                format: Some(format),
+                id_column: "id".into(),
+                shard_bytes: a.shard_size,
+                max_bad_rows: 0,
+                deadline_unix_ms: None,
+            },
+            job_id: None,
+            signature: model.signature().clone(),
+            model_sha256: model.sha256().to_string(),
+        },
+        queue.as_ref(),
+    )
+    .await?;
+    eprintln!("job {}: {} shards; starting {} workers…", report.job, report.shards, a.workers);
+
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let mut workers = Workers(Vec::new());
+    for i in 0..a.workers {
+        let log = std::fs::File::create(dir.join(format!("worker-{i}.log")))?;
+        let child = Command::new(&exe)
+            .args(["worker", "--queue", &queue_url, "--threads", &a.threads.to_string(), "--exit-when-idle", "1s"])
+            .args(["--worker-id", &format!("demo-{i}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a worker process")?;
+        workers.0.push(child);
+    }
+    let final_status = loop {
+        let s = status::status(&output).await?;
+        eprint!("\r\x1b[2K{}", s.progress_line());
+        if s.state != status::JobState::Running {
+            eprintln!();
+            break s;
+        }
+        for (i, c) in workers.0.iter_mut().enumerate() {
+            if let Some(code) = c.try_wait()? {
+                if !code.success() {
+                    bail!("worker {i} exited with {code}; see {}", dir.join(format!("worker-{i}.log")).display());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let wall = started.elapsed().as_secs_f64();
+    for c in &mut workers.0 {
+        c.wait()?;
+    }
+    if final_status.state != status::JobState::Succeeded {
+        bail!("job did not succeed:\n{}", final_status.render());
+    }
+
+    let check = verify::verify(&output).await?;
+    if !check.ok() {
+        bail!("verification failed: {check:?}");
+    }
+
+    eprintln!("measuring raw ONNX Runtime on {} in-memory rows…", a.raw_rows);
+    let (raw_rows, workers, threads) = (a.raw_rows, a.workers, a.threads);
+    let raw_model = model_url.clone();
+    let raw = tokio::task::spawn_blocking(move || raw_rows_per_sec(&raw_model, raw_rows, workers, threads)).await??;
+    let rows_per_sec = a.rows as f64 / wall;
+    println!("hourglass demo ({format}, {} workers × {} ORT threads)", a.workers, a.threads);
+    println!("  rows            {}", a.rows);
+    println!("  shards          {}", report.shards);
+    println!("  generate        {gen_secs:.1} s");
+    println!("  wall (score)    {wall:.2} s");
+    println!("  rows/s          {rows_per_sec:.0}");
+    println!("  raw ORT rows/s  {raw:.0} (same model, {} sessions × {} threads, no IO)", a.workers, a.threads);
+    println!("  pipeline / raw  {:.2}", rows_per_sec / raw);
+    println!("  verified        {} input rows → {} output rows, 0 missing, 0 duplicates", check.input_rows, check.output_rows);
+    println!("  outputs         {output}");
+    Ok(())
+}
+
+/// Scores in-memory batches with `sessions` parallel sessions of `threads`
+/// intra-op threads each: the ceiling the pipeline is measured against.
+fn raw_rows_per_sec(model: &BlobUrl, rows: usize, sessions: usize, threads: usize) -> Result<f64> {
+    const BATCH: usize = hourglass_worker::config::DEFAULT_BATCH_SIZE;
+    let path = model.local_path().context("local model")?;
+    let runtime = ModelRuntime::load_file(&path, RuntimeOptions { intra_threads: threads, sessions })?;
+    let width = 39;
+    let data = synth::features(rows, 7);
+    let batches: Vec<InputData> = data.chunks(BATCH * width).map(|c| InputData::F32(c.to_vec())).collect();
+    // Warm-up: first runs allocate arenas.
+    runtime.run(std::slice::from_ref(&batches[0]), batches[0].len() / width)?;
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..sessions)
+            .map(|i| {
+                let (runtime, batches) = (&runtime, &batches);
+                s.spawn(move || -> Result<()> {
+                    for b in batches.iter().skip(i).step_by(sessions) {
+                        runtime.run(std::slice::from_ref(b), b.len() / width)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("raw benchmark thread panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(rows as f64 / t.elapsed().as_secs_f64())
+}

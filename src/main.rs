@@ -1,0 +1,380 @@
+//! The `hourglass` binary: argument parsing and wiring only. Every
+//! behaviour lives in the library crates; this file turns flags into their
+//! configs, connects queue, store and model, and maps errors to exit codes.
+
+mod demo;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hourglass_coordinator::{status, submit, synth, verify};
+use hourglass_core::ledger::JobSpec;
+use hourglass_core::task::Format;
+use hourglass_core::telemetry::{self, LogFormat};
+use hourglass_core::{queue, BlobUrl, JobId};
+use hourglass_worker::lease::Worker;
+use hourglass_worker::{config, ModelRuntime, RuntimeOptions, WorkerConfig};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// The embedded default queue: a SQLite file in the working directory.
+const DEFAULT_QUEUE: &str = "local://./.hourglass/queue.db";
+
+#[derive(Parser)]
+#[command(name = "hourglass", version, about = "Deadline-driven batch inference: score huge batches of rows with ONNX models before a deadline")]
+struct Cli {
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate data, score it with K local worker processes, verify, summarise.
+    Demo(demo::DemoArgs),
+    /// Write synthetic CTR feature files (id + 39 features), deterministic by seed.
+    GenData(GenDataArgs),
+    /// Plan a job, check its inputs against the model, enqueue its shards.
+    Submit(SubmitArgs),
+    /// Lease shards from a queue and score them until stopped (SIGTERM drains).
+    Worker(WorkerArgs),
+    /// Show a job's progress from its ledger.
+    Status(StatusArgs),
+    /// Check a finished job: every input row has exactly one output row.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct GenDataArgs {
+    /// Directory to write into.
+    #[arg(long)]
+    output: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    #[arg(long, default_value_t = 4)]
+    files: usize,
+    #[arg(long, default_value = "csv")]
+    format: FormatArg,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FormatArg {
+    Csv,
+    Parquet,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Parquet => Format::Parquet,
+        }
+    }
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// Input file or prefix (directory) of .csv / .parquet files.
+    #[arg(long)]
+    input: String,
+    /// The ONNX model.
+    #[arg(long)]
+    model: String,
+    /// Output prefix: part-<shard>.parquet files and the job ledger go here.
+    #[arg(long)]
+    output: String,
+    /// Queue URL.
+    #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
+    queue: String,
+    /// When the job must be done: `+1h` (from now) or an RFC 3339 time.
+    #[arg(long)]
+    deadline: Option<String>,
+    /// Input format, when file names do not say it.
+    #[arg(long)]
+    format: Option<FormatArg>,
+    /// Column that identifies rows; passed through to the outputs.
+    #[arg(long, default_value = "id")]
+    id_column: String,
+    /// Target input bytes per shard (e.g. 64MiB). Default 64 MiB: about
+    /// 0.4 M CTR rows, a few seconds of work, so a lost shard costs little.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    shard_size: u64,
+    /// Malformed rows a shard may skip (they are written to
+    /// _hourglass/bad/<shard>.csv); one more fails the shard.
+    #[arg(long, default_value_t = 0)]
+    max_bad_rows: u64,
+    /// Job id; by default derived from the inputs, model and options, so
+    /// submitting the same job again resumes it.
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Queue URL.
+    #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
+    queue: String,
+    /// Shards scored at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// ONNX Runtime intra-op threads per shard; default: the cores divided by --concurrency.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rows per inference batch.
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Lease length; heartbeats extend it every third of it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    visibility_timeout: Duration,
+    /// Deliveries before a failing shard is recorded as failed and dead-lettered.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// After SIGTERM, how long held shards may finish before they are released.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Long-poll wait per receive.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    poll_wait: Duration,
+    /// Exit after the queue has been empty this long (default: serve until stopped).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    exit_when_idle: Option<Duration>,
+    /// Load this model before taking any message, so a bad model fails fast.
+    #[arg(long)]
+    model: Option<String>,
+    /// Name in done and failed records (default: host-pid).
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Fault injection for tests: sleep before each batch.
+    #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
+    fault_batch_delay: Duration,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The job's output prefix.
+    output: String,
+    #[arg(long)]
+    json: bool,
+    /// Redraw a progress line until the job succeeds or fails.
+    #[arg(long)]
+    watch: bool,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The job's output prefix.
+    output: String,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `64MiB`, `1GB`, `1048576`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 64MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}; use B, KiB, MiB, GiB")),
+    };
+    n.checked_mul(mult).filter(|&b| b > 0).ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+fn parse_deadline(s: &str) -> Result<u64> {
+    let now = SystemTime::now();
+    let when = if let Some(rel) = s.strip_prefix('+') {
+        now + humantime::parse_duration(rel).with_context(|| format!("--deadline {s:?}: expected +DURATION like +1h"))?
+    } else {
+        humantime::parse_rfc3339_weak(s).with_context(|| format!("--deadline {s:?}: expected +1h or an RFC 3339 time"))?
+    };
+    Ok(when.duration_since(UNIX_EPOCH).context("deadline before 1970")?.as_millis() as u64)
+}
+
+/// Loads the model through the worker runtime: a missing or corrupt model
+/// fails here, before anything is planned or enqueued.
+fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
+    let path = model.local_path().context("the model must be a local file in this build")?;
+    let options = RuntimeOptions { intra_threads: threads, sessions: 1 };
+    Ok(ModelRuntime::load_file(&path, options)?)
+}
+
+async fn cmd_submit(a: SubmitArgs) -> Result<()> {
+    let model = BlobUrl::parse(&a.model)?;
+    let runtime = load_model(&model, 1)?;
+    let spec = JobSpec {
+        input: BlobUrl::parse(&a.input)?,
+        model: model.clone(),
+        output: BlobUrl::parse(&a.output)?.as_prefix(),
+        format: a.format.map(Into::into),
+        id_column: a.id_column,
+        shard_bytes: a.shard_size,
+        max_bad_rows: a.max_bad_rows,
+        deadline_unix_ms: a.deadline.as_deref().map(parse_deadline).transpose()?,
+    };
+    let queue = queue::open(&a.queue)?;
+    let request = submit::SubmitRequest {
+        spec,
+        job_id: a.job_id.as_deref().map(JobId::parse).transpose()?,
+        signature: runtime.signature().clone(),
+        model_sha256: runtime.sha256().to_string(),
+    };
+    let report = submit::submit(request, queue.as_ref()).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "job {} {}: {} shards (~{} rows), {} enqueued, {} already done\noutput {}\nqueue  {}",
+            report.job,
+            if report.resumed { "resumed" } else { "submitted" },
+            report.shards,
+            report.rows_estimate,
+            report.enqueued,
+            report.already_done,
+            report.output,
+            queue.name()
+        );
+    }
+    Ok(())
+}
+
+async fn cmd_worker(a: WorkerArgs) -> Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let config = WorkerConfig {
+        concurrency: a.concurrency,
+        threads: a.threads.unwrap_or((cores / a.concurrency.max(1)).max(1)),
+        batch_size: a.batch_size,
+        visibility_timeout: a.visibility_timeout,
+        max_attempts: a.max_attempts,
+        drain_timeout: a.drain_timeout,
+        poll_wait: a.poll_wait,
+        exit_when_idle: a.exit_when_idle,
+        preload_model: a.model.as_deref().map(BlobUrl::parse).transpose()?,
+        worker_id: a.worker_id.unwrap_or_else(config::default_worker_id),
+        fault_batch_delay: a.fault_batch_delay,
+    };
+    if let Err(e) = config.validate() {
+        bail!(e);
+    }
+    // Fail fast, before any message is taken, when ONNX Runtime is missing.
+    hourglass_worker::runtime::environment()?;
+    let queue = queue::open(&a.queue)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let worker = Arc::new(Worker::new(queue, config));
+    worker.run(shutdown).await?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+async fn stop_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+    }
+    token.cancel();
+}
+
+async fn cmd_status(a: StatusArgs) -> Result<()> {
+    let output = BlobUrl::parse(&a.output)?;
+    if !a.watch {
+        let s = status::status(&output).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print!("{}", s.render());
+        }
+        return Ok(());
+    }
+    loop {
+        let s = status::status(&output).await?;
+        if a.json {
+            println!("{}", serde_json::to_string(&s)?);
+        } else {
+            eprint!("\r\x1b[2K{}", s.progress_line());
+        }
+        if s.state != status::JobState::Running {
+            if !a.json {
+                eprintln!();
+                print!("{}", s.render());
+            }
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(a.interval) => {}
+            _ = tokio::signal::ctrl_c() => { eprintln!(); return Ok(()) }
+        }
+    }
+}
+
+async fn cmd_verify(a: VerifyArgs) -> Result<()> {
+    let report = verify::verify(&BlobUrl::parse(&a.output)?).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "input rows {}, output rows {}, missing {}, duplicates {}, unexpected {}, skipped as bad {}",
+            report.input_rows, report.output_rows, report.missing, report.duplicates, report.unexpected, report.bad_rows
+        );
+    }
+    if !report.ok() {
+        bail!("verification failed: outputs do not match inputs one to one");
+    }
+    Ok(())
+}
+
+async fn cmd_gen_data(a: GenDataArgs) -> Result<()> {
+    let dir = BlobUrl::parse(&a.output)?.as_prefix();
+    let store = hourglass_core::store::open(&dir)?;
+    let spec = synth::SynthSpec { rows: a.rows, files: a.files, format: a.format.into(), seed: a.seed };
+    let files = synth::generate(store.as_ref(), &dir, &spec).await?;
+    println!("wrote {} rows in {} files under {dir}", a.rows, files.len());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(a) => demo::run(a).await,
+            Command::GenData(a) => cmd_gen_data(a).await,
+            Command::Submit(a) => cmd_submit(a).await,
+            Command::Worker(a) => cmd_worker(a).await,
+            Command::Status(a) => cmd_status(a).await,
+            Command::Verify(a) => cmd_verify(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

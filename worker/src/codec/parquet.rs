@@ -1,0 +1,183 @@
+//! Parquet shards: a set of row groups of one file, read through the blob
+//! store with ranged reads (the footer, then only the projected column
+//! chunks), decoded into batches. Numeric columns of any width become the
+//! model's input type; nulls in float inputs become NaN (missing).
+
+use super::Batch;
+use crate::runtime::InputData;
+use crate::{Error, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::DataType;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use hourglass_core::model::{DType, InputBinding, ModelSignature};
+use hourglass_core::store::BlobStore;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Footer bytes fetched in the first read: most footers fit, saving a
+/// round trip.
+const FOOTER_PREFETCH_BYTES: usize = 64 * 1024;
+
+/// A Parquet file in a blob store, read by range.
+pub struct StoreFileReader {
+    store: Arc<dyn BlobStore>,
+    key: String,
+    size: u64,
+}
+
+impl StoreFileReader {
+    pub async fn open(store: Arc<dyn BlobStore>, key: &str) -> hourglass_core::Result<Self> {
+        let size = store.head(key).await?.size;
+        Ok(Self { store, key: key.to_string(), size })
+    }
+}
+
+impl AsyncFileReader for StoreFileReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            hourglass_core::store::read_range(self.store.as_ref(), &self.key, range)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let meta = ParquetMetaDataReader::new().with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES)).load_and_finish(self, size).await?;
+            Ok(Arc::new(meta))
+        }
+        .boxed()
+    }
+}
+
+/// How to decode one Parquet shard.
+pub struct ParquetShard<'a> {
+    pub file: &'a str,
+    pub row_groups: Vec<usize>,
+    pub id_column: &'a str,
+    pub signature: &'a ModelSignature,
+    pub batch_size: usize,
+}
+
+impl ParquetShard<'_> {
+    /// Decodes the shard on the calling (CPU pool) thread; IO is awaited on
+    /// the runtime through `handle`. Returns the rows decoded.
+    pub fn decode(
+        &self,
+        handle: &tokio::runtime::Handle,
+        reader: StoreFileReader,
+        mut on_batch: impl FnMut(Batch) -> Result<()>,
+    ) -> Result<u64> {
+        let derr = |e: &dyn std::fmt::Display| Error::Decode { file: self.file.to_string(), message: e.to_string() };
+        let builder = handle.block_on(ParquetRecordBatchStreamBuilder::new(reader)).map_err(|e| derr(&e))?;
+        let fields = builder.schema().fields().clone();
+        let id_index = fields
+            .iter()
+            .position(|f| f.name() == self.id_column)
+            .ok_or_else(|| derr(&format!("id column {:?} is missing", self.id_column)))?;
+        let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let bindings = self.signature.bind(self.file, &names, self.id_column)?;
+        let groups = builder.metadata().num_row_groups();
+        if let Some(g) = self.row_groups.iter().find(|&&g| g >= groups) {
+            return Err(derr(&format!("row group {g} does not exist (the file has {groups})")));
+        }
+        let mut roots: Vec<usize> = bindings.iter().flat_map(|b| b.columns.iter().copied()).collect();
+        roots.push(id_index);
+        roots.sort_unstable();
+        roots.dedup();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut stream = builder
+            .with_row_groups(self.row_groups.clone())
+            .with_projection(mask)
+            .with_batch_size(self.batch_size.max(1))
+            .build()
+            .map_err(|e| derr(&e))?;
+        let mut rows = 0u64;
+        while let Some(next) = handle.block_on(stream.next()) {
+            let rb = next.map_err(|e| derr(&e))?;
+            let ids = rb.column_by_name(self.id_column).expect("projected").clone();
+            let inputs = bindings
+                .iter()
+                .map(|b| interleave(&rb, &fields, b).map_err(|m| derr(&m)))
+                .collect::<Result<Vec<_>>>()?;
+            rows += rb.num_rows() as u64;
+            on_batch(Batch { ids, inputs, rows: rb.num_rows() })?;
+        }
+        Ok(rows)
+    }
+}
+
+/// Gathers a binding's columns into one row-major buffer.
+fn interleave(rb: &RecordBatch, fields: &arrow_schema::Fields, b: &InputBinding) -> std::result::Result<InputData, String> {
+    let width = b.columns.len();
+    let rows = rb.num_rows();
+    let cols: Vec<&ArrayRef> = b
+        .columns
+        .iter()
+        .map(|&i| rb.column_by_name(fields[i].name()).expect("projected"))
+        .collect();
+    match b.dtype {
+        DType::Int64 => {
+            let mut out = vec![0i64; rows * width];
+            for (j, (col, &fi)) in cols.iter().zip(&b.columns).enumerate() {
+                if col.null_count() > 0 {
+                    return Err(format!("column {:?} has nulls; integer model inputs cannot take missing values", fields[fi].name()));
+                }
+                let vals = to_i64(col).ok_or_else(|| type_err(&fields[fi]))?;
+                for (i, v) in vals.into_iter().enumerate() {
+                    out[i * width + j] = v;
+                }
+            }
+            Ok(InputData::I64(out))
+        }
+        _ => {
+            let mut out = vec![0f32; rows * width];
+            for (j, (col, &fi)) in cols.iter().zip(&b.columns).enumerate() {
+                let vals = to_f32(col).ok_or_else(|| type_err(&fields[fi]))?;
+                for (i, v) in vals.into_iter().enumerate() {
+                    out[i * width + j] = if col.is_null(i) { f32::NAN } else { v };
+                }
+            }
+            Ok(InputData::F32(out))
+        }
+    }
+}
+
+fn type_err(field: &arrow_schema::Field) -> String {
+    format!("column {:?} has type {}; model inputs need numeric columns", field.name(), field.data_type())
+}
+
+macro_rules! convert {
+    ($col:expr, $to:ty, $($dt:ident => $t:ty),*) => {
+        match $col.data_type() {
+            $(DataType::$dt => Some($col.as_primitive::<$t>().values().iter().map(|&v| v as $to).collect()),)*
+            DataType::Boolean => Some($col.as_boolean().iter().map(|v| v.unwrap_or(false) as u8 as $to).collect()),
+            _ => None,
+        }
+    };
+}
+
+fn to_f32(col: &ArrayRef) -> Option<Vec<f32>> {
+    convert!(col, f32, Float32 => Float32Type, Float64 => Float64Type, Int8 => Int8Type, Int16 => Int16Type,
+        Int32 => Int32Type, Int64 => Int64Type, UInt8 => UInt8Type, UInt16 => UInt16Type, UInt32 => UInt32Type,
+        UInt64 => UInt64Type)
+}
+
+fn to_i64(col: &ArrayRef) -> Option<Vec<i64>> {
+    convert!(col, i64, Int8 => Int8Type, Int16 => Int16Type, Int32 => Int32Type, Int64 => Int64Type,
+        UInt8 => UInt8Type, UInt16 => UInt16Type, UInt32 => UInt32Type)
+}

@@ -1,0 +1,88 @@
+//! Worker settings, validated once before the lease loop starts.
+
+use hourglass_core::BlobUrl;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Shards scored at once (and ONNX Runtime sessions kept).
+    pub concurrency: usize,
+    /// ONNX Runtime intra-op threads per session.
+    pub threads: usize,
+    /// Rows per inference batch.
+    pub batch_size: usize,
+    /// Lease length; heartbeats extend it every third of it.
+    pub visibility_timeout: Duration,
+    /// Deliveries after which a failing shard gets a failed record and goes
+    /// to the dead-letter queue.
+    pub max_attempts: u32,
+    /// After SIGTERM, how long held shards may run before being released.
+    pub drain_timeout: Duration,
+    /// Long-poll wait per receive. Short on the local queue so a stop
+    /// request is noticed quickly.
+    pub poll_wait: Duration,
+    /// Exit once the queue has been empty (nothing visible or in flight)
+    /// for this long; `None` serves until stopped.
+    pub exit_when_idle: Option<Duration>,
+    /// Model to load before taking any message, so a bad model fails fast.
+    pub preload_model: Option<BlobUrl>,
+    /// This worker's name in done and failed records.
+    pub worker_id: String,
+    /// Fault injection for tests; zero in production.
+    pub fault_batch_delay: Duration,
+}
+
+/// Rows per batch: large enough that ONNX Runtime's per-call overhead is
+/// small against 100 trees × rows of work, small enough that a batch of 39
+/// float features stays in cache-friendly megabytes (8,192 × 39 × 4 B ≈ 1.2 MiB).
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// A lease of 60 s with heartbeats every 20 s rides out pauses of tens of
+/// seconds; a dead worker's shard is back in the queue within a minute.
+pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Under the 2-minute spot interruption notice, with room to release.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            threads: 1,
+            batch_size: DEFAULT_BATCH_SIZE,
+            visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            poll_wait: Duration::from_secs(1),
+            exit_when_idle: None,
+            preload_model: None,
+            worker_id: default_worker_id(),
+            fault_batch_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 || self.threads == 0 || self.batch_size == 0 {
+            return Err("--concurrency, --threads and --batch-size must be at least 1".into());
+        }
+        if self.visibility_timeout < Duration::from_secs(1) {
+            return Err("--visibility-timeout must be at least 1s".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("--max-attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// `<host>-<pid>`: unique per process on a fleet (pod names are hosts).
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,62 @@
+//! The worker's error type: each variant knows whether a retry can help and
+//! has a short bounded `kind()` for records and metric labels.
+
+use hourglass_core::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] hourglass_core::Error),
+    /// ONNX Runtime could not be found or loaded.
+    #[error("{0}")]
+    RuntimeLibrary(String),
+    /// The model cannot be loaded or is not what the task says it is.
+    #[error("model {model}: {message}")]
+    Model { model: String, message: String },
+    /// Inference failed on a batch.
+    #[error("inference failed on {model}: {message}")]
+    Inference { model: String, message: String },
+    /// A malformed input row; `line` is 1-based in the file.
+    #[error("{file} line {line}{}: {message}", column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
+    BadRow { file: String, line: u64, column: Option<String>, message: String },
+    /// Input that cannot be decoded at all (corrupt Parquet, bad encoding).
+    #[error("{file}: {message}")]
+    Decode { file: String, message: String },
+    /// Encoding the output failed.
+    #[error("failed to encode output for shard {shard}: {message}")]
+    Encode { shard: String, message: String },
+    /// The worker is stopping and gave the shard up.
+    #[error("shard abandoned: the worker is shutting down")]
+    Cancelled,
+}
+
+impl Error {
+    /// A short label for failed records and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Core(e) => e.kind().as_str(),
+            Error::RuntimeLibrary(_) => "runtime_library",
+            Error::Model { .. } => "model",
+            Error::Inference { .. } => "inference",
+            Error::BadRow { .. } => "bad_row",
+            Error::Decode { .. } => "decode",
+            Error::Encode { .. } => "encode",
+            Error::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Core(e) => e.is_retryable(),
+            Error::Cancelled => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the message itself is unusable (never worth another attempt).
+    pub fn is_invalid_message(&self) -> bool {
+        matches!(self, Error::Core(e) if e.kind() == ErrorKind::Invalid)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,404 @@
+//! The lease loop: receive shard tasks, keep their leases alive while they
+//! are scored, write output then done record then ack, and on shutdown stop
+//! receiving, let held shards finish within the drain timeout and release
+//! the rest.
+//!
+//! Exactly-once in effect rests on three orderings: the output is written
+//! (to a deterministic key) before the done record, the done record before
+//! the ack, and a delivery whose done record exists is acked without work.
+//! A redelivered shard overwrites identical bytes.
+
+use crate::pool::CpuPool;
+use crate::runtime::{ModelRuntime, RuntimeOptions};
+use crate::shard::{score_shard, ShardJob};
+use crate::{Error, Result, WorkerConfig};
+use bytes::Bytes;
+use hourglass_core::ledger::{now_ms, DoneRecord, FailedRecord, JobRecord, Ledger, LEDGER_VERSION};
+use hourglass_core::queue::{backoff, Message, Queue};
+use hourglass_core::task::ShardTask;
+use hourglass_core::{store, BlobUrl, JobId};
+use sha2::Digest;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, info_span, warn, Instrument};
+
+/// What a worker did, for its exit log and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub shards_done: u64,
+    pub shards_failed: u64,
+    pub shards_released: u64,
+    pub rows: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    done: AtomicU64,
+    failed: AtomicU64,
+    released: AtomicU64,
+    rows: AtomicU64,
+}
+
+/// The shared state of one worker process.
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    config: WorkerConfig,
+    pool: CpuPool,
+    models: tokio::sync::Mutex<HashMap<String, Arc<ModelRuntime>>>,
+    jobs: Mutex<HashMap<JobId, Arc<JobRecord>>>,
+    counters: Counters,
+}
+
+impl Worker {
+    pub fn new(queue: Arc<dyn Queue>, config: WorkerConfig) -> Self {
+        let pool = CpuPool::new(config.concurrency);
+        Self { queue, config, pool, models: Default::default(), jobs: Default::default(), counters: Counters::default() }
+    }
+
+    fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions { intra_threads: self.config.threads, sessions: self.config.concurrency }
+    }
+
+    /// Loads a model by URL (before any message, when asked to preload).
+    pub async fn preload(&self, url: &BlobUrl) -> Result<Arc<ModelRuntime>> {
+        let store = store::open(url)?;
+        let bytes = store.get(url.key()).await?;
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        self.model_from_bytes(url, sha, bytes).await
+    }
+
+    async fn model_from_bytes(&self, url: &BlobUrl, sha: String, bytes: Bytes) -> Result<Arc<ModelRuntime>> {
+        let source = url.to_string();
+        let options = self.runtime_options();
+        let model = Arc::new(self.pool.run(move || ModelRuntime::load(&bytes, &source, options)).await?);
+        self.models.lock().await.insert(sha, model.clone());
+        info!(model = %url, sha256 = model.sha256(), "model loaded");
+        Ok(model)
+    }
+
+    /// The task's model: cached by sha256, fetched and verified otherwise.
+    async fn model_for(&self, task: &ShardTask) -> Result<Arc<ModelRuntime>> {
+        // Held across the load so concurrent shards load a model once.
+        let models = self.models.lock().await;
+        if let Some(m) = models.get(&task.model.sha256) {
+            return Ok(m.clone());
+        }
+        drop(models);
+        let store = store::open(&task.model.url)?;
+        let bytes = store.get(task.model.url.key()).await?;
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        if sha != task.model.sha256 {
+            return Err(Error::Model {
+                model: task.model.url.to_string(),
+                message: format!("sha256 is {sha}, the job expects {}; the model changed after submit", task.model.sha256),
+            });
+        }
+        self.model_from_bytes(&task.model.url, sha, bytes).await
+    }
+
+    async fn job_record(&self, ledger: &Ledger, job: &JobId) -> Result<Option<Arc<JobRecord>>> {
+        if let Some(r) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(record) = ledger.read_job().await? else { return Ok(None) };
+        let record = Arc::new(record);
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job.clone(), record.clone());
+        Ok(Some(record))
+    }
+
+    /// Serves until `shutdown` is cancelled (or the queue stays idle, when
+    /// configured), then drains.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<WorkerSummary> {
+        if let Some(url) = self.config.preload_model.clone() {
+            self.preload(&url).await?;
+        }
+        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        let tracker = TaskTracker::new();
+        // Cancelled when the drain timeout passes: held shards are released.
+        let abandon = CancellationToken::new();
+        let mut idle_since: Option<Instant> = None;
+        info!(queue = self.queue.name(), concurrency = self.config.concurrency, threads = self.config.threads, "worker started");
+        let mut receive_failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+                _ = shutdown.cancelled() => break,
+            };
+            let want = 1 + permits.available_permits();
+            // Not raced against shutdown: a receive cut off mid-way could
+            // lease messages nobody holds. The wait is short instead.
+            let received = self.queue.receive(want, self.config.poll_wait, self.config.visibility_timeout).await;
+            let messages = match received {
+                Ok(m) => {
+                    receive_failures = 0;
+                    m
+                }
+                Err(e) => {
+                    receive_failures += 1;
+                    warn!(error = %e, attempt = receive_failures, "receive failed; retrying");
+                    drop(first);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff(receive_failures)) => {},
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                drop(first);
+                if let Some(idle) = self.config.exit_when_idle {
+                    if tracker.is_empty() && self.queue_is_drained().await {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= idle {
+                            info!("queue is empty; exiting");
+                            break;
+                        }
+                    } else {
+                        idle_since = None;
+                    }
+                }
+                continue;
+            }
+            idle_since = None;
+            let mut first = Some(first);
+            for message in messages {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => permits.clone().try_acquire_owned().expect("received no more than the free permits"),
+                };
+                let this = self.clone();
+                let abandon = abandon.clone();
+                tracker.spawn(async move {
+                    this.handle(message, abandon).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracker.close();
+        if !tracker.is_empty() {
+            info!(held = tracker.len(), drain_timeout = ?self.config.drain_timeout, "stopping: finishing held shards");
+            if tokio::time::timeout(self.config.drain_timeout, tracker.wait()).await.is_err() {
+                warn!("drain timeout passed; releasing held shards");
+                abandon.cancel();
+                tracker.wait().await;
+            }
+        }
+        let c = &self.counters;
+        let summary = WorkerSummary {
+            shards_done: c.done.load(Ordering::Relaxed),
+            shards_failed: c.failed.load(Ordering::Relaxed),
+            shards_released: c.released.load(Ordering::Relaxed),
+            rows: c.rows.load(Ordering::Relaxed),
+        };
+        info!(?summary, "worker stopped");
+        Ok(summary)
+    }
+
+    async fn queue_is_drained(&self) -> bool {
+        match self.queue.depth().await {
+            Ok(d) => d.visible == 0 && d.in_flight == 0 && d.delayed == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// One delivery, start to finish. Errors are handled here, never lost:
+    /// every path ends in ack, release, or dead-letter.
+    async fn handle(self: Arc<Self>, message: Message, abandon: CancellationToken) {
+        let task = match ShardTask::decode(&message.body) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(message = %message.id, error = %e, "poison message; dead-lettering");
+                if let Err(e2) = self.queue.dead_letter(&message, &e.to_string()).await {
+                    warn!(message = %message.id, error = %e2, "dead-letter failed; the queue's redrive will move it");
+                }
+                return;
+            }
+        };
+        let span = info_span!("shard", job = %task.job, shard = %task.shard, attempt = message.receive_count);
+        self.handle_task(message, task, abandon).instrument(span).await
+    }
+
+    async fn handle_task(&self, message: Message, task: ShardTask, abandon: CancellationToken) {
+        let ledger = match store::open(&task.output) {
+            Ok(s) => Ledger::new(s, &task.output),
+            Err(e) => return self.fail(&message, &task, None, &e.into()).await,
+        };
+        match ledger.read_done(&task.shard).await {
+            Ok(Some(_)) => {
+                info!("already done; acking the redelivery");
+                self.ack(&message).await;
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => return self.retry_later(&message, &e.into()).await,
+        }
+        if message.receive_count > self.config.max_attempts {
+            let err = Error::Core(hourglass_core::Error::invalid(
+                format!("shard {}", task.shard),
+                format!(
+                    "delivered {} times without a result (max attempts {}): the workers holding it stopped or died",
+                    message.receive_count, self.config.max_attempts
+                ),
+            ));
+            return self.fail(&message, &task, Some(&ledger), &err).await;
+        }
+        info!(input = %task.input.url, "shard started");
+        let heartbeat = self.heartbeat(&message);
+        let result = self.score(&task, &ledger, message.receive_count, abandon.clone()).await;
+        heartbeat.cancel();
+        match result {
+            Ok(done) => {
+                self.ack(&message).await;
+                self.counters.done.fetch_add(1, Ordering::Relaxed);
+                self.counters.rows.fetch_add(done.rows, Ordering::Relaxed);
+                info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "shard done");
+                self.finalize(&ledger, &task.job).await;
+            }
+            Err(Error::Cancelled) => {
+                self.counters.released.fetch_add(1, Ordering::Relaxed);
+                match self.queue.release(&message.receipt).await {
+                    Ok(()) => info!("shard released for another worker"),
+                    Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
+                }
+            }
+            Err(e) if e.is_retryable() || message.receive_count < self.config.max_attempts => {
+                warn!(error = %e, kind = e.kind(), "shard failed; it will be retried");
+                self.retry_later(&message, &e).await
+            }
+            Err(e) => self.fail(&message, &task, Some(&ledger), &e).await,
+        }
+    }
+
+    /// Extends the lease every third of the visibility timeout until
+    /// cancelled. Extension is retried hard: losing the lease means another
+    /// worker redoes the shard.
+    fn heartbeat(&self, message: &Message) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let queue = self.queue.clone();
+        let receipt = message.receipt.clone();
+        let visibility = self.config.visibility_timeout;
+        let every = visibility / 3;
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let mut attempt = 0;
+                while let Err(e) = queue.extend(&receipt, visibility).await {
+                    attempt += 1;
+                    if !e.is_retryable() || attempt >= 5 {
+                        warn!(error = %e, "lease extension failed; the shard may be redelivered");
+                        break;
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        });
+        stop
+    }
+
+    async fn score(&self, task: &ShardTask, ledger: &Ledger, attempt: u32, abandon: CancellationToken) -> Result<DoneRecord> {
+        let model = self.model_for(task).await?;
+        let started_at_ms = now_ms();
+        let job = ShardJob {
+            task: task.clone(),
+            model,
+            batch_size: self.config.batch_size,
+            cancel: abandon.child_token(),
+            fault_batch_delay: self.config.fault_batch_delay,
+        };
+        let handle = tokio::runtime::Handle::current();
+        let outcome = self.pool.run(move || score_shard(&handle, &job)).await?;
+        if abandon.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let out_url = ledger.output_url(&task.shard);
+        let sha256 = hex::encode(sha2::Sha256::digest(&outcome.output));
+        ledger.store().put(out_url.key(), Bytes::from(outcome.output)).await?;
+        if let Some(bad) = outcome.bad_rows_csv {
+            ledger.store().put(ledger.bad_rows_url(&task.shard).key(), Bytes::from(bad)).await?;
+        }
+        let done = DoneRecord {
+            v: LEDGER_VERSION,
+            job: task.job.clone(),
+            shard: task.shard.clone(),
+            rows: outcome.rows,
+            bad_rows: outcome.bad_rows,
+            seconds: outcome.seconds,
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            worker: self.config.worker_id.clone(),
+            attempt,
+            output: out_url,
+            sha256,
+        };
+        ledger.write_done(&done).await?;
+        Ok(done)
+    }
+
+    async fn ack(&self, message: &Message) {
+        // Not retried: a lost ack means a redelivery, which finds the done
+        // record and acks again.
+        match self.queue.ack_batch(std::slice::from_ref(&message.receipt)).await {
+            Ok(o) if o.failed.is_empty() => {}
+            Ok(o) => warn!(error = %o.failed[0].1, "ack failed; the redelivery will be acked"),
+            Err(e) => warn!(error = %e, "ack failed; the redelivery will be acked"),
+        }
+    }
+
+    /// Hides the message for a backoff, then another attempt follows.
+    async fn retry_later(&self, message: &Message, err: &Error) {
+        let delay = Duration::from_secs(1u64 << message.receive_count.min(5)).min(self.config.visibility_timeout);
+        if let Err(e) = self.queue.extend(&message.receipt, delay).await {
+            warn!(error = %e, cause = %err, "could not schedule the retry; the lease will expire instead");
+        }
+    }
+
+    /// Gives up on a shard: failed record, then dead-letter.
+    async fn fail(&self, message: &Message, task: &ShardTask, ledger: Option<&Ledger>, err: &Error) {
+        warn!(error = %err, kind = err.kind(), "shard failed for good; dead-lettering");
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(ledger) = ledger {
+            let record = FailedRecord {
+                v: LEDGER_VERSION,
+                job: task.job.clone(),
+                shard: task.shard.clone(),
+                error_kind: err.kind().to_string(),
+                message: err.to_string(),
+                attempts: message.receive_count,
+                worker: self.config.worker_id.clone(),
+                failed_at_ms: now_ms(),
+            };
+            if let Err(e) = ledger.write_failed(&record).await {
+                // Without the record, status would not show the failure:
+                // keep the message so a later attempt writes it.
+                warn!(error = %e, "failed record not written; leaving the message for another attempt");
+                return self.retry_later(message, err).await;
+            }
+        }
+        if let Err(e) = self.queue.dead_letter(message, &err.to_string()).await {
+            warn!(error = %e, "dead-letter failed; the queue's redrive will move it");
+        }
+    }
+
+    /// Writes `_SUCCESS` when this was the last shard.
+    async fn finalize(&self, ledger: &Ledger, job: &JobId) {
+        let record = match self.job_record(ledger, job).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return warn!("job record missing; cannot finalize"),
+            Err(e) => return warn!(error = %e, "job record unreadable; cannot finalize"),
+        };
+        match ledger.try_finalize(&record).await {
+            Ok(true) => info!(output = %ledger.root(), "all shards done; wrote _SUCCESS"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "finalize failed; `hourglass status` retries it"),
+        }
+    }
+}

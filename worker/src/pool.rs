@@ -1,0 +1,61 @@
+//! A fixed pool of CPU threads for decoding, inference and encoding, so the
+//! async runtime only ever waits on IO. Jobs come back through a oneshot;
+//! a panic in a job is re-raised in the awaiting task, never swallowed.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+#[derive(Debug, Clone)]
+pub struct CpuPool {
+    // The lease loop admits at most `concurrency` shards, so at most that
+    // many jobs wait here: the channel needs no bound of its own.
+    tx: mpsc::Sender<Job>,
+    threads: usize,
+}
+
+impl CpuPool {
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("hourglass-cpu-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+                            guard.recv()
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawning a cpu pool thread");
+        }
+        Self { tx, threads }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` on the pool and awaits its result.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.tx.send(job).expect("cpu pool threads live as long as the pool");
+        match rx.await.expect("cpu pool jobs always answer") {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The model runtime: finds and loads ONNX Runtime, loads a model once per
+//! process, reads its signature, runs batches and hands outputs back as
+//! named columns (`[N]` → one column, `[N, K]` → K columns `name_0…`).
+//! It knows nothing of queues, so batch scoring, online serving and
+//! training validation can share it.
+
+use crate::{Error, Result};
+use hourglass_core::model::{DType, ModelSignature, TensorSpec, FEATURE_NAMES_KEY};
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// The ONNX Runtime build `ort` 2.0.0-rc.15 (`api-31`) is written against.
+pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
+
+static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Where the library is: `ORT_DYLIB_PATH`, else the project venv found next
+/// to the current directory or the executable (walking up), else an error
+/// that says how to get it.
+pub fn find_library() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::RuntimeLibrary(format!("ORT_DYLIB_PATH={} does not name a file", p.display())))
+        };
+    }
+    let mut starts: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            starts.push(dir.to_path_buf());
+        }
+    }
+    for start in &starts {
+        for dir in start.ancestors() {
+            if let Some(p) = venv_library(&dir.join(".venv")) {
+                return Ok(p);
+            }
+        }
+    }
+    Err(Error::RuntimeLibrary(format!(
+        "ONNX Runtime not found: run `make setup` (installs onnxruntime==1.31.1 into .venv), \
+         or set ORT_DYLIB_PATH to {ORT_LIBRARY} (it ships in the onnxruntime wheel under onnxruntime/capi/)"
+    )))
+}
+
+fn venv_library(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    for entry in lib.flatten() {
+        let p = entry.path().join("site-packages/onnxruntime/capi").join(ORT_LIBRARY);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The process-wide ONNX Runtime environment, loaded on first use.
+pub fn environment() -> Result<&'static ort::environment::Environment> {
+    let env = ENVIRONMENT.get_or_init(|| {
+        let path = find_library().map_err(|e| e.to_string())?;
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("failed to load ONNX Runtime from {}: {e}", path.display()))?;
+        builder
+            .with_name("hourglass")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("failed to start ONNX Runtime from {}: {e}", path.display()))
+    });
+    env.as_ref().map_err(|e| Error::RuntimeLibrary(e.clone()))
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// ONNX Runtime intra-op threads per session.
+    pub intra_threads: usize,
+    /// Sessions to keep: one per concurrent shard, since a session runs one
+    /// batch at a time.
+    pub sessions: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { intra_threads: 1, sessions: 1 }
+    }
+}
+
+/// A model input's data for one batch, row-major `[rows, width]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl InputData {
+    pub fn len(&self) -> usize {
+        match self {
+            InputData::F32(v) => v.len(),
+            InputData::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One output column of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputColumn {
+    pub name: String,
+    pub data: ColumnData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+}
+
+impl ColumnData {
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnData::F32(v) => v.len(),
+            ColumnData::F64(v) => v.len(),
+            ColumnData::I32(v) => v.len(),
+            ColumnData::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value at `row` as f64, for comparisons in tests and checks.
+    pub fn get_f64(&self, row: usize) -> f64 {
+        match self {
+            ColumnData::F32(v) => v[row] as f64,
+            ColumnData::F64(v) => v[row],
+            ColumnData::I32(v) => v[row] as f64,
+            ColumnData::I64(v) => v[row] as f64,
+        }
+    }
+}
+
+pub struct ModelRuntime {
+    source: String,
+    sha256: String,
+    signature: ModelSignature,
+    sessions: Vec<Mutex<Session>>,
+}
+
+impl std::fmt::Debug for ModelRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRuntime").field("source", &self.source).field("sha256", &self.sha256).finish()
+    }
+}
+
+fn dtype_of(ty: TensorElementType) -> Option<DType> {
+    match ty {
+        TensorElementType::Float32 => Some(DType::Float32),
+        TensorElementType::Float64 => Some(DType::Float64),
+        TensorElementType::Int32 => Some(DType::Int32),
+        TensorElementType::Int64 => Some(DType::Int64),
+        _ => None,
+    }
+}
+
+fn spec(name: &str, vt: &ValueType) -> TensorSpec {
+    match vt {
+        ValueType::Tensor { ty, shape, .. } => TensorSpec {
+            name: name.to_string(),
+            dtype: dtype_of(*ty),
+            type_name: format!("{ty:?}").to_lowercase(),
+            shape: shape.iter().map(|&d| u64::try_from(d).ok()).collect(),
+        },
+        other => TensorSpec { name: name.to_string(), dtype: None, type_name: format!("{other:?}"), shape: vec![] },
+    }
+}
+
+impl ModelRuntime {
+    /// Loads a model from its bytes. `source` names it in errors.
+    pub fn load(bytes: &[u8], source: &str, options: RuntimeOptions) -> Result<Self> {
+        let env = environment()?;
+        let model_err = |e: &dyn std::fmt::Display| Error::Model { model: source.to_string(), message: e.to_string() };
+        let mut sessions = Vec::with_capacity(options.sessions.max(1));
+        for _ in 0..options.sessions.max(1) {
+            let session = Session::builder(env)
+                .map_err(|e| model_err(&e))?
+                .with_intra_threads(options.intra_threads.max(1))
+                .map_err(|e| model_err(&e))?
+                .with_inter_threads(1)
+                .map_err(|e| model_err(&e))?
+                .commit_from_memory(bytes)
+                .map_err(|e| model_err(&format!("not a loadable ONNX model: {e}")))?;
+            sessions.push(Mutex::new(session));
+        }
+        let first = sessions[0].lock().expect("fresh mutex");
+        let inputs: Vec<TensorSpec> = first.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect();
+        let outputs: Vec<TensorSpec> = first.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect();
+        let metadata = first.metadata().map_err(|e| model_err(&e))?;
+        let mut feature_names = BTreeMap::new();
+        let parse = |s: String| s.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect::<Vec<_>>();
+        if inputs.len() == 1 {
+            if let Some(names) = metadata.custom(FEATURE_NAMES_KEY) {
+                feature_names.insert(inputs[0].name.clone(), parse(names));
+            }
+        }
+        for input in &inputs {
+            if let Some(names) = metadata.custom(&format!("{FEATURE_NAMES_KEY}.{}", input.name)) {
+                feature_names.insert(input.name.clone(), parse(names));
+            }
+        }
+        drop(metadata);
+        drop(first);
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+        Ok(Self { source: source.to_string(), sha256, signature: ModelSignature { inputs, outputs, feature_names }, sessions })
+    }
+
+    /// Reads and loads a model file.
+    pub fn load_file(path: &Path, options: RuntimeOptions) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Model { model: path.display().to_string(), message: format!("cannot read: {e}") })?;
+        Self::load(&bytes, &path.display().to_string(), options)
+    }
+
+    pub fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Scores one batch. `inputs` are in the model's input order, each
+    /// row-major `[rows, width]`.
+    pub fn run(&self, inputs: &[InputData], rows: usize) -> Result<Vec<OutputColumn>> {
+        let infer_err = |e: &dyn std::fmt::Display| Error::Inference { model: self.source.clone(), message: e.to_string() };
+        if inputs.len() != self.signature.inputs.len() {
+            return Err(infer_err(&format!("{} inputs given, the model takes {}", inputs.len(), self.signature.inputs.len())));
+        }
+        let mut values: Vec<(String, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for (spec, data) in self.signature.inputs.iter().zip(inputs) {
+            let rank2 = spec.shape.len() == 2;
+            let width = spec.width().unwrap_or(1) as usize;
+            let shape: Vec<i64> = if rank2 { vec![rows as i64, width as i64] } else { vec![rows as i64] };
+            let value: ort::session::SessionInputValue<'_> = match data {
+                InputData::F32(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(|e| infer_err(&e))?.into(),
+                InputData::I64(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(|e| infer_err(&e))?.into(),
+            };
+            values.push((spec.name.clone(), value));
+        }
+        let mut session = self.session();
+        let outputs = session.run(values).map_err(|e| infer_err(&e))?;
+        let mut columns = Vec::new();
+        for spec in &self.signature.outputs {
+            let value = outputs.get(&spec.name).ok_or_else(|| infer_err(&format!("output {:?} missing", spec.name)))?;
+            let ty = match value.dtype() {
+                ValueType::Tensor { ty, .. } => *ty,
+                other => return Err(infer_err(&format!("output {:?} is {other:?}, not a tensor", spec.name))),
+            };
+            macro_rules! split {
+                ($t:ty, $variant:ident) => {{
+                    let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| infer_err(&e))?;
+                    split_columns(&spec.name, shape, data, rows).map_err(|m| infer_err(&m))?
+                        .into_iter().map(|(name, v)| OutputColumn { name, data: ColumnData::$variant(v) }).collect::<Vec<_>>()
+                }};
+            }
+            let cols = match ty {
+                TensorElementType::Float32 => split!(f32, F32),
+                TensorElementType::Float64 => split!(f64, F64),
+                TensorElementType::Int32 => split!(i32, I32),
+                TensorElementType::Int64 => split!(i64, I64),
+                other => return Err(infer_err(&format!("output {:?} has type {other:?}; supported: float32, float64, int32, int64", spec.name))),
+            };
+            columns.extend(cols);
+        }
+        Ok(columns)
+    }
+
+    /// A free session if there is one, else waits for the first.
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        for s in &self.sessions {
+            if let Ok(guard) = s.try_lock() {
+                return guard;
+            }
+        }
+        self.sessions[0].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `[N]` → one column; `[N, 1]` → one column; `[N, K]` → K columns.
+fn split_columns<T: Copy>(name: &str, shape: &[i64], data: &[T], rows: usize) -> std::result::Result<Vec<(String, Vec<T>)>, String> {
+    match shape {
+        [n] if *n as usize == rows => Ok(vec![(name.to_string(), data.to_vec())]),
+        [n, 1] if *n as usize == rows => Ok(vec![(name.to_string(), data.to_vec())]),
+        [n, k] if *n as usize == rows => {
+            let k = *k as usize;
+            Ok((0..k).map(|j| (format!("{name}_{j}"), data.iter().skip(j).step_by(k).copied().collect())).collect())
+        }
+        other => Err(format!("output {name:?} has shape {other:?} for a batch of {rows} rows; expected [N] or [N, K]")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_columns;
+
+    #[test]
+    fn splits_outputs_into_columns() {
+        let cols = split_columns("p", &[2, 2], &[1, 2, 3, 4], 2).unwrap();
+        assert_eq!(cols, vec![("p_0".into(), vec![1, 3]), ("p_1".into(), vec![2, 4])]);
+        assert_eq!(split_columns("s", &[2, 1], &[5, 6], 2).unwrap(), vec![("s".into(), vec![5, 6])]);
+        assert!(split_columns("s", &[3], &[1, 2, 3], 2).is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! One shard, start to finish on a CPU pool thread: stream the input range,
+//! decode batches, score them, encode the output. IO is awaited on the
+//! runtime through a handle, so this thread never blocks the runtime and
+//! memory is bounded by a batch plus the (small) encoded output.
+
+use crate::codec::csv::{BadRow, CsvError, CsvShard};
+use crate::codec::output::{schema_for, OutputWriter};
+use crate::codec::parquet::{ParquetShard, StoreFileReader};
+use crate::codec::Batch;
+use crate::runtime::ModelRuntime;
+use crate::{Error, Result};
+use arrow_schema::DataType;
+use bytes::Bytes;
+use futures::StreamExt;
+use hourglass_core::store::{self, BlobStore, ByteStream};
+use hourglass_core::task::{Format, ShardTask};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+/// What a scored shard produced, ready to be written.
+#[derive(Debug)]
+pub struct ShardOutcome {
+    pub output: Vec<u8>,
+    pub rows: u64,
+    /// Skipped rows as CSV (`line,column,reason,row`), if any were skipped.
+    pub bad_rows_csv: Option<Vec<u8>>,
+    pub bad_rows: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone)]
+pub struct ShardJob {
+    pub task: ShardTask,
+    pub model: Arc<ModelRuntime>,
+    pub batch_size: usize,
+    /// Set when the worker gives the shard up (drain timeout): stop early.
+    pub cancel: CancellationToken,
+    /// Fault injection for tests: sleep this long before scoring each batch,
+    /// so a shard is reliably in progress when a test kills the worker.
+    pub fault_batch_delay: Duration,
+}
+
+/// Adapts a byte stream to `std::io::Read` for the CSV reader. Store errors
+/// are kept aside so their kind (retryable or not) survives the `io::Error`.
+struct StreamReader<'h> {
+    handle: &'h Handle,
+    stream: ByteStream,
+    chunk: Bytes,
+    error: Arc<Mutex<Option<hourglass_core::Error>>>,
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Lines before byte `offset` of the file: the shard's first line is this
+/// plus one. Only computed when a row is bad, so planning never has to read
+/// whole files to know line numbers.
+fn lines_before(handle: &Handle, store: &dyn BlobStore, key: &str, offset: u64) -> Result<u64> {
+    handle.block_on(async {
+        let mut stream = store.get_range(key, 0..offset).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            n += chunk?.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        Ok(n)
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// Scores one shard. Runs on a CPU pool thread, never on the runtime.
+pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
+    let started = Instant::now();
+    let task = &job.task;
+    let url = &task.input.url;
+    let file = url.to_string();
+    let store = store::open(url)?;
+    let key = url.key().to_string();
+    let model = &job.model;
+    let mut rows = 0u64;
+    let mut score = |writer: &mut OutputWriter, batch: Batch| -> Result<()> {
+        if job.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if !job.fault_batch_delay.is_zero() {
+            std::thread::sleep(job.fault_batch_delay);
+        }
+        let columns = model.run(&batch.inputs, batch.rows)?;
+        rows += batch.rows as u64;
+        writer.write(batch.ids, columns)
+    };
+    let (writer, bad) = match task.input.format {
+        Format::Csv => {
+            let columns = task.input.columns.as_deref().unwrap_or_default();
+            let [start, end] = task.input.range.unwrap_or_default();
+            let bindings = model.signature().bind(&file, columns, &task.id_column)?;
+            let id_column = columns.iter().position(|c| *c == task.id_column).expect("bind checks the id column");
+            let mut writer = OutputWriter::new(
+                task.shard.as_str(),
+                &task.id_column,
+                schema_for(&task.id_column, DataType::Utf8, &model.signature().outputs),
+            );
+            let stream = handle.block_on(store.get_range(&key, start..end))?;
+            let error = Arc::new(Mutex::new(None));
+            let reader = StreamReader { handle, stream, chunk: Bytes::new(), error: error.clone() };
+            let decoder = CsvShard { columns, id_column, bindings: &bindings, batch_size: job.batch_size, max_bad_rows: task.max_bad_rows };
+            let result = decoder.decode(reader, |b| score(&mut writer, b));
+            match result {
+                Ok(bad) => {
+                    let base = if bad.is_empty() { 0 } else { lines_before(handle, store.as_ref(), &key, start)? };
+                    (writer, bad.into_iter().map(|r| (base + r.line_in_shard, r)).collect::<Vec<(u64, BadRow)>>())
+                }
+                Err(CsvError::TooManyBadRows { row, .. }) => {
+                    let base = lines_before(handle, store.as_ref(), &key, start)?;
+                    return Err(Error::BadRow { file, line: base + row.line_in_shard, column: row.column, message: row.message });
+                }
+                Err(CsvError::Other(e)) => {
+                    if let Some(store_err) = error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        return Err(store_err.into());
+                    }
+                    return Err(match e {
+                        Error::Decode { message, .. } => Error::Decode { file, message },
+                        other => other,
+                    });
+                }
+            }
+        }
+        Format::Parquet => {
+            let mut writer = OutputWriter::new(task.shard.as_str(), &task.id_column, None);
+            let reader = handle.block_on(StoreFileReader::open(store.clone(), &key))?;
+            let decoder = ParquetShard {
+                file: &file,
+                row_groups: task.input.row_groups.clone().unwrap_or_default(),
+                id_column: &task.id_column,
+                signature: model.signature(),
+                batch_size: job.batch_size,
+            };
+            decoder.decode(handle, reader, |b| score(&mut writer, b))?;
+            (writer, Vec::new())
+        }
+    };
+    let output = writer.finish()?;
+    let bad_rows_csv = (!bad.is_empty()).then(|| {
+        let mut out = String::from("line,column,reason,row\n");
+        for (line, r) in &bad {
+            out.push_str(&format!(
+                "{line},{},{},{}\n",
+                csv_field(r.column.as_deref().unwrap_or("")),
+                csv_field(&r.message),
+                csv_field(&r.raw)
+            ));
+        }
+        out.into_bytes()
+    });
+    Ok(ShardOutcome { output, rows, bad_rows: bad.len() as u64, bad_rows_csv, seconds: started.elapsed().as_secs_f64() })
+}
