@@ -92,11 +92,7 @@ pub async fn check_file(store: &dyn BlobStore, file: &InputFile, signature: &Mod
 async fn check_csv(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
     let key = file.url.key();
     let head = read_range(store, key, 0..PROBE_BYTES.min(file.size)).await?;
-    let header_end = match memchr(&head, 0) {
-        Some(i) => i as u64 + 1,
-        None if file.size <= PROBE_BYTES => file.size,
-        None => next_line_start(store, key, file.size, 0).await?,
-    };
+    let header_end = csv_data_start(store, key, file.size).await?;
     let header_bytes = if header_end as usize <= head.len() {
         head[..header_end as usize].to_vec()
     } else {
@@ -220,12 +216,18 @@ fn memchr(hay: &[u8], from: usize) -> Option<usize> {
     hay.get(from..)?.iter().position(|&b| b == b'\n').map(|i| i + from)
 }
 
+/// Where a CSV file's data starts: just after its header line.
+pub async fn csv_data_start(store: &dyn BlobStore, key: &str, size: u64) -> Result<u64> {
+    next_line_start(store, key, size, 0, PROBE_BYTES).await
+}
+
 /// The start of the line after the one holding byte `at`: one past the
-/// first newline at or after `at`, or the file size if there is none.
-pub async fn next_line_start(store: &dyn BlobStore, key: &str, size: u64, at: u64) -> Result<u64> {
+/// first newline at or after `at`, or the file size if there is none. Reads
+/// `probe_bytes` at a time.
+pub async fn next_line_start(store: &dyn BlobStore, key: &str, size: u64, at: u64, probe_bytes: u64) -> Result<u64> {
     let mut pos = at;
     while pos < size {
-        let end = (pos + PROBE_BYTES).min(size);
+        let end = (pos + probe_bytes.max(1)).min(size);
         let window = read_range(store, key, pos..end).await?;
         if let Some(i) = memchr(&window, 0) {
             return Ok(pos + i as u64 + 1);
@@ -239,13 +241,26 @@ pub async fn next_line_start(store: &dyn BlobStore, key: &str, size: u64, at: u6
 /// `shard_bytes`. The union of the ranges is exactly `[data_start, size)`
 /// and each starts at a line start, so every line is in exactly one range.
 pub async fn cut_csv(store: &dyn BlobStore, key: &str, size: u64, data_start: u64, shard_bytes: u64) -> Result<Vec<[u64; 2]>> {
+    cut_csv_with_probe(store, key, size, data_start, shard_bytes, PROBE_BYTES).await
+}
+
+/// `cut_csv` with the probe window as a parameter, so tests can make lines
+/// span many windows.
+pub async fn cut_csv_with_probe(
+    store: &dyn BlobStore,
+    key: &str,
+    size: u64,
+    data_start: u64,
+    shard_bytes: u64,
+    probe_bytes: u64,
+) -> Result<Vec<[u64; 2]>> {
     let shard_bytes = shard_bytes.max(1);
     let mut ranges = Vec::new();
     let mut start = data_start;
     while start < size {
         let target = start + shard_bytes;
         // The line holding byte `target - 1` ends this shard.
-        let end = if target >= size { size } else { next_line_start(store, key, size, target - 1).await? };
+        let end = if target >= size { size } else { next_line_start(store, key, size, target - 1, probe_bytes).await? };
         ranges.push([start, end]);
         start = end;
     }

@@ -1,0 +1,45 @@
+# Hourglass: the two commands a user needs are `make demo` and `make test`.
+# Both install what they need (a project-local Python venv holding the ONNX
+# Runtime shared library) and are safe to run again.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.hourglass-runtime
+MODELS_STAMP := $(VENV)/.hourglass-models
+CARGO ?= cargo
+
+DEMO_ROWS ?= 2000000
+DEMO_FORMAT ?= csv
+DEMO_WORKERS ?= 2
+
+.PHONY: setup build demo test models clean
+
+# ONNX Runtime 1.31.1 from its wheel: the binary loads
+# .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
+setup: $(STAMP)
+
+$(STAMP): models/requirements-runtime.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements-runtime.txt
+	touch $@
+
+build: setup
+	$(CARGO) build --release --locked
+
+demo: build
+	./target/release/hourglass demo --rows $(DEMO_ROWS) --format $(DEMO_FORMAT) --workers $(DEMO_WORKERS)
+
+test: setup
+	$(CARGO) test --workspace --locked
+
+# Regenerates the reference models, cards and golden predictions (committed;
+# tests never need this).
+models: $(MODELS_STAMP)
+	$(VENV)/bin/python models/make_models.py
+
+$(MODELS_STAMP): models/requirements.txt $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
+	touch $@
+
+clean:
+	rm -rf target .hourglass

@@ -1,0 +1,269 @@
+//! Helpers for end-to-end tests: run the real `hourglass` binary as
+//! separate processes against the local backends, and read what they wrote.
+
+#![allow(dead_code)]
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float32Type;
+use arrow_array::Array;
+use hourglass_worker::runtime::InputData;
+use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hourglass");
+
+pub fn model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/ctr_gbdt.onnx")
+}
+
+/// A scratch directory with a queue, inputs and outputs.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn s(&self, rel: &str) -> String {
+        self.path(rel).to_string_lossy().into_owned()
+    }
+    pub fn queue(&self) -> String {
+        format!("local://{}", self.s("queue.db"))
+    }
+    pub fn input(&self) -> String {
+        self.s("input/")
+    }
+    pub fn output(&self) -> String {
+        self.s("output/")
+    }
+}
+
+pub fn hourglass(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("running hourglass")
+}
+
+pub fn hourglass_ok(args: &[&str]) -> Output {
+    let out = hourglass(args);
+    assert!(
+        out.status.success(),
+        "hourglass {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn gen_data(s: &Scratch, rows: u64, files: usize, format: &str) {
+    hourglass_ok(&["gen-data", "--output", &s.input(), "--rows", &rows.to_string(), "--files", &files.to_string(), "--format", format]);
+}
+
+pub fn submit(s: &Scratch, extra: &[&str]) -> Output {
+    let model = model_path();
+    let (input, output, queue) = (s.input(), s.output(), s.queue());
+    let mut args = vec!["submit", "--input", &input, "--model", model.to_str().unwrap(), "--output", &output, "--queue", &queue];
+    args.extend(extra);
+    hourglass(&args)
+}
+
+/// A running worker process whose stderr lines arrive on a channel.
+pub struct WorkerProc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl WorkerProc {
+    pub fn spawn(s: &Scratch, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "worker", "--queue", &s.queue(), "--threads", "1"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting a worker");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines: rx, log: Vec::new() }
+    }
+
+    /// Waits for a log line containing `needle`, at most `timeout`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                    self.log.push(line);
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("worker did not exit within {timeout:?}; log:\n{}", self.log.join("\n"));
+            }
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.log.push(line);
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `cond` until it holds, at most `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn status_json(s: &Scratch) -> serde_json::Value {
+    let out = hourglass_ok(&["status", &s.output(), "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every output row: id → (count, probability of click).
+pub fn read_outputs(dir: &Path) -> HashMap<String, (u32, f32)> {
+    let mut out: HashMap<String, (u32, f32)> = HashMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("part-") && name.ends_with(".parquet")) {
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("id").expect("id column");
+            let p = batch.column_by_name("probabilities_1").expect("probabilities_1 column");
+            let p = p.as_primitive::<Float32Type>();
+            for i in 0..batch.num_rows() {
+                let id = match ids.data_type() {
+                    arrow_schema::DataType::Utf8 => ids.as_string::<i32>().value(i).to_string(),
+                    arrow_schema::DataType::Int64 => ids.as_primitive::<arrow_array::types::Int64Type>().value(i).to_string(),
+                    other => panic!("unexpected id type {other}"),
+                };
+                let e = out.entry(id).or_insert((0, p.value(i)));
+                e.0 += 1;
+            }
+            assert_eq!(p.null_count(), 0);
+        }
+    }
+    out
+}
+
+/// Rows of the CSV inputs under `dir`: id → features.
+pub fn read_csv_inputs(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut rows = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().skip(1) {
+            let mut fields = line.split(',');
+            let id = fields.next().unwrap().to_string();
+            rows.push((id, fields.map(|f| f.parse::<f32>().unwrap_or(f32::NAN)).collect()));
+        }
+    }
+    rows
+}
+
+/// Rows of the Parquet inputs under `dir`: id → features.
+pub fn read_parquet_inputs(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut rows = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files {
+        let file = std::fs::File::open(&path).unwrap();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let ids = batch.column(0).as_primitive::<arrow_array::types::Int64Type>();
+            for i in 0..batch.num_rows() {
+                let feats = (1..batch.num_columns()).map(|c| batch.column(c).as_primitive::<Float32Type>().value(i)).collect();
+                rows.push((ids.value(i).to_string(), feats));
+            }
+        }
+    }
+    rows
+}
+
+/// Scores rows with the model directly (no queue, no files): the reference.
+pub fn direct_scores(rows: &[(String, Vec<f32>)]) -> HashMap<String, f32> {
+    let runtime = ModelRuntime::load_file(&model_path(), RuntimeOptions::default()).unwrap();
+    let mut out = HashMap::new();
+    for chunk in rows.chunks(50_000) {
+        let data: Vec<f32> = chunk.iter().flat_map(|(_, f)| f.iter().copied()).collect();
+        let cols = runtime.run(&[InputData::F32(data)], chunk.len()).unwrap();
+        let p = cols.iter().find(|c| c.name == "probabilities_1").unwrap();
+        for (i, (id, _)) in chunk.iter().enumerate() {
+            out.insert(id.clone(), p.data.get_f64(i) as f32);
+        }
+    }
+    out
+}
+
+/// Asserts every expected id appears exactly once in the outputs, nothing
+/// else does, and (when given) the scores match the direct model run.
+pub fn assert_exactly_once(outputs: &HashMap<String, (u32, f32)>, expected: &HashMap<String, f32>, check_scores: bool) {
+    let dups: Vec<_> = outputs.iter().filter(|(_, (n, _))| *n > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicate output rows: {dups:?}");
+    let missing: Vec<_> = expected.keys().filter(|k| !outputs.contains_key(*k)).take(5).collect();
+    assert!(missing.is_empty(), "input rows without output: {missing:?}");
+    let extra: Vec<_> = outputs.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+    assert!(extra.is_empty(), "output rows not in the input: {extra:?}");
+    if check_scores {
+        for (id, want) in expected {
+            let got = outputs[id].1;
+            assert!((got - want).abs() <= 1e-6, "row {id}: pipeline {got} vs direct {want}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! End-to-end tests of the whole system on the local backends: real
+//! `hourglass` processes, a real SQLite queue, real files, real ONNX Runtime.
+
+mod common;
+
+use common::*;
+use hourglass_core::queue::{LocalQueue, Queue};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn queue_of(s: &Scratch) -> LocalQueue {
+    LocalQueue::open(s.path("queue.db"), None).unwrap()
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn scored_job(format: &str, shard_size: &str) {
+    let s = Scratch::new();
+    gen_data(&s, 200_000, 2, format);
+    let out = submit(&s, &["--shard-size", shard_size, "--deadline", "+1h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut a = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    let mut b = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(a.wait_exit(LONG).success(), "{}", a.log.join("\n"));
+    assert!(b.wait_exit(LONG).success(), "{}", b.log.join("\n"));
+    assert!(s.path("output/_SUCCESS").is_file());
+    let st = status_json(&s);
+    assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(st["rows_done"], 200_000);
+    assert!(st["shards_total"].as_u64().unwrap() >= 4, "{st}");
+    assert_eq!(st["shards_done"], st["shards_total"]);
+    assert!(st["slack_secs"].as_f64().unwrap() > 0.0, "{st}");
+    let inputs = if format == "csv" { read_csv_inputs(&s.path("input")) } else { read_parquet_inputs(&s.path("input")) };
+    assert_eq!(inputs.len(), 200_000);
+    let expected = direct_scores(&inputs);
+    assert_exactly_once(&read_outputs(&s.path("output")), &expected, true);
+    let v = hourglass_ok(&["verify", &s.output(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!((v["input_rows"].as_u64(), v["output_rows"].as_u64()), (Some(200_000), Some(200_000)));
+    // Submitting the same job again resumes it: nothing left to enqueue.
+    let again = submit(&s, &["--shard-size", shard_size, "--json"]);
+    assert!(again.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((report["resumed"].as_bool(), report["enqueued"].as_u64()), (Some(true), Some(0)), "{report}");
+}
+
+#[test]
+fn csv_job_scores_every_row_exactly_once() {
+    scored_job("csv", "4MiB");
+}
+
+#[test]
+fn parquet_job_scores_every_row_exactly_once() {
+    scored_job("parquet", "1MiB");
+}
+
+/// Writes a CSV of the reference shape with ids `from..to`; `bad` puts a
+/// non-number into column I5 of that row index.
+fn write_csv(path: &std::path::Path, from: u64, to: u64, bad: Option<u64>) {
+    let mut text = String::from("id");
+    for i in 1..=13 {
+        text.push_str(&format!(",I{i}"));
+    }
+    for i in 1..=26 {
+        text.push_str(&format!(",C{i}"));
+    }
+    text.push('\n');
+    for id in from..to {
+        text.push_str(&id.to_string());
+        for f in 0..39u64 {
+            if Some(id) == bad && f == 4 {
+                text.push_str(",abc");
+            } else {
+                text.push_str(&format!(",{}", (id * 7 + f * 13) % 97));
+            }
+        }
+        text.push('\n');
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn sigkill_mid_shard_loses_and_duplicates_nothing() {
+    let s = Scratch::new();
+    gen_data(&s, 30_000, 2, "csv");
+    assert!(submit(&s, &["--shard-size", "2MiB"]).status.success());
+    // Slow batches, so the worker is reliably inside a shard when killed.
+    let mut doomed = WorkerProc::spawn(&s, &["--visibility-timeout", "2s", "--batch-size", "1000", "--fault-batch-delay", "200ms"]);
+    let started = doomed.wait_for_line("shard started", LONG);
+    let shard: String = serde_json::from_str::<serde_json::Value>(&started).unwrap()["span"]["shard"].as_str().expect("shard in the span").to_string();
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    assert!(
+        !s.path(&format!("output/_hourglass/done/{shard}.json")).exists(),
+        "the killed worker had finished its shard; the test did not kill it mid-shard"
+    );
+    assert_eq!(block_on(queue_of(&s).depth()).unwrap().in_flight, 1, "the killed worker's lease is still held");
+    let mut rescuer = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(rescuer.wait_exit(LONG).success(), "{}", rescuer.log.join("\n"));
+    assert!(s.path("output/_SUCCESS").is_file());
+    let done: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path(&format!("output/_hourglass/done/{shard}.json"))).unwrap()).unwrap();
+    assert_eq!(done["attempt"], 2, "the killed shard was redelivered: {done}");
+    let expected: HashMap<String, f32> = read_csv_inputs(&s.path("input")).into_iter().map(|(id, _)| (id, 0.0)).collect();
+    assert_exactly_once(&read_outputs(&s.path("output")), &expected, false);
+}
+
+#[test]
+fn poison_shard_is_dead_lettered_and_reported() {
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 500, None);
+    // Line 1 is the header: row id 650 of a file starting at id 500 is on line 152,
+    // past the rows the planner samples, so only the worker can find it.
+    write_csv(&s.path("input/b.csv"), 500, 1000, Some(650));
+    let out = submit(&s, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s", "--max-attempts", "2"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let dead = block_on(queue_of(&s).dead_letters()).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].receive_count, 2);
+    let want = "b.csv line 152, column 6 (\"I5\"): cannot parse \"abc\" as a number";
+    assert!(dead[0].reason.contains(want), "{}", dead[0].reason);
+    let st = status_json(&s);
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["shards_failed"], 1);
+    assert_eq!(st["failures"][0]["attempts"], 2);
+    assert!(st["failures"][0]["message"].as_str().unwrap().contains(want), "{st}");
+    assert!(!s.path("output/_SUCCESS").exists());
+    let text = hourglass_ok(&["status", &s.output()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(want));
+}
+
+#[test]
+fn bad_rows_within_the_limit_are_skipped_and_recorded() {
+    let s = Scratch::new();
+    write_csv(&s.path("input/b.csv"), 0, 400, Some(300));
+    assert!(submit(&s, &["--max-bad-rows", "3"]).status.success());
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert!(s.path("output/_SUCCESS").is_file());
+    let bad = std::fs::read_to_string(s.path("output/_hourglass/bad/000000.csv")).unwrap();
+    assert!(bad.starts_with("line,column,reason,row\n302,"), "{bad}");
+    assert!(bad.contains("cannot parse"), "{bad}");
+    let outputs = read_outputs(&s.path("output"));
+    assert_eq!(outputs.len(), 399);
+    assert!(!outputs.contains_key("300"));
+    let st = status_json(&s);
+    assert_eq!(st["bad_rows"], 1);
+    hourglass_ok(&["verify", &s.output()]);
+}
+
+fn assert_rejected(s: &Scratch, out: &std::process::Output, needles: &[&str]) {
+    assert!(!out.status.success(), "submit should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+    if s.path("queue.db").exists() {
+        let d = block_on(queue_of(s).depth()).unwrap();
+        assert_eq!((d.visible, d.in_flight), (0, 0), "nothing may be enqueued");
+    }
+}
+
+#[test]
+fn schema_mismatches_are_rejected_before_anything_is_enqueued() {
+    // A missing column, named.
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 10, None);
+    let text = std::fs::read_to_string(s.path("input/a.csv")).unwrap().replacen(",C26", ",X26", 1);
+    std::fs::write(s.path("input/b.csv"), text).unwrap();
+    assert_rejected(&s, &submit(&s, &[]), &["b.csv", "missing column \"C26\""]);
+
+    // A non-numeric value where the model wants a number, with line and column.
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 10, Some(3));
+    assert_rejected(&s, &submit(&s, &[]), &["a.csv", "line 5, column 6 (\"I5\")", "\"abc\" is not a number"]);
+
+    // Parquet with a string feature column.
+    let s = Scratch::new();
+    gen_data(&s, 100, 1, "parquet");
+    let path = s.path("input/part-00000.parquet");
+    rewrite_parquet_with_string_column(&path, "C3");
+    assert_rejected(&s, &submit(&s, &[]), &["part-00000.parquet", "column \"C3\" has type Utf8"]);
+
+    // A missing id column.
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 10, None);
+    assert_rejected(&s, &submit(&s, &["--id-column", "row_id"]), &["id column \"row_id\" is missing"]);
+}
+
+fn rewrite_parquet_with_string_column(path: &std::path::Path, column: &str) {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let file = std::fs::File::open(path).unwrap();
+    let batches: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let schema = batches[0].schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| if f.name() == column { Field::new(column, DataType::Utf8, false) } else { f.as_ref().clone() })
+        .collect();
+    let new_schema = Arc::new(Schema::new(fields));
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), new_schema.clone(), None).unwrap();
+    for b in batches {
+        let cols: Vec<ArrayRef> = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| if f.name() == column { Arc::new(StringArray::from(vec!["x"; c.len()])) as ArrayRef } else { c.clone() })
+            .collect();
+        writer.write(&RecordBatch::try_new(new_schema.clone(), cols).unwrap()).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+#[test]
+fn corrupt_or_missing_model_fails_fast() {
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 10, None);
+    std::fs::write(s.path("bad.onnx"), b"this is not a model").unwrap();
+    let (input, output, queue, bad) = (s.input(), s.output(), s.queue(), s.s("bad.onnx"));
+    let out = hourglass(&["submit", "--input", &input, "--model", &bad, "--output", &output, "--queue", &queue]);
+    assert_rejected(&s, &out, &["bad.onnx", "not a loadable ONNX model"]);
+    let missing = s.s("nope.onnx");
+    let out = hourglass(&["submit", "--input", &input, "--model", &missing, "--output", &output, "--queue", &queue]);
+    assert_rejected(&s, &out, &["nope.onnx", "cannot read"]);
+    // A worker told to preload a bad model exits non-zero before taking work.
+    let mut w = WorkerProc::spawn(&s, &["--model", &bad]);
+    let status = w.wait_exit(LONG);
+    assert!(!status.success());
+    assert!(w.log.join("\n").contains("not a loadable ONNX model"), "{}", w.log.join("\n"));
+}
+
+#[test]
+fn sigterm_finishes_the_held_shard_and_exits_zero() {
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 5_000, None);
+    assert!(submit(&s, &[]).status.success());
+    let mut w = WorkerProc::spawn(&s, &["--batch-size", "500", "--fault-batch-delay", "100ms"]);
+    w.wait_for_line("shard started", LONG);
+    w.signal("TERM");
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert!(w.log.iter().any(|l| l.contains("shard done")), "{}", w.log.join("\n"));
+    assert!(s.path("output/_SUCCESS").is_file());
+    let expected: HashMap<String, f32> = (0..5_000).map(|i| (i.to_string(), 0.0)).collect();
+    assert_exactly_once(&read_outputs(&s.path("output")), &expected, false);
+}
+
+#[test]
+fn sigterm_past_the_drain_timeout_releases_the_shard() {
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 5_000, None);
+    assert!(submit(&s, &[]).status.success());
+    let mut w = WorkerProc::spawn(&s, &["--batch-size", "100", "--fault-batch-delay", "200ms", "--drain-timeout", "500ms"]);
+    w.wait_for_line("shard started", LONG);
+    w.signal("TERM");
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert!(w.log.iter().any(|l| l.contains("shard released")), "{}", w.log.join("\n"));
+    assert!(!s.path("output/_SUCCESS").exists());
+    // Released means visible again at once, not after the lease.
+    assert_eq!(block_on(queue_of(&s).depth()).unwrap().visible, 1);
+    let mut next = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(next.wait_exit(LONG).success(), "{}", next.log.join("\n"));
+    assert!(s.path("output/_SUCCESS").is_file());
+    let expected: HashMap<String, f32> = (0..5_000).map(|i| (i.to_string(), 0.0)).collect();
+    assert_exactly_once(&read_outputs(&s.path("output")), &expected, false);
+}
