@@ -133,6 +133,25 @@ fn poison_shard_is_dead_lettered_and_reported() {
     assert!(!s.path("output/_SUCCESS").exists());
     let text = hourglass_ok(&["status", &s.output()]);
     assert!(String::from_utf8_lossy(&text.stdout).contains(want));
+
+    // Fix the row in place and submit again: only the failed shard runs.
+    let fixed = std::fs::read_to_string(s.path("input/b.csv")).unwrap().replacen(",abc", ",123", 1);
+    std::fs::write(s.path("input/b.csv"), fixed).unwrap();
+    let again = submit(&s, &["--json"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((report["resumed"].as_bool(), report["enqueued"].as_u64()), (Some(true), Some(1)), "{report}");
+    assert_eq!(status_json(&s)["shards_failed"], 0, "a resubmitted shard is no longer failed");
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert_eq!(status_json(&s)["state"], "succeeded");
+    hourglass_ok(&["verify", &s.output()]);
+
+    // A changed input cannot resume a planned job.
+    write_csv(&s.path("input/a.csv"), 0, 600, None);
+    let refused = submit(&s, &[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot resume: input"), "{}", String::from_utf8_lossy(&refused.stderr));
 }
 
 #[test]

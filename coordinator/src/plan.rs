@@ -106,7 +106,12 @@ async fn check_csv(store: &dyn BlobStore, file: &InputFile, signature: &ModelSig
     let mut rec = csv::ByteRecord::new();
     let mut rows = 0usize;
     let mut sampled_bytes = 0u64;
-    let complete = sample.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(if header_end + sample.len() as u64 == file.size { sample.len() } else { 0 });
+    // Only whole lines are checked: the window may end inside one.
+    let complete = if head.len() as u64 == file.size {
+        sample.len()
+    } else {
+        sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+    };
     while rows < SAMPLE_ROWS {
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}

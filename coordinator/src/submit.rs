@@ -4,7 +4,7 @@
 
 use crate::plan::{check_file, cut_shards, list_inputs};
 use crate::{Error, Result};
-use hourglass_core::ledger::{now_ms, JobRecord, JobSpec, Ledger, LEDGER_VERSION};
+use hourglass_core::ledger::{now_ms, InputFileRecord, JobRecord, JobSpec, Ledger, LEDGER_VERSION};
 use hourglass_core::model::ModelSignature;
 use hourglass_core::queue::{send_all, Queue};
 use hourglass_core::task::{ModelRef, ShardTask, TASK_VERSION};
@@ -65,6 +65,24 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
                     existing.model_sha256, spec.model, req.model_sha256
                 )));
             }
+            // The plan is byte ranges and row groups of the files as they
+            // were: a changed file would be read wrongly, so refuse.
+            let input_store = store::open(&spec.input)?;
+            for f in &existing.files {
+                let now = match input_store.head(f.url.key()).await {
+                    Ok(meta) => Some(meta.size),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if now != Some(f.size) {
+                    return Err(Error::Request(format!(
+                        "job {job} cannot resume: input {} {} since it was planned ({} bytes then); use another --output to plan a new job",
+                        f.url,
+                        now.map_or("is gone".to_string(), |n| format!("changed size to {n} bytes")),
+                        f.size
+                    )));
+                }
+            }
             let mut record = existing;
             if spec.deadline_unix_ms.is_some() {
                 record.spec.deadline_unix_ms = spec.deadline_unix_ms;
@@ -87,6 +105,7 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
                 model_sha256: req.model_sha256.clone(),
                 submitted_at_ms: now_ms(),
                 rows_estimate: shards.iter().map(|s| s.rows_estimate).sum(),
+                files: files.iter().map(|f| InputFileRecord { url: f.url.clone(), size: f.size }).collect(),
                 shards,
             };
             (record, false)
@@ -108,11 +127,16 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
             max_bad_rows: record.spec.max_bad_rows,
             deadline_unix_ms: record.spec.deadline_unix_ms,
         };
+        if resumed {
+            // Tried again: it is no longer failed.
+            ledger.clear_failed(&plan.shard).await?;
+        }
         bodies.push(task.encode());
     }
     send_all(queue, &bodies).await?;
-    if resumed && bodies.is_empty() {
-        // Every shard is done; make sure `_SUCCESS` is there.
+    if bodies.is_empty() {
+        // Every shard is done (or the inputs hold no rows): make sure
+        // `_SUCCESS` is there.
         ledger.try_finalize(&record).await?;
     }
     info!(job = %job, enqueued = bodies.len(), already_done = done.len(), "submitted");

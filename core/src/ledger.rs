@@ -44,6 +44,16 @@ pub struct ShardPlan {
     pub rows_estimate: u64,
 }
 
+/// An input file as it was when the job was planned. Shards are byte
+/// ranges and row groups of these exact files: a resumed job checks they
+/// have not changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFileRecord {
+    pub url: BlobUrl,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRecord {
@@ -53,6 +63,7 @@ pub struct JobRecord {
     pub model_sha256: String,
     pub submitted_at_ms: u64,
     pub rows_estimate: u64,
+    pub files: Vec<InputFileRecord>,
     pub shards: Vec<ShardPlan>,
 }
 
@@ -183,6 +194,11 @@ impl Ledger {
 
     pub async fn write_failed(&self, failed: &FailedRecord) -> Result<()> {
         self.write_json(&self.key(&format!("_hourglass/failed/{}.json", failed.shard)), failed).await
+    }
+
+    /// Removes a shard's failed record (it is being tried again).
+    pub async fn clear_failed(&self, shard: &ShardId) -> Result<()> {
+        self.store.delete(&self.key(&format!("_hourglass/failed/{shard}.json"))).await
     }
 
     /// Shards with a done record, from a listing alone.

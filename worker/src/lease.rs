@@ -66,39 +66,37 @@ impl Worker {
 
     /// Loads a model by URL (before any message, when asked to preload).
     pub async fn preload(&self, url: &BlobUrl) -> Result<Arc<ModelRuntime>> {
-        let store = store::open(url)?;
-        let bytes = store.get(url.key()).await?;
-        let sha = hex::encode(sha2::Sha256::digest(&bytes));
-        self.model_from_bytes(url, sha, bytes).await
-    }
-
-    async fn model_from_bytes(&self, url: &BlobUrl, sha: String, bytes: Bytes) -> Result<Arc<ModelRuntime>> {
-        let source = url.to_string();
-        let options = self.runtime_options();
-        let model = Arc::new(self.pool.run(move || ModelRuntime::load(&bytes, &source, options)).await?);
-        self.models.lock().await.insert(sha, model.clone());
-        info!(model = %url, sha256 = model.sha256(), "model loaded");
-        Ok(model)
+        self.load_model(url, None).await
     }
 
     /// The task's model: cached by sha256, fetched and verified otherwise.
     async fn model_for(&self, task: &ShardTask) -> Result<Arc<ModelRuntime>> {
-        // Held across the load so concurrent shards load a model once.
-        let models = self.models.lock().await;
-        if let Some(m) = models.get(&task.model.sha256) {
+        self.load_model(&task.model.url, Some(&task.model.sha256)).await
+    }
+
+    /// Fetches, checks and loads a model, once per sha256: the cache lock is
+    /// held across the load so concurrent shards of a new job load it once.
+    async fn load_model(&self, url: &BlobUrl, expected_sha256: Option<&str>) -> Result<Arc<ModelRuntime>> {
+        let mut models = self.models.lock().await;
+        if let Some(m) = expected_sha256.and_then(|sha| models.get(sha)) {
             return Ok(m.clone());
         }
-        drop(models);
-        let store = store::open(&task.model.url)?;
-        let bytes = store.get(task.model.url.key()).await?;
+        let bytes = store::open(url)?.get(url.key()).await?;
         let sha = hex::encode(sha2::Sha256::digest(&bytes));
-        if sha != task.model.sha256 {
+        if let Some(expected) = expected_sha256.filter(|e| *e != sha) {
             return Err(Error::Model {
-                model: task.model.url.to_string(),
-                message: format!("sha256 is {sha}, the job expects {}; the model changed after submit", task.model.sha256),
+                model: url.to_string(),
+                message: format!("sha256 is {sha}, the job expects {expected}; the model changed after submit"),
             });
         }
-        self.model_from_bytes(&task.model.url, sha, bytes).await
+        if let Some(m) = models.get(&sha) {
+            return Ok(m.clone());
+        }
+        let (source, options) = (url.to_string(), self.runtime_options());
+        let model = Arc::new(self.pool.run(move || ModelRuntime::load(&bytes, &source, options)).await?);
+        models.insert(sha, model.clone());
+        info!(model = %url, sha256 = model.sha256(), "model loaded");
+        Ok(model)
     }
 
     async fn job_record(&self, ledger: &Ledger, job: &JobId) -> Result<Option<Arc<JobRecord>>> {
