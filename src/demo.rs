@@ -4,14 +4,15 @@
 //! output row, and measures raw ONNX Runtime on the same model and thread
 //! budget for comparison.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use hourglass_coordinator::{status, submit, synth, verify};
 use hourglass_core::ledger::JobSpec;
 use hourglass_core::task::Format;
-use hourglass_core::{queue, store, BlobUrl};
+use hourglass_core::{BlobUrl, queue, store};
 use hourglass_worker::runtime::InputData;
 use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use std::io::IsTerminal;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,18 +120,23 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             .context("starting a worker process")?;
         workers.0.push(child);
     }
+    let live = std::io::stderr().is_terminal();
     let final_status = loop {
         let s = status::status(&output).await?;
-        eprint!("\r\x1b[2K{}", s.progress_line());
+        if live {
+            eprint!("\r\x1b[2K{}", s.progress_line());
+        }
         if s.state != status::JobState::Running {
-            eprintln!();
+            if live {
+                eprintln!();
+            }
             break s;
         }
         for (i, c) in workers.0.iter_mut().enumerate() {
-            if let Some(code) = c.try_wait()? {
-                if !code.success() {
-                    bail!("worker {i} exited with {code}; see {}", dir.join(format!("worker-{i}.log")).display());
-                }
+            if let Some(code) = c.try_wait()?
+                && !code.success()
+            {
+                bail!("worker {i} exited with {code}; see {}", dir.join(format!("worker-{i}.log")).display());
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -161,7 +167,10 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     println!("  rows/s          {rows_per_sec:.0}");
     println!("  raw ORT rows/s  {raw:.0} (same model, {} sessions × {} threads, no IO)", a.workers, a.threads);
     println!("  pipeline / raw  {:.2}", rows_per_sec / raw);
-    println!("  verified        {} input rows → {} output rows, 0 missing, 0 duplicates", check.input_rows, check.output_rows);
+    println!(
+        "  verified        {} input rows → {} output rows, 0 missing, 0 duplicates",
+        check.input_rows, check.output_rows
+    );
     println!("  outputs         {output}");
     Ok(())
 }

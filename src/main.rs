@@ -4,15 +4,15 @@
 
 mod demo;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use hourglass_coordinator::{status, submit, synth, verify};
 use hourglass_core::ledger::JobSpec;
 use hourglass_core::task::Format;
 use hourglass_core::telemetry::{self, LogFormat};
-use hourglass_core::{queue, BlobUrl, JobId};
+use hourglass_core::{BlobUrl, JobId, queue};
 use hourglass_worker::lease::Worker;
-use hourglass_worker::{config, ModelRuntime, RuntimeOptions, WorkerConfig};
+use hourglass_worker::{ModelRuntime, RuntimeOptions, WorkerConfig, config};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,11 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_QUEUE: &str = "local://./.hourglass/queue.db";
 
 #[derive(Parser)]
-#[command(name = "hourglass", version, about = "Deadline-driven batch inference: score huge batches of rows with ONNX models before a deadline")]
+#[command(
+    name = "hourglass",
+    version,
+    about = "Deadline-driven batch inference: score huge batches of rows with ONNX models before a deadline"
+)]
 struct Cli {
     /// Log format on stderr: text or json.
     #[arg(long, global = true, default_value = "text")]
@@ -200,9 +204,11 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 fn parse_deadline(s: &str) -> Result<u64> {
     let now = SystemTime::now();
     let when = if let Some(rel) = s.strip_prefix('+') {
-        now + humantime::parse_duration(rel).with_context(|| format!("--deadline {s:?}: expected +DURATION like +1h"))?
+        now + humantime::parse_duration(rel)
+            .with_context(|| format!("--deadline {s:?}: expected +DURATION like +1h"))?
     } else {
-        humantime::parse_rfc3339_weak(s).with_context(|| format!("--deadline {s:?}: expected +1h or an RFC 3339 time"))?
+        humantime::parse_rfc3339_weak(s)
+            .with_context(|| format!("--deadline {s:?}: expected +1h or an RFC 3339 time"))?
     };
     Ok(when.duration_since(UNIX_EPOCH).context("deadline before 1970")?.as_millis() as u64)
 }
@@ -284,7 +290,7 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
 
 /// Cancels `token` on SIGTERM or Ctrl-C.
 async fn stop_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
@@ -332,7 +338,12 @@ async fn cmd_verify(a: VerifyArgs) -> Result<()> {
     } else {
         println!(
             "input rows {}, output rows {}, missing {}, duplicates {}, unexpected {}, skipped as bad {}",
-            report.input_rows, report.output_rows, report.missing, report.duplicates, report.unexpected, report.bad_rows
+            report.input_rows,
+            report.output_rows,
+            report.missing,
+            report.duplicates,
+            report.unexpected,
+            report.bad_rows
         );
     }
     if !report.ok() {

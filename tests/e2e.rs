@@ -34,7 +34,8 @@ fn scored_job(format: &str, shard_size: &str) {
     assert!(st["shards_total"].as_u64().unwrap() >= 4, "{st}");
     assert_eq!(st["shards_done"], st["shards_total"]);
     assert!(st["slack_secs"].as_f64().unwrap() > 0.0, "{st}");
-    let inputs = if format == "csv" { read_csv_inputs(&s.path("input")) } else { read_parquet_inputs(&s.path("input")) };
+    let inputs =
+        if format == "csv" { read_csv_inputs(&s.path("input")) } else { read_parquet_inputs(&s.path("input")) };
     assert_eq!(inputs.len(), 200_000);
     let expected = direct_scores(&inputs);
     assert_exactly_once(&read_outputs(&s.path("output")), &expected, true);
@@ -90,9 +91,13 @@ fn sigkill_mid_shard_loses_and_duplicates_nothing() {
     gen_data(&s, 30_000, 2, "csv");
     assert!(submit(&s, &["--shard-size", "2MiB"]).status.success());
     // Slow batches, so the worker is reliably inside a shard when killed.
-    let mut doomed = WorkerProc::spawn(&s, &["--visibility-timeout", "2s", "--batch-size", "1000", "--fault-batch-delay", "200ms"]);
+    let mut doomed =
+        WorkerProc::spawn(&s, &["--visibility-timeout", "2s", "--batch-size", "1000", "--fault-batch-delay", "200ms"]);
     let started = doomed.wait_for_line("shard started", LONG);
-    let shard: String = serde_json::from_str::<serde_json::Value>(&started).unwrap()["span"]["shard"].as_str().expect("shard in the span").to_string();
+    let shard: String = serde_json::from_str::<serde_json::Value>(&started).unwrap()["span"]["shard"]
+        .as_str()
+        .expect("shard in the span")
+        .to_string();
     doomed.child.kill().unwrap();
     doomed.child.wait().unwrap();
     assert!(
@@ -103,9 +108,12 @@ fn sigkill_mid_shard_loses_and_duplicates_nothing() {
     let mut rescuer = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
     assert!(rescuer.wait_exit(LONG).success(), "{}", rescuer.log.join("\n"));
     assert!(s.path("output/_SUCCESS").is_file());
-    let done: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path(&format!("output/_hourglass/done/{shard}.json"))).unwrap()).unwrap();
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path(&format!("output/_hourglass/done/{shard}.json"))).unwrap())
+            .unwrap();
     assert_eq!(done["attempt"], 2, "the killed shard was redelivered: {done}");
-    let expected: HashMap<String, f32> = read_csv_inputs(&s.path("input")).into_iter().map(|(id, _)| (id, 0.0)).collect();
+    let expected: HashMap<String, f32> =
+        read_csv_inputs(&s.path("input")).into_iter().map(|(id, _)| (id, 0.0)).collect();
     assert_exactly_once(&read_outputs(&s.path("output")), &expected, false);
 }
 
@@ -151,7 +159,11 @@ fn poison_shard_is_dead_lettered_and_reported() {
     write_csv(&s.path("input/a.csv"), 0, 600, None);
     let refused = submit(&s, &[]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot resume: input"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot resume: input"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]
@@ -230,13 +242,16 @@ fn rewrite_parquet_with_string_column(path: &std::path::Path, column: &str) {
         .map(|f| if f.name() == column { Field::new(column, DataType::Utf8, false) } else { f.as_ref().clone() })
         .collect();
     let new_schema = Arc::new(Schema::new(fields));
-    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), new_schema.clone(), None).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), new_schema.clone(), None).unwrap();
     for b in batches {
         let cols: Vec<ArrayRef> = b
             .columns()
             .iter()
             .zip(schema.fields())
-            .map(|(c, f)| if f.name() == column { Arc::new(StringArray::from(vec!["x"; c.len()])) as ArrayRef } else { c.clone() })
+            .map(|(c, f)| {
+                if f.name() == column { Arc::new(StringArray::from(vec!["x"; c.len()])) as ArrayRef } else { c.clone() }
+            })
             .collect();
         writer.write(&RecordBatch::try_new(new_schema.clone(), cols).unwrap()).unwrap();
     }
@@ -281,7 +296,8 @@ fn sigterm_past_the_drain_timeout_releases_the_shard() {
     let s = Scratch::new();
     write_csv(&s.path("input/a.csv"), 0, 5_000, None);
     assert!(submit(&s, &[]).status.success());
-    let mut w = WorkerProc::spawn(&s, &["--batch-size", "100", "--fault-batch-delay", "200ms", "--drain-timeout", "500ms"]);
+    let mut w =
+        WorkerProc::spawn(&s, &["--batch-size", "100", "--fault-batch-delay", "200ms", "--drain-timeout", "500ms"]);
     w.wait_for_line("shard started", LONG);
     w.signal("TERM");
     assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));

@@ -10,12 +10,12 @@
 use crate::{Error, Result};
 use bytes::Bytes;
 use futures::TryStreamExt;
-use hourglass_core::model::{InputBinding, ModelSignature};
-use hourglass_core::store::{read_range, BlobStore, ObjectMeta};
-use hourglass_core::task::{Format, ShardInput};
 use hourglass_core::BlobUrl;
-use hourglass_core::ledger::ShardPlan;
 use hourglass_core::ShardId;
+use hourglass_core::ledger::ShardPlan;
+use hourglass_core::model::{InputBinding, ModelSignature};
+use hourglass_core::store::{BlobStore, ObjectMeta, read_range};
+use hourglass_core::task::{Format, ShardInput};
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaDataReader;
 
@@ -49,9 +49,8 @@ pub async fn list_inputs(store: &dyn BlobStore, input: &BlobUrl, format: Option<
     if !input.key().ends_with('/') {
         match store.head(input.key()).await {
             Ok(meta) => {
-                let file = pick(&meta).ok_or_else(|| {
-                    Error::input(input, "not a .csv or .parquet file; name the format with --format")
-                })?;
+                let file = pick(&meta)
+                    .ok_or_else(|| Error::input(input, "not a .csv or .parquet file; name the format with --format"))?;
                 return Ok(vec![file]);
             }
             Err(e) if e.is_not_found() => {}
@@ -82,14 +81,24 @@ pub struct CheckedFile {
 }
 
 /// Reads a file's schema and checks it against the model.
-pub async fn check_file(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
+pub async fn check_file(
+    store: &dyn BlobStore,
+    file: &InputFile,
+    signature: &ModelSignature,
+    id_column: &str,
+) -> Result<CheckedFile> {
     match file.format {
         Format::Csv => check_csv(store, file, signature, id_column).await,
         Format::Parquet => check_parquet(store, file, signature, id_column).await,
     }
 }
 
-async fn check_csv(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
+async fn check_csv(
+    store: &dyn BlobStore,
+    file: &InputFile,
+    signature: &ModelSignature,
+    id_column: &str,
+) -> Result<CheckedFile> {
     let key = file.url.key();
     let head = read_range(store, key, 0..PROBE_BYTES.min(file.size)).await?;
     let header_end = csv_data_start(store, key, file.size).await?;
@@ -124,7 +133,10 @@ async fn check_csv(store: &dyn BlobStore, file: &InputFile, signature: &ModelSig
         }
         let line = pos.line() + 1;
         if rec.len() != columns.len() {
-            return Err(Error::input(&file.url, format!("line {line}: expected {} fields, found {}", columns.len(), rec.len())));
+            return Err(Error::input(
+                &file.url,
+                format!("line {line}: expected {} fields, found {}", columns.len(), rec.len()),
+            ));
         }
         for b in &bindings {
             for &c in &b.columns {
@@ -174,7 +186,12 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
     Ok(cols)
 }
 
-async fn check_parquet(store: &dyn BlobStore, file: &InputFile, signature: &ModelSignature, id_column: &str) -> Result<CheckedFile> {
+async fn check_parquet(
+    store: &dyn BlobStore,
+    file: &InputFile,
+    signature: &ModelSignature,
+    id_column: &str,
+) -> Result<CheckedFile> {
     let key = file.url.key();
     let bad = |m: &dyn std::fmt::Display| Error::input(&file.url, m);
     if file.size < 12 {
@@ -194,7 +211,8 @@ async fn check_parquet(store: &dyn BlobStore, file: &InputFile, signature: &Mode
     } else {
         Bytes::from(read_range(store, key, file.size - 8 - meta_len..file.size - 8).await?)
     };
-    let meta = ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&format!("corrupt parquet footer: {e}")))?;
+    let meta =
+        ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&format!("corrupt parquet footer: {e}")))?;
     let schema = parquet_to_arrow_schema(meta.file_metadata().schema_descr(), None).map_err(|e| bad(&e))?;
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
@@ -202,7 +220,8 @@ async fn check_parquet(store: &dyn BlobStore, file: &InputFile, signature: &Mode
         for &c in &b.columns {
             let f = schema.field(c);
             let dt = f.data_type();
-            let numeric = dt.is_numeric() && !matches!(dt, arrow_schema::DataType::Float16) || *dt == arrow_schema::DataType::Boolean;
+            let numeric = dt.is_numeric() && !matches!(dt, arrow_schema::DataType::Float16)
+                || *dt == arrow_schema::DataType::Boolean;
             if !numeric {
                 return Err(bad(&format!(
                     "column {:?} has type {dt}; model input {:?} takes {} (numeric columns only)",
@@ -245,7 +264,13 @@ pub async fn next_line_start(store: &dyn BlobStore, key: &str, size: u64, at: u6
 /// Cuts `[data_start, size)` into line-aligned ranges of about
 /// `shard_bytes`. The union of the ranges is exactly `[data_start, size)`
 /// and each starts at a line start, so every line is in exactly one range.
-pub async fn cut_csv(store: &dyn BlobStore, key: &str, size: u64, data_start: u64, shard_bytes: u64) -> Result<Vec<[u64; 2]>> {
+pub async fn cut_csv(
+    store: &dyn BlobStore,
+    key: &str,
+    size: u64,
+    data_start: u64,
+    shard_bytes: u64,
+) -> Result<Vec<[u64; 2]>> {
     cut_csv_with_probe(store, key, size, data_start, shard_bytes, PROBE_BYTES).await
 }
 
@@ -265,7 +290,8 @@ pub async fn cut_csv_with_probe(
     while start < size {
         let target = start + shard_bytes;
         // The line holding byte `target - 1` ends this shard.
-        let end = if target >= size { size } else { next_line_start(store, key, size, target - 1, probe_bytes).await? };
+        let end =
+            if target >= size { size } else { next_line_start(store, key, size, target - 1, probe_bytes).await? };
         ranges.push([start, end]);
         start = end;
     }

@@ -3,8 +3,8 @@
 //! failure with its reason.
 
 use crate::{Error, Result};
-use hourglass_core::ledger::{now_ms, Ledger};
-use hourglass_core::{store, BlobUrl, JobId};
+use hourglass_core::ledger::{Ledger, now_ms};
+use hourglass_core::{BlobUrl, JobId, store};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,16 +50,16 @@ pub struct JobStatus {
 
 pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
     let ledger = Ledger::new(store::open(output)?, output);
-    let job = ledger
-        .read_job()
-        .await?
-        .ok_or_else(|| Error::Request(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json"))))?;
+    let job = ledger.read_job().await?.ok_or_else(|| {
+        Error::Request(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json")))
+    })?;
     let done = ledger.done_records().await?;
     let failed = ledger.failed_records().await?;
     let planned: std::collections::BTreeSet<_> = job.shards.iter().map(|s| s.shard.clone()).collect();
     let done: Vec<_> = done.into_iter().filter(|d| planned.contains(&d.shard)).collect();
     let done_ids: std::collections::BTreeSet<_> = done.iter().map(|d| d.shard.clone()).collect();
-    let failed: Vec<_> = failed.into_iter().filter(|f| planned.contains(&f.shard) && !done_ids.contains(&f.shard)).collect();
+    let failed: Vec<_> =
+        failed.into_iter().filter(|f| planned.contains(&f.shard) && !done_ids.contains(&f.shard)).collect();
     let mut success = ledger.success().await?;
     if success.is_none() && done.len() == job.shards.len() {
         // A worker died between its done record and `_SUCCESS`: repair.
@@ -114,7 +114,12 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
         slack_secs,
         failures: failed
             .into_iter()
-            .map(|f| Failure { shard: f.shard.to_string(), error_kind: f.error_kind, message: f.message, attempts: f.attempts })
+            .map(|f| Failure {
+                shard: f.shard.to_string(),
+                error_kind: f.error_kind,
+                message: f.message,
+                attempts: f.attempts,
+            })
             .collect(),
     })
 }
@@ -130,7 +135,10 @@ impl JobStatus {
         let frac = if self.shards_total == 0 { 1.0 } else { self.shards_done as f64 / self.shards_total as f64 };
         let filled = (frac * WIDTH as f64).round() as usize;
         let eta = self.eta_secs.map(|e| format!(" eta {}", secs(e))).unwrap_or_default();
-        let slack = self.slack_secs.map(|s| if s >= 0.0 { format!(" slack {}", secs(s)) } else { format!(" LATE by {}", secs(s)) }).unwrap_or_default();
+        let slack = self
+            .slack_secs
+            .map(|s| if s >= 0.0 { format!(" slack {}", secs(s)) } else { format!(" LATE by {}", secs(s)) })
+            .unwrap_or_default();
         format!(
             "[{}{}] {:>3.0}% {}/{} shards, {} failed, {} rows, {:.0} rows/s{eta}{slack}",
             "#".repeat(filled),
@@ -152,7 +160,10 @@ impl JobStatus {
             "shards   {} done, {} failed, {} pending, {} total\n",
             self.shards_done, self.shards_failed, self.shards_pending, self.shards_total
         ));
-        out.push_str(&format!("rows     {} done of ~{} planned ({} bad rows skipped)\n", self.rows_done, self.rows_estimate, self.bad_rows));
+        out.push_str(&format!(
+            "rows     {} done of ~{} planned ({} bad rows skipped)\n",
+            self.rows_done, self.rows_estimate, self.bad_rows
+        ));
         out.push_str(&format!("speed    {:.0} rows/s over {}\n", self.rows_per_sec, secs(self.elapsed_secs)));
         match self.eta_secs {
             Some(e) => out.push_str(&format!("eta      {}\n", secs(e))),
@@ -168,7 +179,10 @@ impl JobStatus {
             out.push_str(&format!("deadline {when} ({slack})\n"));
         }
         for f in &self.failures {
-            out.push_str(&format!("failed   shard {} after {} attempts [{}]: {}\n", f.shard, f.attempts, f.error_kind, f.message));
+            out.push_str(&format!(
+                "failed   shard {} after {} attempts [{}]: {}\n",
+                f.shard, f.attempts, f.error_kind, f.message
+            ));
         }
         out
     }

@@ -4,11 +4,11 @@
 
 use crate::plan::{check_file, cut_shards, list_inputs};
 use crate::{Error, Result};
-use hourglass_core::ledger::{now_ms, InputFileRecord, JobRecord, JobSpec, Ledger, LEDGER_VERSION};
+use hourglass_core::ledger::{InputFileRecord, JobRecord, JobSpec, LEDGER_VERSION, Ledger, now_ms};
 use hourglass_core::model::ModelSignature;
-use hourglass_core::queue::{send_all, Queue};
+use hourglass_core::queue::{Queue, send_all};
 use hourglass_core::task::{ModelRef, ShardTask, TASK_VERSION};
-use hourglass_core::{store, JobId};
+use hourglass_core::{JobId, store};
 use serde::Serialize;
 use sha2::Digest;
 use tracing::info;

@@ -7,9 +7,9 @@
 use crate::{Error, Result};
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use hourglass_core::BlobUrl;
 use hourglass_core::store::BlobStore;
 use hourglass_core::task::Format;
-use hourglass_core::BlobUrl;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -115,13 +115,14 @@ fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| Error::Request(e.to_string()))?;
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| Error::Request(e.to_string()))?;
     let mut feats = [0f32; N_DENSE + N_CAT];
     let mut start = lo;
     while start < hi {
         let end = (start + ROW_GROUP_ROWS as u64).min(hi);
         let n = (end - start) as usize;
-        let mut cols: Vec<Vec<f32>> = vec![Vec::with_capacity(n); N_DENSE + N_CAT];
+        let mut cols: Vec<Vec<f32>> = (0..N_DENSE + N_CAT).map(|_| Vec::with_capacity(n)).collect();
         for _ in start..end {
             row(&mut rng, &mut feats);
             for (c, v) in cols.iter_mut().zip(feats) {

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use hourglass_core::ledger::Ledger;
 use hourglass_core::store::BlobStore;
 use hourglass_core::task::Format;
-use hourglass_core::{store, BlobUrl};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use hourglass_core::{BlobUrl, store};
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 
@@ -99,7 +99,8 @@ pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
     let ledger = Ledger::new(store::open(output)?, output);
     let job = ledger.read_job().await?.ok_or_else(|| Error::Request(format!("no job at {}", ledger.root())))?;
     let id_column = job.spec.id_column.clone();
-    let files: BTreeSet<(String, Format)> = job.shards.iter().map(|s| (s.input.url.to_string(), s.input.format)).collect();
+    let files: BTreeSet<(String, Format)> =
+        job.shards.iter().map(|s| (s.input.url.to_string(), s.input.format)).collect();
     let mut counts: HashMap<String, i64> = HashMap::new();
     let mut input_rows = 0u64;
     for (url, format) in files {

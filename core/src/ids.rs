@@ -55,10 +55,7 @@ impl JobId {
         if ok {
             Ok(Self(s.to_string()))
         } else {
-            Err(crate::Error::invalid(
-                format!("job id {s:?}"),
-                "use 1 to 64 letters, digits, '-', '_' or '.'",
-            ))
+            Err(crate::Error::invalid(format!("job id {s:?}"), "use 1 to 64 letters, digits, '-', '_' or '.'"))
         }
     }
 }

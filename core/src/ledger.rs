@@ -11,11 +11,11 @@
 //! <output>/_SUCCESS                        written once, when every shard is done
 //! ```
 
-use crate::store::{list_all, BlobStore};
+use crate::store::{BlobStore, list_all};
 use crate::task::{Format, ShardInput};
 use crate::{BlobUrl, Error, JobId, Result, ShardId};
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

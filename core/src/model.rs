@@ -95,11 +95,14 @@ impl ModelSignature {
                     return Err(err(format!(
                         "model input {:?} has type {}; the engine feeds float32 and int64 inputs",
                         input.name, input.type_name
-                    )))
+                    )));
                 }
             };
             let width = input.width().ok_or_else(|| {
-                err(format!("model input {:?} has shape {:?}; the engine feeds [N] or [N, K] inputs with a fixed K", input.name, input.shape))
+                err(format!(
+                    "model input {:?} has shape {:?}; the engine feeds [N] or [N, K] inputs with a fixed K",
+                    input.name, input.shape
+                ))
             })?;
             let names = self.feature_names.get(&input.name);
             let cols: Vec<usize> = if let Some(names) = names {
@@ -166,7 +169,12 @@ mod tests {
             feature_names.insert("input".to_string(), n.into_iter().map(String::from).collect());
         }
         ModelSignature {
-            inputs: vec![TensorSpec { name: "input".into(), dtype: Some(DType::Float32), type_name: "float32".into(), shape: vec![None, Some(2)] }],
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype: Some(DType::Float32),
+                type_name: "float32".into(),
+                shape: vec![None, Some(2)],
+            }],
             outputs: vec![],
             feature_names,
         }

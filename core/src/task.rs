@@ -109,12 +109,14 @@ impl ShardTask {
         match value.get("v").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(TASK_VERSION) => {}
             Some(v) => {
-                return Err(Error::invalid("shard task", format!("unknown version {v}; this worker reads version {TASK_VERSION}")));
+                return Err(Error::invalid(
+                    "shard task",
+                    format!("unknown version {v}; this worker reads version {TASK_VERSION}"),
+                ));
             }
             None => return Err(Error::invalid("shard task", "missing version field \"v\"")),
         }
-        let task: ShardTask =
-            serde_json::from_value(value).map_err(|e| Error::invalid("shard task", e.to_string()))?;
+        let task: ShardTask = serde_json::from_value(value).map_err(|e| Error::invalid("shard task", e.to_string()))?;
         task.validate()?;
         Ok(task)
     }

@@ -35,7 +35,10 @@ impl BlobUrl {
         }
         let path = if let Some(rest) = input.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(Error::invalid(format!("url {input:?}"), "file url must hold an absolute path (file:///…)"));
+                return Err(Error::invalid(
+                    format!("url {input:?}"),
+                    "file url must hold an absolute path (file:///…)",
+                ));
             }
             PathBuf::from(rest)
         } else if input.contains("://") {
@@ -48,7 +51,9 @@ impl BlobUrl {
                 p
             } else {
                 std::env::current_dir()
-                    .map_err(|e| Error::invalid(format!("path {input:?}"), format!("cannot resolve relative path: {e}")))?
+                    .map_err(|e| {
+                        Error::invalid(format!("path {input:?}"), format!("cannot resolve relative path: {e}"))
+                    })?
                     .join(p)
             }
         };

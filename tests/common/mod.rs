@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
-use arrow_array::Array;
 use hourglass_worker::runtime::InputData;
 use hourglass_worker::{ModelRuntime, RuntimeOptions};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -65,13 +65,24 @@ pub fn hourglass_ok(args: &[&str]) -> Output {
 }
 
 pub fn gen_data(s: &Scratch, rows: u64, files: usize, format: &str) {
-    hourglass_ok(&["gen-data", "--output", &s.input(), "--rows", &rows.to_string(), "--files", &files.to_string(), "--format", format]);
+    hourglass_ok(&[
+        "gen-data",
+        "--output",
+        &s.input(),
+        "--rows",
+        &rows.to_string(),
+        "--files",
+        &files.to_string(),
+        "--format",
+        format,
+    ]);
 }
 
 pub fn submit(s: &Scratch, extra: &[&str]) -> Output {
     let model = model_path();
     let (input, output, queue) = (s.input(), s.output(), s.queue());
-    let mut args = vec!["submit", "--input", &input, "--model", model.to_str().unwrap(), "--output", &output, "--queue", &queue];
+    let mut args =
+        vec!["submit", "--input", &input, "--model", model.to_str().unwrap(), "--output", &output, "--queue", &queue];
     args.extend(extra);
     hourglass(&args)
 }
@@ -117,7 +128,9 @@ impl WorkerProc {
                         return line;
                     }
                 }
-                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log.join("\n")),
+                Err(_) => {
+                    panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log.join("\n"))
+                }
             }
         }
     }
@@ -143,7 +156,8 @@ impl WorkerProc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
+        let ok =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill -{sig} failed");
     }
 }
@@ -189,7 +203,9 @@ pub fn read_outputs(dir: &Path) -> HashMap<String, (u32, f32)> {
             for i in 0..batch.num_rows() {
                 let id = match ids.data_type() {
                     arrow_schema::DataType::Utf8 => ids.as_string::<i32>().value(i).to_string(),
-                    arrow_schema::DataType::Int64 => ids.as_primitive::<arrow_array::types::Int64Type>().value(i).to_string(),
+                    arrow_schema::DataType::Int64 => {
+                        ids.as_primitive::<arrow_array::types::Int64Type>().value(i).to_string()
+                    }
                     other => panic!("unexpected id type {other}"),
                 };
                 let e = out.entry(id).or_insert((0, p.value(i)));
@@ -228,7 +244,8 @@ pub fn read_parquet_inputs(dir: &Path) -> Vec<(String, Vec<f32>)> {
             let batch = batch.unwrap();
             let ids = batch.column(0).as_primitive::<arrow_array::types::Int64Type>();
             for i in 0..batch.num_rows() {
-                let feats = (1..batch.num_columns()).map(|c| batch.column(c).as_primitive::<Float32Type>().value(i)).collect();
+                let feats =
+                    (1..batch.num_columns()).map(|c| batch.column(c).as_primitive::<Float32Type>().value(i)).collect();
                 rows.push((ids.value(i).to_string(), feats));
             }
         }

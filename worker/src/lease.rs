@@ -10,13 +10,13 @@
 
 use crate::pool::CpuPool;
 use crate::runtime::{ModelRuntime, RuntimeOptions};
-use crate::shard::{score_shard, ShardJob};
+use crate::shard::{ShardJob, score_shard};
 use crate::{Error, Result, WorkerConfig};
 use bytes::Bytes;
-use hourglass_core::ledger::{now_ms, DoneRecord, FailedRecord, JobRecord, Ledger, LEDGER_VERSION};
-use hourglass_core::queue::{backoff, Message, Queue};
+use hourglass_core::ledger::{DoneRecord, FailedRecord, JobRecord, LEDGER_VERSION, Ledger, now_ms};
+use hourglass_core::queue::{Message, Queue, backoff};
 use hourglass_core::task::ShardTask;
-use hourglass_core::{store, BlobUrl, JobId};
+use hourglass_core::{BlobUrl, JobId, store};
 use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{Instrument, info, info_span, warn};
 
 /// What a worker did, for its exit log and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,14 @@ pub struct Worker {
 impl Worker {
     pub fn new(queue: Arc<dyn Queue>, config: WorkerConfig) -> Self {
         let pool = CpuPool::new(config.concurrency);
-        Self { queue, config, pool, models: Default::default(), jobs: Default::default(), counters: Counters::default() }
+        Self {
+            queue,
+            config,
+            pool,
+            models: Default::default(),
+            jobs: Default::default(),
+            counters: Counters::default(),
+        }
     }
 
     fn runtime_options(&self) -> RuntimeOptions {
@@ -120,7 +127,12 @@ impl Worker {
         // Cancelled when the drain timeout passes: held shards are released.
         let abandon = CancellationToken::new();
         let mut idle_since: Option<Instant> = None;
-        info!(queue = self.queue.name(), concurrency = self.config.concurrency, threads = self.config.threads, "worker started");
+        info!(
+            queue = self.queue.name(),
+            concurrency = self.config.concurrency,
+            threads = self.config.threads,
+            "worker started"
+        );
         let mut receive_failures = 0u32;
         while !shutdown.is_cancelled() {
             let first = tokio::select! {
@@ -246,9 +258,14 @@ impl Worker {
             return self.fail(&message, &task, Some(&ledger), &err).await;
         }
         info!(input = %task.input.url, "shard started");
-        let heartbeat = self.heartbeat(&message);
+        let (stop_heartbeat, heartbeat) = self.heartbeat(&message);
         let result = self.score(&task, &ledger, message.receive_count, abandon.clone()).await;
-        heartbeat.cancel();
+        stop_heartbeat.cancel();
+        if let Err(e) = heartbeat.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
         match result {
             Ok(done) => {
                 self.ack(&message).await;
@@ -275,14 +292,14 @@ impl Worker {
     /// Extends the lease every third of the visibility timeout until
     /// cancelled. Extension is retried hard: losing the lease means another
     /// worker redoes the shard.
-    fn heartbeat(&self, message: &Message) -> CancellationToken {
+    fn heartbeat(&self, message: &Message) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let stop = CancellationToken::new();
         let queue = self.queue.clone();
         let receipt = message.receipt.clone();
         let visibility = self.config.visibility_timeout;
         let every = visibility / 3;
         let token = stop.clone();
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -299,10 +316,16 @@ impl Worker {
                 }
             }
         });
-        stop
+        (stop, handle)
     }
 
-    async fn score(&self, task: &ShardTask, ledger: &Ledger, attempt: u32, abandon: CancellationToken) -> Result<DoneRecord> {
+    async fn score(
+        &self,
+        task: &ShardTask,
+        ledger: &Ledger,
+        attempt: u32,
+        abandon: CancellationToken,
+    ) -> Result<DoneRecord> {
         let model = self.model_for(task).await?;
         let started_at_ms = now_ms();
         let job = ShardJob {

@@ -5,7 +5,7 @@
 //! training validation can share it.
 
 use crate::{Error, Result};
-use hourglass_core::model::{DType, ModelSignature, TensorSpec, FEATURE_NAMES_KEY};
+use hourglass_core::model::{DType, FEATURE_NAMES_KEY, ModelSignature, TensorSpec};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use std::collections::BTreeMap;
@@ -33,10 +33,10 @@ pub fn find_library() -> Result<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         starts.push(cwd);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            starts.push(dir.to_path_buf());
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        starts.push(dir.to_path_buf());
     }
     for start in &starts {
         for dir in start.ancestors() {
@@ -209,11 +209,12 @@ impl ModelRuntime {
         let outputs: Vec<TensorSpec> = first.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect();
         let metadata = first.metadata().map_err(|e| model_err(&e))?;
         let mut feature_names = BTreeMap::new();
-        let parse = |s: String| s.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect::<Vec<_>>();
-        if inputs.len() == 1 {
-            if let Some(names) = metadata.custom(FEATURE_NAMES_KEY) {
-                feature_names.insert(inputs[0].name.clone(), parse(names));
-            }
+        let parse =
+            |s: String| s.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect::<Vec<_>>();
+        if inputs.len() == 1
+            && let Some(names) = metadata.custom(FEATURE_NAMES_KEY)
+        {
+            feature_names.insert(inputs[0].name.clone(), parse(names));
         }
         for input in &inputs {
             if let Some(names) = metadata.custom(&format!("{FEATURE_NAMES_KEY}.{}", input.name)) {
@@ -224,7 +225,12 @@ impl ModelRuntime {
         drop(first);
         use sha2::Digest;
         let sha256 = hex::encode(sha2::Sha256::digest(bytes));
-        Ok(Self { source: source.to_string(), sha256, signature: ModelSignature { inputs, outputs, feature_names }, sessions })
+        Ok(Self {
+            source: source.to_string(),
+            sha256,
+            signature: ModelSignature { inputs, outputs, feature_names },
+            sessions,
+        })
     }
 
     /// Reads and loads a model file.
@@ -249,9 +255,14 @@ impl ModelRuntime {
     /// Scores one batch. `inputs` are in the model's input order, each
     /// row-major `[rows, width]`.
     pub fn run(&self, inputs: &[InputData], rows: usize) -> Result<Vec<OutputColumn>> {
-        let infer_err = |e: &dyn std::fmt::Display| Error::Inference { model: self.source.clone(), message: e.to_string() };
+        let infer_err =
+            |e: &dyn std::fmt::Display| Error::Inference { model: self.source.clone(), message: e.to_string() };
         if inputs.len() != self.signature.inputs.len() {
-            return Err(infer_err(&format!("{} inputs given, the model takes {}", inputs.len(), self.signature.inputs.len())));
+            return Err(infer_err(&format!(
+                "{} inputs given, the model takes {}",
+                inputs.len(),
+                self.signature.inputs.len()
+            )));
         }
         let mut values: Vec<(String, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for (spec, data) in self.signature.inputs.iter().zip(inputs) {
@@ -259,8 +270,12 @@ impl ModelRuntime {
             let width = spec.width().unwrap_or(1) as usize;
             let shape: Vec<i64> = if rank2 { vec![rows as i64, width as i64] } else { vec![rows as i64] };
             let value: ort::session::SessionInputValue<'_> = match data {
-                InputData::F32(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(|e| infer_err(&e))?.into(),
-                InputData::I64(v) => TensorRef::from_array_view((shape, v.as_slice())).map_err(|e| infer_err(&e))?.into(),
+                InputData::F32(v) => {
+                    TensorRef::from_array_view((shape, v.as_slice())).map_err(|e| infer_err(&e))?.into()
+                }
+                InputData::I64(v) => {
+                    TensorRef::from_array_view((shape, v.as_slice())).map_err(|e| infer_err(&e))?.into()
+                }
             };
             values.push((spec.name.clone(), value));
         }
@@ -276,8 +291,11 @@ impl ModelRuntime {
             macro_rules! split {
                 ($t:ty, $variant:ident) => {{
                     let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| infer_err(&e))?;
-                    split_columns(&spec.name, shape, data, rows).map_err(|m| infer_err(&m))?
-                        .into_iter().map(|(name, v)| OutputColumn { name, data: ColumnData::$variant(v) }).collect::<Vec<_>>()
+                    split_columns(&spec.name, shape, data, rows)
+                        .map_err(|m| infer_err(&m))?
+                        .into_iter()
+                        .map(|(name, v)| OutputColumn { name, data: ColumnData::$variant(v) })
+                        .collect::<Vec<_>>()
                 }};
             }
             let cols = match ty {
@@ -285,7 +303,12 @@ impl ModelRuntime {
                 TensorElementType::Float64 => split!(f64, F64),
                 TensorElementType::Int32 => split!(i32, I32),
                 TensorElementType::Int64 => split!(i64, I64),
-                other => return Err(infer_err(&format!("output {:?} has type {other:?}; supported: float32, float64, int32, int64", spec.name))),
+                other => {
+                    return Err(infer_err(&format!(
+                        "output {:?} has type {other:?}; supported: float32, float64, int32, int64",
+                        spec.name
+                    )));
+                }
             };
             columns.extend(cols);
         }
@@ -304,7 +327,12 @@ impl ModelRuntime {
 }
 
 /// `[N]` → one column; `[N, 1]` → one column; `[N, K]` → K columns.
-fn split_columns<T: Copy>(name: &str, shape: &[i64], data: &[T], rows: usize) -> std::result::Result<Vec<(String, Vec<T>)>, String> {
+fn split_columns<T: Copy>(
+    name: &str,
+    shape: &[i64],
+    data: &[T],
+    rows: usize,
+) -> std::result::Result<Vec<(String, Vec<T>)>, String> {
     match shape {
         [n] if *n as usize == rows => Ok(vec![(name.to_string(), data.to_vec())]),
         [n, 1] if *n as usize == rows => Ok(vec![(name.to_string(), data.to_vec())]),

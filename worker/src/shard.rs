@@ -3,10 +3,10 @@
 //! runtime through a handle, so this thread never blocks the runtime and
 //! memory is bounded by a batch plus the (small) encoded output.
 
-use crate::codec::csv::{BadRow, CsvError, CsvShard};
-use crate::codec::output::{schema_for, OutputWriter};
-use crate::codec::parquet::{ParquetShard, StoreFileReader};
 use crate::codec::Batch;
+use crate::codec::csv::{BadRow, CsvError, CsvShard};
+use crate::codec::output::{OutputWriter, schema_for};
+use crate::codec::parquet::{ParquetShard, StoreFileReader};
 use crate::runtime::ModelRuntime;
 use crate::{Error, Result};
 use arrow_schema::DataType;
@@ -125,7 +125,13 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
             let stream = handle.block_on(store.get_range(&key, start..end))?;
             let error = Arc::new(Mutex::new(None));
             let reader = StreamReader { handle, stream, chunk: Bytes::new(), error: error.clone() };
-            let decoder = CsvShard { columns, id_column, bindings: &bindings, batch_size: job.batch_size, max_bad_rows: task.max_bad_rows };
+            let decoder = CsvShard {
+                columns,
+                id_column,
+                bindings: &bindings,
+                batch_size: job.batch_size,
+                max_bad_rows: task.max_bad_rows,
+            };
             let result = decoder.decode(reader, |b| score(&mut writer, b));
             match result {
                 Ok(bad) => {
@@ -134,7 +140,12 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
                 }
                 Err(CsvError::TooManyBadRows { row, .. }) => {
                     let base = lines_before(handle, store.as_ref(), &key, start)?;
-                    return Err(Error::BadRow { file, line: base + row.line_in_shard, column: row.column, message: row.message });
+                    return Err(Error::BadRow {
+                        file,
+                        line: base + row.line_in_shard,
+                        column: row.column,
+                        message: row.message,
+                    });
                 }
                 Err(CsvError::Other(e)) => {
                     if let Some(store_err) = error.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -174,5 +185,11 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
         }
         out.into_bytes()
     });
-    Ok(ShardOutcome { output, rows, bad_rows: bad.len() as u64, bad_rows_csv, seconds: started.elapsed().as_secs_f64() })
+    Ok(ShardOutcome {
+        output,
+        rows,
+        bad_rows: bad.len() as u64,
+        bad_rows_csv,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -55,7 +55,8 @@ fn expected_columns(name: &str, value: &serde_json::Value) -> Vec<(String, Vec<f
 }
 
 fn check_model(name: &str) {
-    let runtime = ModelRuntime::load_file(&models_dir().join(format!("{name}.onnx")), RuntimeOptions::default()).unwrap();
+    let runtime =
+        ModelRuntime::load_file(&models_dir().join(format!("{name}.onnx")), RuntimeOptions::default()).unwrap();
     let card: serde_json::Value =
         serde_json::from_slice(&std::fs::read(models_dir().join(format!("{name}.card.json"))).unwrap()).unwrap();
     assert_eq!(runtime.sha256(), card["sha256"].as_str().unwrap(), "model card sha256 is stale");
@@ -96,6 +97,7 @@ fn ctr_mlp_matches_python_golden_predictions() {
 
 #[test]
 fn corrupt_model_is_a_clear_error() {
-    let err = ModelRuntime::load(b"definitely not onnx", "bad.onnx", RuntimeOptions::default()).unwrap_err().to_string();
+    let err =
+        ModelRuntime::load(b"definitely not onnx", "bad.onnx", RuntimeOptions::default()).unwrap_err().to_string();
     assert!(err.contains("bad.onnx") && err.contains("not a loadable ONNX model"), "{err}");
 }

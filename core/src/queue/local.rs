@@ -2,11 +2,11 @@
 //! machine (WAL journal, immediate transactions, a busy timeout), durable
 //! across crashes, with SQS's lease semantics and a dead-letter table.
 
-use super::{BatchOutcome, Depth, Message, Queue, MAX_BATCH, MAX_WAIT};
+use super::{BatchOutcome, Depth, MAX_BATCH, MAX_WAIT, Message, Queue};
 use crate::task::MAX_TASK_BYTES;
 use crate::{Error, ErrorKind, MessageId, Receipt, Result};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -76,7 +76,8 @@ impl LocalQueue {
     pub fn open(path: impl AsRef<Path>, max_receives: Option<u32>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let name = format!("local://{}", path.display());
-        let qerr = |op: &'static str, e: &dyn std::fmt::Display| Error::queue(op, name.clone(), ErrorKind::Permanent, e);
+        let qerr =
+            |op: &'static str, e: &dyn std::fmt::Display| Error::queue(op, name.clone(), ErrorKind::Permanent, e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| qerr("open", &e))?;
         }
@@ -89,8 +90,11 @@ impl LocalQueue {
             if n == 0 {
                 return Err(Error::invalid(name, "max_receives must be at least 1"));
             }
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('max_receives', ?1)", params![n.to_string()])
-                .map_err(|e| qerr("open", &e))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('max_receives', ?1)",
+                params![n.to_string()],
+            )
+            .map_err(|e| qerr("open", &e))?;
         }
         let stored: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'max_receives'", [], |r| r.get(0))
@@ -111,7 +115,8 @@ impl LocalQueue {
     /// Every message in the dead-letter table, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         self.with_conn("list dead letters", |c| {
-            let mut stmt = c.prepare("SELECT id, body, receive_count, reason FROM dead_letters ORDER BY dead_at_ms, id")?;
+            let mut stmt =
+                c.prepare("SELECT id, body, receive_count, reason FROM dead_letters ORDER BY dead_at_ms, id")?;
             let rows = stmt.query_map([], |r| {
                 Ok(DeadLetter {
                     id: MessageId::new(r.get::<_, i64>(0)?.to_string()),
@@ -146,7 +151,12 @@ impl LocalQueue {
     }
 
     fn stale(&self, op: &'static str) -> Error {
-        Error::queue(op, self.name.clone(), ErrorKind::NotFound, "receipt is stale: the lease expired and the message was received again, or it was deleted")
+        Error::queue(
+            op,
+            self.name.clone(),
+            ErrorKind::NotFound,
+            "receipt is stale: the lease expired and the message was received again, or it was deleted",
+        )
     }
 }
 
@@ -171,7 +181,10 @@ impl Queue for LocalQueue {
 
     async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome> {
         if bodies.len() > MAX_BATCH {
-            return Err(Error::invalid(self.name.clone(), format!("batch of {} exceeds {MAX_BATCH} entries", bodies.len())));
+            return Err(Error::invalid(
+                self.name.clone(),
+                format!("batch of {} exceeds {MAX_BATCH} entries", bodies.len()),
+            ));
         }
         let mut outcome = BatchOutcome::default();
         let mut ok = Vec::new();
@@ -179,7 +192,12 @@ impl Queue for LocalQueue {
             if body.len() > MAX_TASK_BYTES {
                 outcome.failed.push((
                     i,
-                    Error::queue("send", self.name.clone(), ErrorKind::Invalid, format!("message of {} bytes exceeds {MAX_TASK_BYTES}", body.len())),
+                    Error::queue(
+                        "send",
+                        self.name.clone(),
+                        ErrorKind::Invalid,
+                        format!("message of {} bytes exceeds {MAX_TASK_BYTES}", body.len()),
+                    ),
                 ));
             } else {
                 ok.push(body.clone());
@@ -189,7 +207,10 @@ impl Queue for LocalQueue {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();
             for body in &ok {
-                tx.execute("INSERT INTO messages (body, visible_at_ms, sent_at_ms) VALUES (?1, ?2, ?2)", params![body, now])?;
+                tx.execute(
+                    "INSERT INTO messages (body, visible_at_ms, sent_at_ms) VALUES (?1, ?2, ?2)",
+                    params![body, now],
+                )?;
             }
             tx.commit()
         })
@@ -245,7 +266,10 @@ impl Queue for LocalQueue {
         let r = receipt.as_str().to_string();
         let n = self
             .with_conn("extend visibility", move |c| {
-                c.execute("UPDATE messages SET visible_at_ms = ?2 WHERE receipt = ?1", params![r, now_ms() + millis(visibility)])
+                c.execute(
+                    "UPDATE messages SET visible_at_ms = ?2 WHERE receipt = ?1",
+                    params![r, now_ms() + millis(visibility)],
+                )
             })
             .await?;
         if n == 0 { Err(self.stale("extend visibility")) } else { Ok(()) }
@@ -272,7 +296,9 @@ impl Queue for LocalQueue {
     async fn release(&self, receipt: &Receipt) -> Result<()> {
         let r = receipt.as_str().to_string();
         let n = self
-            .with_conn("release", move |c| c.execute("UPDATE messages SET visible_at_ms = ?2 WHERE receipt = ?1", params![r, now_ms()]))
+            .with_conn("release", move |c| {
+                c.execute("UPDATE messages SET visible_at_ms = ?2 WHERE receipt = ?1", params![r, now_ms()])
+            })
             .await?;
         if n == 0 { Err(self.stale("release")) } else { Ok(()) }
     }
@@ -309,7 +335,12 @@ impl Queue for LocalQueue {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             let dead: i64 = c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
-            Ok(Depth { visible: visible as u64, in_flight: in_flight as u64, delayed: delayed as u64, dead: Some(dead as u64) })
+            Ok(Depth {
+                visible: visible as u64,
+                in_flight: in_flight as u64,
+                delayed: delayed as u64,
+                dead: Some(dead as u64),
+            })
         })
         .await
     }

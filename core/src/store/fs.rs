@@ -67,7 +67,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     for entry in entries {
@@ -194,7 +196,11 @@ impl BlobStore for FsStore {
             if meta.is_dir() {
                 return Err(Self::err("head", &k, std::io::Error::from(std::io::ErrorKind::NotFound)));
             }
-            Ok(ObjectMeta { key: k.trim_start_matches('/').to_string(), size: meta.len(), last_modified: meta.modified().ok() })
+            Ok(ObjectMeta {
+                key: k.trim_start_matches('/').to_string(),
+                size: meta.len(),
+                last_modified: meta.modified().ok(),
+            })
         })
         .await
     }

@@ -57,11 +57,8 @@ impl<'a> CsvShard<'a> {
         reader: R,
         mut on_batch: impl FnMut(Batch) -> Result<()>,
     ) -> std::result::Result<Vec<BadRow>, CsvError> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(1 << 16)
-            .from_reader(reader);
+        let mut rdr =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(1 << 16).from_reader(reader);
         let batch_size = self.batch_size.max(1);
         let mut bufs = self.new_bufs(batch_size);
         let mut ids = StringBuilder::with_capacity(batch_size, batch_size * 12);
@@ -81,7 +78,8 @@ impl<'a> CsvShard<'a> {
                     ids.append_value(String::from_utf8_lossy(rec.get(self.id_column).unwrap_or_default()).trim());
                     rows += 1;
                     if rows == batch_size {
-                        self.flush(&mut bufs, &mut ids, &mut rows, batch_size, &mut on_batch).map_err(CsvError::Other)?;
+                        self.flush(&mut bufs, &mut ids, &mut rows, batch_size, &mut on_batch)
+                            .map_err(CsvError::Other)?;
                     }
                 }
                 Err((column, message)) => {
@@ -134,7 +132,12 @@ impl<'a> CsvShard<'a> {
 
     /// Parses the bound fields of one row into the buffers. On error the
     /// buffers are rolled back to `rows` complete rows.
-    fn parse_row(&self, rec: &csv::ByteRecord, bufs: &mut [Buf], rows: usize) -> std::result::Result<(), (Option<String>, String)> {
+    fn parse_row(
+        &self,
+        rec: &csv::ByteRecord,
+        bufs: &mut [Buf],
+        rows: usize,
+    ) -> std::result::Result<(), (Option<String>, String)> {
         if rec.len() != self.columns.len() {
             return Err((None, format!("expected {} fields, found {}", self.columns.len(), rec.len())));
         }
@@ -179,7 +182,11 @@ fn parse_i64(field: &[u8]) -> std::result::Result<i64, String> {
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() > 40 { format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() }
+    if s.len() > 40 {
+        format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())])
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ impl OutputWriter {
 
     pub fn finish(mut self) -> Result<Vec<u8>> {
         if self.writer.is_none() {
-            let schema = self.schema.clone().ok_or_else(|| self.err("no rows, and the output schema is not known up front"))?;
+            let schema =
+                self.schema.clone().ok_or_else(|| self.err("no rows, and the output schema is not known up front"))?;
             self.open(schema)?;
         }
         let w = self.writer.take().expect("opened");
@@ -77,7 +78,11 @@ impl OutputWriter {
 
 /// The output schema implied by a model signature, when every output has a
 /// static width: `id` then each output's columns.
-pub fn schema_for(id_column: &str, id_type: DataType, outputs: &[hourglass_core::model::TensorSpec]) -> Option<SchemaRef> {
+pub fn schema_for(
+    id_column: &str,
+    id_type: DataType,
+    outputs: &[hourglass_core::model::TensorSpec],
+) -> Option<SchemaRef> {
     use hourglass_core::model::DType;
     let mut fields = vec![Field::new(id_column, id_type, true)];
     for o in outputs {

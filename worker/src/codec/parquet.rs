@@ -57,7 +57,10 @@ impl AsyncFileReader for StoreFileReader {
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
             let size = self.size;
-            let meta = ParquetMetaDataReader::new().with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES)).load_and_finish(self, size).await?;
+            let meta = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+                .load_and_finish(self, size)
+                .await?;
             Ok(Arc::new(meta))
         }
         .boxed()
@@ -122,20 +125,24 @@ impl ParquetShard<'_> {
 }
 
 /// Gathers a binding's columns into one row-major buffer.
-fn interleave(rb: &RecordBatch, fields: &arrow_schema::Fields, b: &InputBinding) -> std::result::Result<InputData, String> {
+fn interleave(
+    rb: &RecordBatch,
+    fields: &arrow_schema::Fields,
+    b: &InputBinding,
+) -> std::result::Result<InputData, String> {
     let width = b.columns.len();
     let rows = rb.num_rows();
-    let cols: Vec<&ArrayRef> = b
-        .columns
-        .iter()
-        .map(|&i| rb.column_by_name(fields[i].name()).expect("projected"))
-        .collect();
+    let cols: Vec<&ArrayRef> =
+        b.columns.iter().map(|&i| rb.column_by_name(fields[i].name()).expect("projected")).collect();
     match b.dtype {
         DType::Int64 => {
             let mut out = vec![0i64; rows * width];
             for (j, (col, &fi)) in cols.iter().zip(&b.columns).enumerate() {
                 if col.null_count() > 0 {
-                    return Err(format!("column {:?} has nulls; integer model inputs cannot take missing values", fields[fi].name()));
+                    return Err(format!(
+                        "column {:?} has nulls; integer model inputs cannot take missing values",
+                        fields[fi].name()
+                    ));
                 }
                 let vals = to_i64(col).ok_or_else(|| type_err(&fields[fi]))?;
                 for (i, v) in vals.into_iter().enumerate() {
