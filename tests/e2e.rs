@@ -92,7 +92,7 @@ fn sigkill_mid_shard_loses_and_duplicates_nothing() {
     assert!(submit(&s, &["--shard-size", "2MiB"]).status.success());
     // Slow batches, so the worker is reliably inside a shard when killed.
     let mut doomed =
-        WorkerProc::spawn(&s, &["--visibility-timeout", "2s", "--batch-size", "1000", "--fault-batch-delay", "200ms"]);
+        WorkerProc::spawn(&s, &["--visibility-timeout", "5s", "--batch-size", "1000", "--fault-batch-delay", "200ms"]);
     let started = doomed.wait_for_line("shard started", LONG);
     let shard: String = serde_json::from_str::<serde_json::Value>(&started).unwrap()["span"]["shard"]
         .as_str()
@@ -310,4 +310,23 @@ fn sigterm_past_the_drain_timeout_releases_the_shard() {
     assert!(s.path("output/_SUCCESS").is_file());
     let expected: HashMap<String, f32> = (0..5_000).map(|i| (i.to_string(), 0.0)).collect();
     assert_exactly_once(&read_outputs(&s.path("output")), &expected, false);
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_a_clear_error_not_a_panic() {
+    let s = Scratch::new();
+    let not_a_library = format!("{}/README.md", env!("CARGO_MANIFEST_DIR"));
+    for (path, want) in [
+        ("/nonexistent/libonnxruntime.so.1.31.1", "does not name a file"),
+        (not_a_library.as_str(), "failed to load ONNX Runtime"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["worker", "--queue", &s.queue()])
+            .env("ORT_DYLIB_PATH", &path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{err}");
+    }
 }
