@@ -322,7 +322,7 @@ fn a_missing_onnx_runtime_is_a_clear_error_not_a_panic() {
     ] {
         let out = std::process::Command::new(BIN)
             .args(["worker", "--queue", &s.queue()])
-            .env("ORT_DYLIB_PATH", &path)
+            .env("ORT_DYLIB_PATH", path)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

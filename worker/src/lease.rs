@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 /// What a worker did, for its exit log and tests.
@@ -123,7 +123,8 @@ impl Worker {
             self.preload(&url).await?;
         }
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
-        let tracker = TaskTracker::new();
+        // Held shards; reaped as they finish so a panic in one propagates.
+        let mut held: JoinSet<()> = JoinSet::new();
         // Cancelled when the drain timeout passes: held shards are released.
         let abandon = CancellationToken::new();
         let mut idle_since: Option<Instant> = None;
@@ -135,6 +136,9 @@ impl Worker {
         );
         let mut receive_failures = 0u32;
         while !shutdown.is_cancelled() {
+            while let Some(done) = held.try_join_next() {
+                propagate(done);
+            }
             let first = tokio::select! {
                 p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
                 _ = shutdown.cancelled() => break,
@@ -162,7 +166,7 @@ impl Worker {
             if messages.is_empty() {
                 drop(first);
                 if let Some(idle) = self.config.exit_when_idle {
-                    if tracker.is_empty() && self.queue_is_drained().await {
+                    if held.is_empty() && self.queue_is_drained().await {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= idle {
                             info!("queue is empty; exiting");
@@ -183,19 +187,25 @@ impl Worker {
                 };
                 let this = self.clone();
                 let abandon = abandon.clone();
-                tracker.spawn(async move {
+                held.spawn(async move {
                     this.handle(message, abandon).await;
                     drop(permit);
                 });
             }
         }
-        tracker.close();
-        if !tracker.is_empty() {
-            info!(held = tracker.len(), drain_timeout = ?self.config.drain_timeout, "stopping: finishing held shards");
-            if tokio::time::timeout(self.config.drain_timeout, tracker.wait()).await.is_err() {
+        if !held.is_empty() {
+            info!(held = held.len(), drain_timeout = ?self.config.drain_timeout, "stopping: finishing held shards");
+            let drain = async {
+                while let Some(done) = held.join_next().await {
+                    propagate(done);
+                }
+            };
+            if tokio::time::timeout(self.config.drain_timeout, drain).await.is_err() {
                 warn!("drain timeout passed; releasing held shards");
                 abandon.cancel();
-                tracker.wait().await;
+                while let Some(done) = held.join_next().await {
+                    propagate(done);
+                }
             }
         }
         let c = &self.counters;
@@ -261,11 +271,7 @@ impl Worker {
         let (stop_heartbeat, heartbeat) = self.heartbeat(&message);
         let result = self.score(&task, &ledger, message.receive_count, abandon.clone()).await;
         stop_heartbeat.cancel();
-        if let Err(e) = heartbeat.await
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
-        }
+        propagate(heartbeat.await);
         match result {
             Ok(done) => {
                 self.ack(&message).await;
@@ -421,5 +427,15 @@ impl Worker {
             Ok(false) => {}
             Err(e) => warn!(error = %e, "finalize failed; `hourglass status` retries it"),
         }
+    }
+}
+
+/// Re-raises a task's panic; our tasks are never aborted, so any other
+/// join error cannot happen.
+fn propagate(done: Result<(), JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
     }
 }
