@@ -225,6 +225,12 @@ fn schema_mismatches_are_rejected_before_anything_is_enqueued() {
 }
 
 fn rewrite_parquet_with_string_column(path: &std::path::Path, column: &str) {
+    rewrite_parquet(path, Some(column), parquet::basic::Compression::SNAPPY);
+}
+
+/// Rewrites a Parquet file with another compression, optionally turning one
+/// column into strings.
+fn rewrite_parquet(path: &std::path::Path, string_column: Option<&str>, compression: parquet::basic::Compression) {
     use arrow_array::{ArrayRef, RecordBatch, StringArray};
     use arrow_schema::{DataType, Field, Schema};
     use std::sync::Arc;
@@ -236,26 +242,54 @@ fn rewrite_parquet_with_string_column(path: &std::path::Path, column: &str) {
         .map(|b| b.unwrap())
         .collect();
     let schema = batches[0].schema();
+    let is_target = |name: &str| string_column == Some(name);
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| if f.name() == column { Field::new(column, DataType::Utf8, false) } else { f.as_ref().clone() })
+        .map(|f| if is_target(f.name()) { Field::new(f.name(), DataType::Utf8, false) } else { f.as_ref().clone() })
         .collect();
     let new_schema = Arc::new(Schema::new(fields));
+    let props = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
     let mut writer =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), new_schema.clone(), None).unwrap();
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), new_schema.clone(), Some(props))
+            .unwrap();
     for b in batches {
         let cols: Vec<ArrayRef> = b
             .columns()
             .iter()
             .zip(schema.fields())
             .map(|(c, f)| {
-                if f.name() == column { Arc::new(StringArray::from(vec!["x"; c.len()])) as ArrayRef } else { c.clone() }
+                if is_target(f.name()) {
+                    Arc::new(StringArray::from(vec!["x"; c.len()])) as ArrayRef
+                } else {
+                    c.clone()
+                }
             })
             .collect();
         writer.write(&RecordBatch::try_new(new_schema.clone(), cols).unwrap()).unwrap();
     }
     writer.close().unwrap();
+}
+
+#[test]
+fn parquet_inputs_in_every_common_codec_are_scored() {
+    use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+    let s = Scratch::new();
+    gen_data(&s, 4_000, 4, "parquet");
+    let codecs = [
+        Compression::ZSTD(ZstdLevel::default()),
+        Compression::GZIP(GzipLevel::default()),
+        Compression::LZ4_RAW,
+        Compression::UNCOMPRESSED,
+    ];
+    for (i, codec) in codecs.into_iter().enumerate() {
+        rewrite_parquet(&s.path(&format!("input/part-{i:05}.parquet")), None, codec);
+    }
+    assert!(submit(&s, &[]).status.success());
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let expected = direct_scores(&read_parquet_inputs(&s.path("input")));
+    assert_exactly_once(&read_outputs(&s.path("output")), &expected, true);
 }
 
 #[test]
