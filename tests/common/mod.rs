@@ -171,15 +171,6 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Polls `cond` until it holds, at most `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 pub fn status_json(s: &Scratch) -> serde_json::Value {
     let out = hourglass_ok(&["status", &s.output(), "--json"]);
     serde_json::from_slice(&out.stdout).unwrap()
