@@ -16,6 +16,7 @@ DEMO_WORKERS ?= 2
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
+# moto[server] serves S3 and SQS to the tests.
 setup: $(STAMP)
 
 $(STAMP): models/requirements-runtime.txt
@@ -29,8 +30,9 @@ build: setup
 demo: build
 	./target/release/hourglass demo --rows $(DEMO_ROWS) --format $(DEMO_FORMAT) --workers $(DEMO_WORKERS)
 
+# The S3/SQS tests talk to a moto server on loopback, started for the run.
 test: setup
-	$(CARGO) test --workspace --locked
+	scripts/with-moto $(CARGO) test --workspace --locked
 
 # Regenerates the reference models, cards and golden predictions (committed;
 # tests never need this).

@@ -6,6 +6,7 @@
 //! holds no engine logic: planning lives in the coordinator, scoring in the
 //! worker, scaling in the scaler. It imports none of our other crates.
 
+pub mod aws;
 pub mod error;
 pub mod ids;
 pub mod ledger;

@@ -4,8 +4,10 @@
 //! later backend; the trait is shaped for it).
 
 mod local;
+mod sqs;
 
 pub use local::LocalQueue;
+pub use sqs::{CreateOptions, SqsQueue};
 
 use crate::{Error, ErrorKind, MessageId, Receipt, Result};
 use async_trait::async_trait;
@@ -99,11 +101,14 @@ pub fn open(url: &str) -> Result<Arc<dyn Queue>> {
         }
         return Ok(Arc::new(LocalQueue::open(path, max_receives)?));
     }
+    if url.starts_with("https://") || url.starts_with("http://") || url.starts_with("sqs://") {
+        return Ok(Arc::new(SqsQueue::new(url)));
+    }
     Err(Error::queue(
         "open",
         url,
         ErrorKind::Permanent,
-        "unsupported queue url; this build supports local://path (SQS comes with the AWS backends)",
+        "unsupported queue url; use local://path, an SQS queue url (https://…) or sqs://name",
     ))
 }
 

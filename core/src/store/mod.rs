@@ -4,11 +4,13 @@
 //! create).
 
 mod fs;
+mod s3;
 
 pub use fs::FsStore;
+pub use s3::S3Store;
 
 use crate::url::Scheme;
-use crate::{BlobUrl, Error, ErrorKind, Result};
+use crate::{BlobUrl, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -65,12 +67,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 pub fn open(url: &BlobUrl) -> Result<Arc<dyn BlobStore>> {
     match url.scheme() {
         Scheme::File => Ok(Arc::new(FsStore::new())),
-        Scheme::S3 => Err(Error::store(
-            "open",
-            url.to_string(),
-            ErrorKind::Permanent,
-            "this build has no S3 backend yet; use a file:// url or a local path",
-        )),
+        Scheme::S3 => Ok(Arc::new(s3::open(url))),
     }
 }
 

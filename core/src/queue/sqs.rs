@@ -1,0 +1,381 @@
+//! The SQS queue. Long polls up to 20 s, receives and sends 10 at a time
+//! (retrying only the entries that failed), deletes in batches, extends and
+//! releases leases with `ChangeMessageVisibility`, and reads depth from the
+//! `Approximate…` attributes. The dead-letter queue is the one the queue's
+//! RedrivePolicy names; `dead_letter` sends there with the reason, then
+//! deletes the original.
+
+use super::{BatchOutcome, Depth, MAX_BATCH, MAX_WAIT, Message, Queue};
+use crate::aws::{classify, sdk_config};
+use crate::{Error, ErrorKind, MessageId, Receipt, Result};
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// SQS keeps messages 4 days by default; a nightly job's shards should
+/// survive a weekend of paused workers, so queues are made with 14 days
+/// (the maximum).
+pub const RETENTION_SECS: u32 = 14 * 24 * 3600;
+
+#[derive(Debug)]
+pub struct SqsQueue {
+    /// As given: an https URL, or `sqs://name` resolved on first use.
+    name: String,
+    client: OnceCell<Client>,
+    url: OnceCell<String>,
+    dlq_url: OnceCell<Option<String>>,
+}
+
+async fn client() -> Client {
+    Client::new(sdk_config().await)
+}
+
+fn secs(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// Options for `hourglass queue create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub visibility_timeout: Duration,
+    pub max_receives: u32,
+}
+
+impl SqsQueue {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), client: OnceCell::new(), url: OnceCell::new(), dlq_url: OnceCell::new() }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client.get_or_init(client).await
+    }
+
+    fn err<E>(
+        &self,
+        op: &'static str,
+        e: &aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+    ) -> Error
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let (kind, message) = classify(e);
+        let message = match kind {
+            ErrorKind::Permission => format!("{message} (needs sqs:{} on the queue)", sqs_action(op)),
+            _ => message,
+        };
+        Error::queue(op, self.name.clone(), kind, message)
+    }
+
+    async fn url(&self) -> Result<&str> {
+        self.url
+            .get_or_try_init(|| async {
+                match self.name.strip_prefix("sqs://") {
+                    Some(name) => {
+                        let out = self
+                            .client()
+                            .await
+                            .get_queue_url()
+                            .queue_name(name)
+                            .send()
+                            .await
+                            .map_err(|e| self.err("resolve", &e))?;
+                        Ok(out.queue_url().unwrap_or_default().to_string())
+                    }
+                    None => Ok(self.name.clone()),
+                }
+            })
+            .await
+            .map(|s| s.as_str())
+    }
+
+    /// The dead-letter queue from the RedrivePolicy, if there is one.
+    async fn dlq_url(&self) -> Result<Option<&str>> {
+        let url = self.url().await?.to_string();
+        let dlq = self
+            .dlq_url
+            .get_or_try_init(|| async {
+                let client = self.client().await;
+                let attrs = client
+                    .get_queue_attributes()
+                    .queue_url(&url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("read attributes", &e))?;
+                let Some(policy) = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
+                    return Ok(None);
+                };
+                let policy: serde_json::Value = serde_json::from_str(policy)
+                    .map_err(|e| Error::queue("read attributes", self.name.clone(), ErrorKind::Permanent, e))?;
+                let arn = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
+                let dlq_name = arn.rsplit(':').next().unwrap_or_default();
+                let out =
+                    client.get_queue_url().queue_name(dlq_name).send().await.map_err(|e| self.err("resolve", &e))?;
+                Ok(out.queue_url().map(String::from))
+            })
+            .await?;
+        Ok(dlq.as_deref())
+    }
+
+    /// Creates `name` and its dead-letter queue `name-dlq`, with a
+    /// RedrivePolicy after `max_receives` receives; returns the queue URL.
+    pub async fn create(name: &str, options: &CreateOptions) -> Result<String> {
+        let client = client().await;
+        let q = || format!("sqs://{name}");
+        let err = |op, e: &dyn std::fmt::Display| Error::queue(op, q(), ErrorKind::Permanent, e);
+        let dlq = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS.to_string())
+            .send()
+            .await
+            .map_err(|e| err("create dead-letter queue", &aws_smithy_types::error::display::DisplayErrorContext(e)))?;
+        let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
+        let attrs = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| err("read dead-letter queue", &aws_smithy_types::error::display::DisplayErrorContext(e)))?;
+        let arn = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).cloned().unwrap_or_default();
+        let redrive =
+            serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": options.max_receives.to_string() });
+        let out = client
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::VisibilityTimeout, options.visibility_timeout.as_secs().to_string())
+            .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS.to_string())
+            .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, MAX_WAIT.as_secs().to_string())
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .map_err(|e| err("create", &aws_smithy_types::error::display::DisplayErrorContext(e)))?;
+        Ok(out.queue_url().unwrap_or_default().to_string())
+    }
+}
+
+fn sqs_action(op: &str) -> &'static str {
+    match op {
+        "send" => "SendMessage",
+        "receive" => "ReceiveMessage",
+        "ack" => "DeleteMessage",
+        "extend visibility" | "release" => "ChangeMessageVisibility",
+        "depth" | "read attributes" => "GetQueueAttributes",
+        "resolve" => "GetQueueUrl",
+        _ => "*",
+    }
+}
+
+fn count(attrs: Option<&HashMap<QueueAttributeName, String>>, name: QueueAttributeName) -> u64 {
+    attrs.and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome> {
+        if bodies.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                self.name.clone(),
+                format!("batch of {} exceeds {MAX_BATCH} entries", bodies.len()),
+            ));
+        }
+        if bodies.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let url = self.url().await?;
+        let entries: Vec<SendMessageBatchRequestEntry> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .expect("id and body set")
+            })
+            .collect();
+        let out = self
+            .client()
+            .await
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.err("send", &e))?;
+        let failed = out
+            .failed()
+            .iter()
+            .map(|f| {
+                let kind = if f.sender_fault() { ErrorKind::Invalid } else { ErrorKind::Transient };
+                let msg = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+                (f.id().parse().unwrap_or(0), Error::queue("send", self.name.clone(), kind, msg))
+            })
+            .collect();
+        Ok(BatchOutcome { failed })
+    }
+
+    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
+        let url = self.url().await?;
+        let out = self
+            .client()
+            .await
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(secs(wait.min(MAX_WAIT)))
+            .visibility_timeout(secs(visibility).max(1))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| self.err("receive", &e))?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| Message {
+                id: MessageId::new(m.message_id().unwrap_or_default()),
+                receipt: Receipt::new(m.receipt_handle().unwrap_or_default()),
+                body: m.body().unwrap_or_default().to_string(),
+                receive_count: m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+            })
+            .collect())
+    }
+
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
+        let url = self.url().await?;
+        self.client()
+            .await
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt.as_str())
+            .visibility_timeout(secs(visibility))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("extend visibility", &e))
+    }
+
+    async fn ack_batch(&self, receipts: &[Receipt]) -> Result<BatchOutcome> {
+        if receipts.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let url = self.url().await?;
+        let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r.as_str())
+                    .build()
+                    .expect("set")
+            })
+            .collect();
+        let out = self
+            .client()
+            .await
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.err("ack", &e))?;
+        let failed = out
+            .failed()
+            .iter()
+            .map(|f| {
+                let msg = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+                (f.id().parse().unwrap_or(0), Error::queue("ack", self.name.clone(), ErrorKind::NotFound, msg))
+            })
+            .collect();
+        Ok(BatchOutcome { failed })
+    }
+
+    async fn release(&self, receipt: &Receipt) -> Result<()> {
+        self.extend(receipt, Duration::ZERO).await.map_err(|e| match e {
+            Error::Queue { queue, kind, message, .. } => Error::Queue { op: "release", queue, kind, message },
+            other => other,
+        })
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<()> {
+        let Some(dlq) = self.dlq_url().await?.map(String::from) else {
+            return Err(Error::queue(
+                "dead-letter",
+                self.name.clone(),
+                ErrorKind::Permanent,
+                "the queue has no RedrivePolicy naming a dead-letter queue (create it with `hourglass queue create`)",
+            ));
+        };
+        let reason = reason.chars().take(4096).collect::<String>();
+        self.client()
+            .await
+            .send_message()
+            .queue_url(&dlq)
+            .message_body(&message.body)
+            .message_attributes(
+                "hourglass_reason",
+                MessageAttributeValue::builder().data_type("String").string_value(reason).build().expect("set"),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("dead-letter", &e))?;
+        let out = self.ack_batch(std::slice::from_ref(&message.receipt)).await?;
+        match out.failed.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn depth(&self) -> Result<Depth> {
+        let url = self.url().await?;
+        let attrs = self
+            .client()
+            .await
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| self.err("depth", &e))?;
+        let a = attrs.attributes();
+        let dead = match self.dlq_url().await? {
+            Some(dlq) => {
+                let d = self
+                    .client()
+                    .await
+                    .get_queue_attributes()
+                    .queue_url(dlq)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("depth", &e))?;
+                Some(count(d.attributes(), QueueAttributeName::ApproximateNumberOfMessages))
+            }
+            None => None,
+        };
+        Ok(Depth {
+            visible: count(a, QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(a, QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(a, QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            dead,
+        })
+    }
+}
