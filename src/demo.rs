@@ -82,7 +82,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let gen_secs = t.elapsed().as_secs_f64();
 
     let model_url = BlobUrl::parse(&a.model)?;
-    let model = super::load_model(&model_url, a.threads)?;
+    let model = super::load_model(&model_url, a.threads).await?;
     let queue = queue::open(&queue_url)?;
     let report = submit::submit(
         submit::SubmitRequest {

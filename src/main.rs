@@ -31,6 +31,10 @@ struct Cli {
     /// Log format on stderr: text or json.
     #[arg(long, global = true, default_value = "text")]
     log_format: LogFormat,
+    /// Fault injection for tests: make every store and queue call unreliable
+    /// (`first=N,fraction=F,latency=DUR,kind=transient|permanent,seed=S`).
+    #[arg(long, global = true, hide = true, env = "HOURGLASS_FAULTS")]
+    inject_faults: Option<hourglass_core::fault::FaultPlan>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +53,35 @@ enum Command {
     Status(StatusArgs),
     /// Check a finished job: every input row has exactly one output row.
     Verify(VerifyArgs),
+    /// Manage SQS queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Create an SQS queue and its dead-letter queue `<name>-dlq`; prints the queue URL.
+    ///
+    /// Attributes: the visibility timeout is the workers' default lease
+    /// (workers pass their own on every receive and extend it while they
+    /// work); long polling of 20 s (the SQS maximum) is the default wait;
+    /// messages and dead letters are kept 14 days (the SQS maximum), so a
+    /// paused job survives a long weekend; after --max-attempts receives a
+    /// message moves to the dead-letter queue (a RedrivePolicy), a backstop
+    /// for shards whose workers die every time: workers themselves give up
+    /// at their own --max-attempts and record why.
+    Create(QueueCreateArgs),
+}
+
+#[derive(Args)]
+struct QueueCreateArgs {
+    #[arg(long)]
+    name: String,
+    /// Receives before SQS moves a message to the dead-letter queue.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    visibility_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -144,9 +177,10 @@ struct WorkerArgs {
     /// After SIGTERM, how long held shards may finish before they are released.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
-    /// Long-poll wait per receive.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    poll_wait: Duration,
+    /// Long-poll wait per receive; default 1s on the local queue, 20s on SQS
+    /// (where a stop request interrupts the poll).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    poll_wait: Option<Duration>,
     /// Exit after the queue has been empty this long (default: serve until stopped).
     #[arg(long, value_parser = humantime::parse_duration)]
     exit_when_idle: Option<Duration>,
@@ -215,15 +249,19 @@ fn parse_deadline(s: &str) -> Result<u64> {
 
 /// Loads the model through the worker runtime: a missing or corrupt model
 /// fails here, before anything is planned or enqueued.
-fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
-    let path = model.local_path().context("the model must be a local file in this build")?;
+async fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
+    let bytes = hourglass_core::store::open(model)?
+        .get(model.key())
+        .await
+        .map_err(|e| anyhow::anyhow!("model {model}: cannot read: {e}"))?;
     let options = RuntimeOptions { intra_threads: threads, sessions: 1 };
-    Ok(ModelRuntime::load_file(&path, options)?)
+    let source = model.to_string();
+    Ok(tokio::task::spawn_blocking(move || ModelRuntime::load(&bytes, &source, options)).await??)
 }
 
 async fn cmd_submit(a: SubmitArgs) -> Result<()> {
     let model = BlobUrl::parse(&a.model)?;
-    let runtime = load_model(&model, 1)?;
+    let runtime = load_model(&model, 1).await?;
     let spec = JobSpec {
         input: BlobUrl::parse(&a.input)?,
         model: model.clone(),
@@ -269,7 +307,12 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
         visibility_timeout: a.visibility_timeout,
         max_attempts: a.max_attempts,
         drain_timeout: a.drain_timeout,
-        poll_wait: a.poll_wait,
+        poll_wait: a.poll_wait.unwrap_or(if a.queue.starts_with("local://") {
+            Duration::from_secs(1)
+        } else {
+            queue::MAX_WAIT
+        }),
+        interrupt_receive: !a.queue.starts_with("local://"),
         exit_when_idle: a.exit_when_idle,
         preload_model: a.model.as_deref().map(BlobUrl::parse).transpose()?,
         worker_id: a.worker_id.unwrap_or_else(config::default_worker_id),
@@ -361,9 +404,24 @@ async fn cmd_gen_data(a: GenDataArgs) -> Result<()> {
     Ok(())
 }
 
+async fn cmd_queue(c: QueueCommand) -> Result<()> {
+    match c {
+        QueueCommand::Create(a) => {
+            let options =
+                queue::CreateOptions { visibility_timeout: a.visibility_timeout, max_receives: a.max_attempts };
+            println!("{}", queue::SqsQueue::create(&a.name, &options).await?);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    if let Some(plan) = cli.inject_faults.clone() {
+        tracing::warn!(?plan, "fault injection is on");
+        hourglass_core::fault::install(plan);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -379,6 +437,7 @@ fn main() -> ExitCode {
             Command::Worker(a) => cmd_worker(a).await,
             Command::Status(a) => cmd_status(a).await,
             Command::Verify(a) => cmd_verify(a).await,
+            Command::Queue(c) => cmd_queue(c).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@
 
 pub mod aws;
 pub mod error;
+pub mod fault;
 pub mod ids;
 pub mod ledger;
 pub mod model;

@@ -4,14 +4,19 @@
 
 mod common;
 
-use hourglass_core::queue::{send_all, CreateOptions, LocalQueue, Queue, SqsQueue};
+use hourglass_core::queue::{CreateOptions, LocalQueue, Queue, SqsQueue, send_all};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(30);
 
 /// Receives until `n` messages arrived or `timeout` passed.
-async fn receive_n(q: &dyn Queue, n: usize, visibility: Duration, timeout: Duration) -> Vec<hourglass_core::queue::Message> {
+async fn receive_n(
+    q: &dyn Queue,
+    n: usize,
+    visibility: Duration,
+    timeout: Duration,
+) -> Vec<hourglass_core::queue::Message> {
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {

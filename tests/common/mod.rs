@@ -96,9 +96,15 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     pub fn spawn(s: &Scratch, extra: &[&str]) -> Self {
+        Self::spawn_on(&s.queue(), extra, &[])
+    }
+
+    /// A worker on any queue, with extra environment.
+    pub fn spawn_on(queue: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "worker", "--queue", &s.queue(), "--threads", "1"])
+            .args(["--log-format", "json", "worker", "--queue", queue, "--threads", "1"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -178,15 +184,22 @@ pub fn status_json(s: &Scratch) -> serde_json::Value {
 
 /// Every output row: id → (count, probability of click).
 pub fn read_outputs(dir: &Path) -> HashMap<String, (u32, f32)> {
-    let mut out: HashMap<String, (u32, f32)> = HashMap::new();
+    let mut parts = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !(name.starts_with("part-") && name.ends_with(".parquet")) {
-            continue;
+        if name.starts_with("part-") && name.ends_with(".parquet") {
+            parts.push(bytes::Bytes::from(std::fs::read(&path).unwrap()));
         }
-        let file = std::fs::File::open(&path).unwrap();
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+    }
+    parse_outputs(parts)
+}
+
+/// Output rows of Parquet objects: id → (count, probability of click).
+pub fn parse_outputs(parts: Vec<bytes::Bytes>) -> HashMap<String, (u32, f32)> {
+    let mut out: HashMap<String, (u32, f32)> = HashMap::new();
+    for part in parts {
+        for batch in ParquetRecordBatchReaderBuilder::try_new(part).unwrap().build().unwrap() {
             let batch = batch.unwrap();
             let ids = batch.column_by_name("id").expect("id column");
             let p = batch.column_by_name("probabilities_1").expect("probabilities_1 column");

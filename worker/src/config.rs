@@ -21,6 +21,10 @@ pub struct WorkerConfig {
     /// Long-poll wait per receive. Short on the local queue so a stop
     /// request is noticed quickly.
     pub poll_wait: Duration,
+    /// Whether a stop request may cut a receive short. Messages such a
+    /// receive had taken come back after their lease; worth it for SQS's
+    /// 20 s polls, not for the local queue's short ones.
+    pub interrupt_receive: bool,
     /// Exit once the queue has been empty (nothing visible or in flight)
     /// for this long; `None` serves until stopped.
     pub exit_when_idle: Option<Duration>,
@@ -53,6 +57,7 @@ impl Default for WorkerConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             poll_wait: Duration::from_secs(1),
+            interrupt_receive: false,
             exit_when_idle: None,
             preload_model: None,
             worker_id: default_worker_id(),

@@ -144,9 +144,18 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
             };
             let want = 1 + permits.available_permits();
-            // Not raced against shutdown: a receive cut off mid-way could
-            // lease messages nobody holds. The wait is short instead.
-            let received = self.queue.receive(want, self.config.poll_wait, self.config.visibility_timeout).await;
+            // A receive cut off mid-way may have leased messages nobody
+            // holds (they return after their lease), so only long polls are
+            // raced against shutdown.
+            let receive = self.queue.receive(want, self.config.poll_wait, self.config.visibility_timeout);
+            let received = if self.config.interrupt_receive {
+                tokio::select! {
+                    r = receive => r,
+                    _ = shutdown.cancelled() => break,
+                }
+            } else {
+                receive.await
+            };
             let messages = match received {
                 Ok(m) => {
                     receive_failures = 0;

@@ -79,10 +79,19 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn depth(&self) -> Result<Depth>;
 }
 
-/// Opens a queue by URL: `local://path/to/queue.db` (relative to the current
+/// Opens a queue by URL (behind fault injection when the process installed
+/// a plan): `local://path/to/queue.db` (relative to the current
 /// directory, or `local:///abs/path`), with an optional
 /// `?max_receives=N` used when the queue is created.
 pub fn open(url: &str) -> Result<Arc<dyn Queue>> {
+    let queue = open_backend(url)?;
+    Ok(match crate::fault::installed() {
+        Some(plan) => Arc::new(crate::fault::UnreliableQueue::new(queue, plan.clone())),
+        None => queue,
+    })
+}
+
+fn open_backend(url: &str) -> Result<Arc<dyn Queue>> {
     if let Some(rest) = url.strip_prefix("local://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut max_receives = None;

@@ -4,9 +4,11 @@
 //! create).
 
 mod fs;
+mod retry;
 mod s3;
 
 pub use fs::FsStore;
+pub use retry::RetryStore;
 pub use s3::S3Store;
 
 use crate::url::Scheme;
@@ -63,12 +65,17 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn delete(&self, key: &str) -> Result<()>;
 }
 
-/// Opens the store that holds `url`.
+/// Opens the store that holds `url`: the backend, behind fault injection
+/// when the process installed a plan, behind retries.
 pub fn open(url: &BlobUrl) -> Result<Arc<dyn BlobStore>> {
-    match url.scheme() {
-        Scheme::File => Ok(Arc::new(FsStore::new())),
-        Scheme::S3 => Ok(Arc::new(s3::open(url))),
+    let mut store: Arc<dyn BlobStore> = match url.scheme() {
+        Scheme::File => Arc::new(FsStore::new()),
+        Scheme::S3 => Arc::new(s3::open(url)),
+    };
+    if let Some(plan) = crate::fault::installed() {
+        store = Arc::new(crate::fault::UnreliableStore::new(store, plan.clone()));
     }
+    Ok(Arc::new(RetryStore::new(store)))
 }
 
 /// Reads a whole range into memory; for small reads (probes, footers).

@@ -1,0 +1,262 @@
+//! Fault injection: `Unreliable` wrappers for `BlobStore` and `Queue` that
+//! fail the first N calls of each operation, or a fraction of calls at
+//! random, and add latency, so retry paths are tested rather than hoped
+//! for. A process opts in with `install` (the CLI's hidden
+//! `--inject-faults`, or `HOURGLASS_FAULTS`); `store::open` and
+//! `queue::open` then wrap every backend they return.
+
+use crate::queue::{BatchOutcome, Depth, Message, Queue};
+use crate::store::{BlobStore, ByteStream, ObjectMeta};
+use crate::{BlobUrl, Error, ErrorKind, Receipt, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// What to inject. Parsed from `first=N,fraction=F,latency=DUR,kind=K,seed=S`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultPlan {
+    /// Fail the first N calls of each operation.
+    pub fail_first: u32,
+    /// Then fail this fraction of calls at random.
+    pub fail_fraction: f64,
+    /// Added before every call.
+    pub latency: Duration,
+    /// The kind of the injected errors: transient (retryable) by default.
+    pub kind: ErrorKind,
+    pub seed: u64,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        Self { fail_first: 0, fail_fraction: 0.0, latency: Duration::ZERO, kind: ErrorKind::Transient, seed: 1 }
+    }
+}
+
+impl std::str::FromStr for FaultPlan {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut plan = FaultPlan::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("fault spec {part:?}: expected key=value"))?;
+            let bad = |e: &dyn std::fmt::Display| format!("fault spec {part:?}: {e}");
+            match k {
+                "first" => plan.fail_first = v.parse().map_err(|e| bad(&e))?,
+                "fraction" => plan.fail_fraction = v.parse().map_err(|e| bad(&e))?,
+                "latency" => plan.latency = humantime::parse_duration(v).map_err(|e| bad(&e))?,
+                "seed" => plan.seed = v.parse().map_err(|e| bad(&e))?,
+                "kind" => {
+                    plan.kind = match v {
+                        "transient" => ErrorKind::Transient,
+                        "throttled" => ErrorKind::Throttled,
+                        "permanent" => ErrorKind::Permanent,
+                        "permission" => ErrorKind::Permission,
+                        other => return Err(bad(&format!("unknown kind {other:?}"))),
+                    }
+                }
+                other => {
+                    return Err(format!("fault spec: unknown key {other:?} (first, fraction, latency, kind, seed)"));
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&plan.fail_fraction) {
+            return Err("fault spec: fraction must be within 0..=1".into());
+        }
+        Ok(plan)
+    }
+}
+
+static INSTALLED: OnceLock<FaultPlan> = OnceLock::new();
+
+/// Makes every backend opened from now on unreliable. Once per process.
+pub fn install(plan: FaultPlan) {
+    let _ = INSTALLED.set(plan);
+}
+
+pub fn installed() -> Option<&'static FaultPlan> {
+    INSTALLED.get()
+}
+
+/// Decides, per call, whether to fail.
+#[derive(Debug)]
+struct Injector {
+    plan: FaultPlan,
+    calls: Mutex<(HashMap<&'static str, u32>, u64)>,
+}
+
+impl Injector {
+    fn new(plan: FaultPlan) -> Self {
+        let seed = plan.seed;
+        Self { plan, calls: Mutex::new((HashMap::new(), seed)) }
+    }
+
+    fn should_fail(&self, op: &'static str) -> bool {
+        let mut g = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let (counts, rng) = &mut *g;
+        let n = counts.entry(op).or_default();
+        *n += 1;
+        if *n <= self.plan.fail_first {
+            return true;
+        }
+        // SplitMix64 step.
+        *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.plan.fail_fraction
+    }
+
+    async fn check(&self, op: &'static str, make: impl FnOnce(ErrorKind, &str) -> Error) -> Result<()> {
+        if !self.plan.latency.is_zero() {
+            tokio::time::sleep(self.plan.latency).await;
+        }
+        if self.should_fail(op) { Err(make(self.plan.kind, "injected fault")) } else { Ok(()) }
+    }
+}
+
+/// A `BlobStore` that fails and slows down as its plan says.
+#[derive(Debug)]
+pub struct UnreliableStore {
+    inner: Arc<dyn BlobStore>,
+    injector: Injector,
+}
+
+impl UnreliableStore {
+    pub fn new(inner: Arc<dyn BlobStore>, plan: FaultPlan) -> Self {
+        Self { inner, injector: Injector::new(plan) }
+    }
+
+    async fn check(&self, op: &'static str, key: &str) -> Result<()> {
+        let target = self.inner.url(key).to_string();
+        self.injector.check(op, |kind, m| Error::store(op, target, kind, m)).await
+    }
+}
+
+#[async_trait]
+impl BlobStore for UnreliableStore {
+    fn url(&self, key: &str) -> BlobUrl {
+        self.inner.url(key)
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.check("get", key).await?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        self.check("get", key).await?;
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.check("put", key).await?;
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool> {
+        self.check("put", key).await?;
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.check("head", key).await?;
+        self.inner.head(key).await
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
+        stream::once(async move {
+            match self.check("list", prefix).await {
+                Ok(()) => self.inner.list(prefix),
+                Err(e) => stream::iter(vec![Err(e)]).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.check("delete", key).await?;
+        self.inner.delete(key).await
+    }
+}
+
+/// A `Queue` that fails and slows down as its plan says.
+#[derive(Debug)]
+pub struct UnreliableQueue {
+    inner: Arc<dyn Queue>,
+    injector: Injector,
+}
+
+impl UnreliableQueue {
+    pub fn new(inner: Arc<dyn Queue>, plan: FaultPlan) -> Self {
+        Self { inner, injector: Injector::new(plan) }
+    }
+
+    async fn check(&self, op: &'static str) -> Result<()> {
+        let name = self.inner.name().to_string();
+        self.injector.check(op, |kind, m| Error::queue(op, name, kind, m)).await
+    }
+}
+
+#[async_trait]
+impl Queue for UnreliableQueue {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome> {
+        self.check("send").await?;
+        self.inner.send_batch(bodies).await
+    }
+    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
+        self.check("receive").await?;
+        self.inner.receive(max, wait, visibility).await
+    }
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
+        self.check("extend visibility").await?;
+        self.inner.extend(receipt, visibility).await
+    }
+    async fn ack_batch(&self, receipts: &[Receipt]) -> Result<BatchOutcome> {
+        self.check("ack").await?;
+        self.inner.ack_batch(receipts).await
+    }
+    async fn release(&self, receipt: &Receipt) -> Result<()> {
+        self.check("release").await?;
+        self.inner.release(receipt).await
+    }
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<()> {
+        self.check("dead-letter").await?;
+        self.inner.dead_letter(message, reason).await
+    }
+    async fn depth(&self) -> Result<Depth> {
+        self.check("depth").await?;
+        self.inner.depth().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plans() {
+        let p: FaultPlan = "first=2,fraction=0.2,latency=5ms,kind=permanent,seed=9".parse().unwrap();
+        assert_eq!(
+            p,
+            FaultPlan {
+                fail_first: 2,
+                fail_fraction: 0.2,
+                latency: Duration::from_millis(5),
+                kind: ErrorKind::Permanent,
+                seed: 9
+            }
+        );
+        assert!("fraction=2".parse::<FaultPlan>().is_err());
+        assert!("nope=1".parse::<FaultPlan>().is_err());
+    }
+
+    #[test]
+    fn fails_first_n_per_operation_then_a_fraction() {
+        let inj = Injector::new(FaultPlan { fail_first: 2, fail_fraction: 0.2, ..FaultPlan::default() });
+        assert!(inj.should_fail("get") && inj.should_fail("get"));
+        assert!(inj.should_fail("put"), "counts are per operation");
+        let failed = (0..10_000).filter(|_| inj.should_fail("get")).count();
+        assert!((1_500..2_500).contains(&failed), "about 20 % fail: {failed}");
+    }
+}

@@ -1,0 +1,235 @@
+//! End-to-end tests on S3 and SQS, served by the moto server `make test`
+//! starts: real `hourglass` processes, real AWS SDK clients over HTTP.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use hourglass_core::BlobUrl;
+use hourglass_core::queue::{Queue, SqsQueue};
+use hourglass_core::store::{self, BlobStore};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(240);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn moto() -> String {
+    std::env::var("HOURGLASS_TEST_MOTO").expect(
+        "HOURGLASS_TEST_MOTO is not set: S3/SQS tests need the moto server that `make test` starts (scripts/with-moto)",
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        nanos % 100_000
+    )
+}
+
+/// A bucket with the reference model, and a queue with its DLQ.
+struct Aws {
+    bucket: String,
+    queue: String,
+    store: Arc<dyn BlobStore>,
+}
+
+impl Aws {
+    fn new(max_attempts: u32) -> Self {
+        moto();
+        let bucket = unique("hg");
+        rt().block_on(async {
+            let conf = aws_sdk_s3::config::Builder::from(hourglass_core::aws::sdk_config().await)
+                .force_path_style(true)
+                .build();
+            aws_sdk_s3::Client::from_conf(conf).create_bucket().bucket(&bucket).send().await.unwrap();
+        });
+        let store = store::open(&BlobUrl::parse(&format!("s3://{bucket}/")).unwrap()).unwrap();
+        rt().block_on(store.put("models/ctr_gbdt.onnx", Bytes::from(std::fs::read(model_path()).unwrap()))).unwrap();
+        let out =
+            hourglass_ok(&["queue", "create", "--name", &unique("q"), "--max-attempts", &max_attempts.to_string()]);
+        let queue = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(queue.starts_with("http://127.0.0.1"), "{queue}");
+        Self { bucket, queue, store }
+    }
+    fn url(&self, rel: &str) -> String {
+        format!("s3://{}/{rel}", self.bucket)
+    }
+    fn submit(&self, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let (input, model, output) = (self.url("in/"), self.url("models/ctr_gbdt.onnx"), self.url("out/"));
+        std::process::Command::new(BIN)
+            .args(["submit", "--input", &input, "--model", &model, "--output", &output, "--queue", &self.queue])
+            .args(extra)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+    fn worker(&self, extra: &[&str], env: &[(&str, &str)]) -> WorkerProc {
+        WorkerProc::spawn_on(&self.queue, extra, env)
+    }
+    fn exists(&self, key: &str) -> bool {
+        rt().block_on(self.store.head(key)).is_ok()
+    }
+    fn outputs(&self) -> HashMap<String, (u32, f32)> {
+        rt().block_on(async {
+            let metas = hourglass_core::store::list_all(self.store.as_ref(), "out/part-").await.unwrap();
+            let mut parts = Vec::new();
+            for m in metas {
+                parts.push(self.store.get(&m.key).await.unwrap());
+            }
+            parse_outputs(parts)
+        })
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&hourglass_ok(&["status", &self.url("out/"), "--json"]).stdout).unwrap()
+    }
+    fn queue(&self) -> SqsQueue {
+        SqsQueue::new(self.queue.clone())
+    }
+}
+
+fn ids(n: u64) -> HashMap<String, f32> {
+    (0..n).map(|i| (i.to_string(), 0.0)).collect()
+}
+
+fn job_on_s3(format: &str, shard_size: &str) {
+    let aws = Aws::new(3);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "20000", "--files", "2", "--format", format]);
+    let out = aws.submit(&["--shard-size", shard_size], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut a = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    let mut b = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    assert!(a.wait_exit(LONG).success(), "{}", a.log.join("\n"));
+    assert!(b.wait_exit(LONG).success(), "{}", b.log.join("\n"));
+    assert!(aws.exists("out/_SUCCESS"));
+    let st = aws.status();
+    assert_eq!((st["state"].as_str(), st["rows_done"].as_u64()), (Some("succeeded"), Some(20_000)), "{st}");
+    assert_exactly_once(&aws.outputs(), &ids(20_000), false);
+    hourglass_ok(&["verify", &aws.url("out/")]);
+}
+
+#[test]
+fn csv_on_s3_and_sqs_scores_every_row_exactly_once() {
+    job_on_s3("csv", "256KiB");
+}
+
+#[test]
+fn parquet_on_s3_and_sqs_scores_every_row_exactly_once() {
+    job_on_s3("parquet", "64KiB");
+}
+
+#[test]
+fn sigkill_on_sqs_loses_and_duplicates_nothing() {
+    let aws = Aws::new(3);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "6000", "--files", "1", "--format", "csv"]);
+    assert!(aws.submit(&["--shard-size", "300KiB"], &[]).status.success());
+    let slow =
+        ["--visibility-timeout", "5s", "--batch-size", "500", "--fault-batch-delay", "200ms", "--poll-wait", "1s"];
+    let mut doomed = aws.worker(&slow, &[]);
+    doomed.wait_for_line("shard started", LONG);
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    let mut rescuer = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    assert!(rescuer.wait_exit(LONG).success(), "{}", rescuer.log.join("\n"));
+    assert!(aws.exists("out/_SUCCESS"));
+    assert_exactly_once(&aws.outputs(), &ids(6000), false);
+}
+
+#[test]
+fn sigterm_on_sqs_drains_within_the_timeout_and_exits_zero() {
+    let aws = Aws::new(3);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "3000", "--files", "1", "--format", "csv"]);
+    assert!(aws.submit(&[], &[]).status.success());
+    let mut w = aws.worker(&["--batch-size", "300", "--fault-batch-delay", "100ms", "--drain-timeout", "30s"], &[]);
+    w.wait_for_line("shard started", LONG);
+    let stopped = std::time::Instant::now();
+    w.signal("TERM");
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert!(stopped.elapsed() < Duration::from_secs(30), "exited within the drain timeout");
+    assert!(aws.exists("out/_SUCCESS"), "{}", w.log.join("\n"));
+    assert_exactly_once(&aws.outputs(), &ids(3000), false);
+    let d = rt().block_on(aws.queue().depth()).unwrap();
+    assert_eq!((d.visible, d.in_flight), (0, 0));
+}
+
+#[test]
+fn flaky_backends_still_complete_the_job_correctly() {
+    let aws = Aws::new(5);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "8000", "--files", "2", "--format", "csv"]);
+    let faults = [("HOURGLASS_FAULTS", "fraction=0.2,seed=7")];
+    let out = aws.submit(&["--shard-size", "256KiB"], &faults);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let faults_b = [("HOURGLASS_FAULTS", "fraction=0.2,seed=11")];
+    let mut a = aws.worker(&["--exit-when-idle", "3s", "--poll-wait", "1s"], &faults);
+    let mut b = aws.worker(&["--exit-when-idle", "3s", "--poll-wait", "1s"], &faults_b);
+    assert!(a.wait_exit(LONG).success(), "{}", a.log.join("\n"));
+    assert!(b.wait_exit(LONG).success(), "{}", b.log.join("\n"));
+    assert!(a.log.iter().chain(&b.log).any(|l| l.contains("injected fault")), "faults were injected");
+    let st = aws.status();
+    assert_eq!(st["state"], "succeeded", "{st}");
+    let rows: Vec<(String, Vec<f32>)> = rt().block_on(async {
+        let mut rows = Vec::new();
+        for m in hourglass_core::store::list_all(aws.store.as_ref(), "in/").await.unwrap() {
+            let text = String::from_utf8(aws.store.get(&m.key).await.unwrap().to_vec()).unwrap();
+            for line in text.lines().skip(1) {
+                let mut f = line.split(',');
+                let id = f.next().unwrap().to_string();
+                rows.push((id, f.map(|v| v.parse().unwrap()).collect()));
+            }
+        }
+        rows
+    });
+    assert_exactly_once(&aws.outputs(), &direct_scores(&rows), true);
+}
+
+#[test]
+fn a_permanent_error_surfaces_with_context_and_dead_letters_the_shard() {
+    let aws = Aws::new(3);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "500", "--files", "1", "--format", "csv"]);
+    assert!(aws.submit(&[], &[]).status.success());
+    // The input vanishes after planning: every attempt finds it missing.
+    rt().block_on(aws.store.delete("in/part-00000.csv")).unwrap();
+    let mut w = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s", "--max-attempts", "2"], &[]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let st = aws.status();
+    assert_eq!(st["state"], "failed", "{st}");
+    let msg = st["failures"][0]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("s3://{}/in/part-00000.csv", aws.bucket)), "{msg}");
+    assert_eq!(st["failures"][0]["error_kind"], "not_found");
+    assert_eq!(rt().block_on(aws.queue().depth()).unwrap().dead, Some(1));
+    assert!(!aws.exists("out/_SUCCESS"));
+}
+
+#[test]
+fn poison_messages_are_dead_lettered_and_the_worker_keeps_serving() {
+    let aws = Aws::new(3);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "500", "--files", "1", "--format", "csv"]);
+    assert!(aws.submit(&[], &[]).status.success());
+    let poison = [
+        "{not json".to_string(),
+        r#"{"v":99,"job":"j","shard":"000001"}"#.to_string(),
+        format!(r#"{{"v":1,"pad":"{}"}}"#, "x".repeat(300 * 1024)),
+    ];
+    rt().block_on(async {
+        let client = aws_sdk_sqs::Client::new(hourglass_core::aws::sdk_config().await);
+        for body in &poison {
+            client.send_message().queue_url(&aws.queue).message_body(body).send().await.unwrap();
+        }
+    });
+    let mut w = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let log = w.log.join("\n");
+    for reason in ["not json", "unknown version 99", "exceeds the 262144 byte limit"] {
+        assert!(log.contains("poison message") && log.contains(reason), "no logged reason {reason:?}:\n{log}");
+    }
+    assert!(aws.exists("out/_SUCCESS"), "the real shard was still served");
+    assert_eq!(rt().block_on(aws.queue().depth()).unwrap().dead, Some(3));
+}
