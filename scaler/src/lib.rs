@@ -11,3 +11,4 @@
 //! touches shards or outputs.
 
 pub mod policy;
+pub mod sim;
