@@ -8,6 +8,7 @@ use crate::{Error, Result};
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use hourglass_core::BlobUrl;
+use hourglass_core::rng::SplitMix64 as Rng;
 use hourglass_core::store::BlobStore;
 use hourglass_core::task::Format;
 use parquet::arrow::ArrowWriter;
@@ -23,27 +24,6 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 
 pub fn feature_names() -> Vec<String> {
     (1..=N_DENSE).map(|i| format!("I{i}")).chain((1..=N_CAT).map(|i| format!("C{i}"))).collect()
-}
-
-/// SplitMix64: tiny, fast, and good enough for synthetic features.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }
 
 /// One row's 39 features.
@@ -91,7 +71,7 @@ pub async fn generate(store: &dyn BlobStore, dir: &BlobUrl, spec: &SynthSpec) ->
 }
 
 fn csv_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(((hi - lo) * 160) as usize);
     writeln!(out, "id,{}", feature_names().join(",")).expect("vec write");
     let mut feats = [0f32; N_DENSE + N_CAT];
@@ -107,7 +87,7 @@ fn csv_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
 }
 
 fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut fields = vec![Field::new("id", DataType::Int64, false)];
     fields.extend(feature_names().into_iter().map(|n| Field::new(n, DataType::Float32, false)));
     let schema = Arc::new(Schema::new(fields));
@@ -141,7 +121,7 @@ fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
 /// `rows` rows of features, row-major `[rows, 39]`, for in-memory
 /// benchmarks of the model alone.
 pub fn features(rows: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(rows * (N_DENSE + N_CAT));
     let mut feats = [0f32; N_DENSE + N_CAT];
     for _ in 0..rows {

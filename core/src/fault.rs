@@ -6,6 +6,7 @@
 //! `queue::open` then wrap every backend they return.
 
 use crate::queue::{BatchOutcome, Depth, Message, Queue};
+use crate::rng::SplitMix64;
 use crate::store::{BlobStore, ByteStream, ObjectMeta};
 use crate::{BlobUrl, Error, ErrorKind, Receipt, Result};
 use async_trait::async_trait;
@@ -84,13 +85,13 @@ pub fn installed() -> Option<&'static FaultPlan> {
 #[derive(Debug)]
 struct Injector {
     plan: FaultPlan,
-    calls: Mutex<(HashMap<&'static str, u32>, u64)>,
+    calls: Mutex<(HashMap<&'static str, u32>, SplitMix64)>,
 }
 
 impl Injector {
     fn new(plan: FaultPlan) -> Self {
         let seed = plan.seed;
-        Self { plan, calls: Mutex::new((HashMap::new(), seed)) }
+        Self { plan, calls: Mutex::new((HashMap::new(), SplitMix64::new(seed))) }
     }
 
     fn should_fail(&self, op: &'static str) -> bool {
@@ -101,13 +102,7 @@ impl Injector {
         if *n <= self.plan.fail_first {
             return true;
         }
-        // SplitMix64 step.
-        *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.plan.fail_fraction
+        rng.uniform() < self.plan.fail_fraction
     }
 
     async fn check(&self, op: &'static str, make: impl FnOnce(ErrorKind, &str) -> Error) -> Result<()> {

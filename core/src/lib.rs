@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ledger;
 pub mod model;
 pub mod queue;
+pub mod rng;
 pub mod store;
 pub mod task;
 pub mod telemetry;

@@ -11,6 +11,7 @@
 //! scaler decides every `tick`; it never removes a busy pod.
 
 use crate::policy::{Decision, History, PolicyConfig, Signals, decide};
+use hourglass_core::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -101,18 +102,6 @@ struct Node {
     alive: bool,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 pub fn simulate(scn: &Scenario, cfg: &PolicyConfig) -> Outcome {
     let ppn = cfg.pods_per_node.max(1) as usize;
     let shards = (scn.rows / scn.shard_rows).ceil() as usize;
@@ -126,7 +115,7 @@ pub fn simulate(scn: &Scenario, cfg: &PolicyConfig) -> Outcome {
         (0..scn.initial_nodes).map(|_| Node { ready_at: 0, empty_since: Some(0), alive: true }).collect();
     let mut placeholders = 0usize;
     let mut history = History::default();
-    let mut rng = Rng(scn.seed);
+    let mut rng = SplitMix64::new(scn.seed);
     let (mut node_secs, mut peak_nodes, mut redone) = (0u64, 0u32, 0u64);
     let mut timeline = Vec::new();
     let mut finish = None;
