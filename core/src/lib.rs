@@ -11,6 +11,7 @@ pub mod error;
 pub mod fault;
 pub mod ids;
 pub mod ledger;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod rng;
