@@ -10,5 +10,8 @@
 //! simulator. It only reads signals and writes replica counts: it never
 //! touches shards or outputs.
 
+pub mod kube;
 pub mod policy;
+pub mod run;
+pub mod signals;
 pub mod sim;

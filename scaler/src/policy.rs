@@ -50,6 +50,8 @@ pub struct PolicyConfig {
     pub prior_rows_per_message: f64,
     /// KEDA's `queueLength`.
     pub target_messages_per_replica: u64,
+    /// Shards one replica works on at once (the worker's `--concurrency`).
+    pub shards_per_replica: u32,
 }
 
 impl Default for PolicyConfig {
@@ -69,12 +71,13 @@ impl Default for PolicyConfig {
             prior_rows_per_sec: 250_000.0,
             prior_rows_per_message: 1_000_000.0,
             target_messages_per_replica: 5,
+            shards_per_replica: 1,
         }
     }
 }
 
 /// What the scaler sees at one instant.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Signals {
     /// Time since an arbitrary origin shared with `deadline`.
     pub now: Duration,
@@ -135,10 +138,10 @@ fn finish_secs(backlog: f64, rate: f64, current: u32, desired: u32, latency: f64
 
 pub fn decide(cfg: &PolicyConfig, s: &Signals, h: &mut History) -> Decision {
     let messages = s.visible + s.in_flight;
-    // One shard per replica: replicas holding a message are busy. (In-flight
-    // messages of dead pods count until their lease lapses; capped by the
-    // replicas that exist.)
-    let busy = s.in_flight.min(u64::from(s.current_replicas)) as u32;
+    // Replicas holding a message are busy, `shards_per_replica` messages
+    // each. (In-flight messages of dead pods count until their lease lapses;
+    // capped by the replicas that exist.)
+    let busy = s.in_flight.div_ceil(u64::from(cfg.shards_per_replica.max(1))).min(u64::from(s.current_replicas)) as u32;
     let rate = s.measured_rows_per_sec.filter(|r| *r > 0.0).unwrap_or(cfg.prior_rows_per_sec).max(1e-9);
     let backlog = s.backlog_rows.map(|b| b as f64).unwrap_or(messages as f64 * cfg.prior_rows_per_message);
     if messages > 0 {

@@ -1,0 +1,246 @@
+//! The Kubernetes actuators: read and patch a Deployment's scale
+//! subresource, count its pods, and record decisions as Events. Only the
+//! verbs the shipped Role grants (`deploy/scaler-rbac.yaml`): get and patch
+//! `deployments/scale`, list pods, create events. Works against any API
+//! server from 1.20 on (apps/v1, core/v1 only).
+
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+/// `namespace/name` of a Deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for DeploymentRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self { namespace: ns.into(), name: name.into() })
+            }
+            _ => Err(format!("{s:?} is not namespace/name (e.g. batch/hourglass-worker)")),
+        }
+    }
+}
+
+impl fmt::Display for DeploymentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Why an API call failed, in the terms the loop acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("{what}: not found (is the manifest applied?)")]
+    NotFound { what: String },
+    #[error("{what}: forbidden by RBAC ({message}); apply deploy/scaler-rbac.yaml for this deployment")]
+    Forbidden { what: String, message: String },
+    #[error("{what}: conflict ({message}); retried on the next tick")]
+    Conflict { what: String, message: String },
+    #[error("{what}: {source}")]
+    Other {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl KubeError {
+    fn from_kube(what: String, e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(status) if status.code == 404 => KubeError::NotFound { what },
+            kube::Error::Api(status) if status.code == 403 => KubeError::Forbidden { what, message: status.message },
+            kube::Error::Api(status) if status.code == 409 => KubeError::Conflict { what, message: status.message },
+            source => KubeError::Other { what, source },
+        }
+    }
+
+    /// A short label for the `kind` of the API error metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KubeError::NotFound { .. } => "not_found",
+            KubeError::Forbidden { .. } => "forbidden",
+            KubeError::Conflict { .. } => "conflict",
+            KubeError::Other { .. } => "other",
+        }
+    }
+}
+
+/// A Deployment's scale subresource, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleState {
+    pub spec_replicas: u32,
+    pub status_replicas: u32,
+    /// The pod label selector (`status.selector`), e.g. `app=hourglass-worker`.
+    pub selector: Option<String>,
+    pub uid: Option<String>,
+}
+
+/// Pods selected by a Deployment, by phase of placement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodCounts {
+    /// Bound to a node (running or starting), not terminating.
+    pub scheduled: u32,
+    /// Not yet bound to a node: waiting for capacity.
+    pub pending: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+#[derive(Clone)]
+pub struct Kube {
+    client: Client,
+    /// `reportingComponent` / `source.component` of the events we write.
+    component: String,
+}
+
+impl Kube {
+    pub fn new(client: Client) -> Self {
+        Self { client, component: "hourglass-scaler".into() }
+    }
+
+    /// From the in-cluster service account, or `KUBECONFIG` /
+    /// `~/.kube/config` outside a cluster.
+    pub async fn infer() -> Result<Self, kube::Error> {
+        Ok(Self::new(Client::try_default().await?))
+    }
+
+    /// From an explicit kubeconfig file.
+    pub async fn from_kubeconfig(path: &std::path::Path) -> Result<Self, String> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let client = Client::try_from(config).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self::new(client))
+    }
+
+    fn deployments(&self, ns: &str) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    pub async fn get_scale(&self, d: &DeploymentRef) -> Result<ScaleState, KubeError> {
+        let scale = self
+            .deployments(&d.namespace)
+            .get_scale(&d.name)
+            .await
+            .map_err(|e| KubeError::from_kube(format!("get deployments/scale {d}"), e))?;
+        let to_u32 = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
+        Ok(ScaleState {
+            spec_replicas: to_u32(scale.spec.and_then(|s| s.replicas)),
+            status_replicas: scale.status.as_ref().map(|s| s.replicas.max(0) as u32).unwrap_or(0),
+            selector: scale.status.and_then(|s| s.selector).filter(|s| !s.is_empty()),
+            uid: scale.metadata.uid,
+        })
+    }
+
+    /// Sets `spec.replicas` through the scale subresource with a JSON merge
+    /// patch: the only field written, so it never fights other writers of
+    /// the Deployment (Helm, kubectl) over anything else.
+    pub async fn set_scale(&self, d: &DeploymentRef, replicas: u32) -> Result<(), KubeError> {
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        self.deployments(&d.namespace)
+            .patch_scale(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| KubeError::from_kube(format!("patch deployments/scale {d}"), e))?;
+        Ok(())
+    }
+
+    pub async fn count_pods(&self, namespace: &str, selector: &str) -> Result<PodCounts, KubeError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| KubeError::from_kube(format!("list pods -n {namespace} -l {selector}"), e))?;
+        let mut counts = PodCounts::default();
+        for pod in list.items {
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+            if phase == "Succeeded" || phase == "Failed" {
+                continue;
+            }
+            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+            if bound { counts.scheduled += 1 } else { counts.pending += 1 }
+        }
+        Ok(counts)
+    }
+
+    /// Records a decision as an Event on the Deployment (core/v1, shown by
+    /// `kubectl describe deployment`).
+    pub async fn record_event(
+        &self,
+        d: &DeploymentRef,
+        uid: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), KubeError> {
+        let now = chrono_now();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{nanos:x}", d.name)),
+                namespace: Some(d.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: Some("Deployment".into()),
+                name: Some(d.name.clone()),
+                namespace: Some(d.namespace.clone()),
+                uid: uid.map(str::to_owned),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(match kind {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            // Legacy core/v1 style (no eventTime), which every server
+            // version accepts without the events.k8s.io series fields.
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some(self.component.clone()),
+                host: Some(hostname()),
+            }),
+            ..Default::default()
+        };
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &d.namespace);
+        match events.create(&PostParams::default(), &event).await {
+            Ok(_) => Ok(()),
+            // Same name within a nanosecond: the decision is recorded already.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(e) => Err(KubeError::from_kube(format!("create events -n {}", d.namespace), e)),
+        }
+    }
+}
+
+fn chrono_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_else(|| "hourglass-scaler".into())
+}

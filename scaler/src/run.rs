@@ -1,0 +1,424 @@
+//! The live loop: every tick, read the signals (queue depth, the job's
+//! ledger, the Deployments' scale and pods), decide with the policy, and
+//! write the replica counts. Level-triggered and idempotent: each tick
+//! compares what is with what should be and patches only the difference, so
+//! a restarted scaler, a missed tick or a failed call is repaired by the
+//! next tick. A failed API call is logged and counted, never fatal.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hourglass_core::queue::Queue;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::kube::{DeploymentRef, EventType, Kube, KubeError};
+use crate::policy::{Decision, History, PolicyConfig, Signals, Verdict, decide};
+use crate::signals::{LedgerWatch, Progress};
+
+/// Keep placeholder pods up daily from `at` (seconds after midnight UTC)
+/// for `hold`, sized to `replicas` worker pods: nodes are booted and warm
+/// when the scheduled run's work lands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prewarm {
+    pub at: Duration,
+    pub hold: Duration,
+    pub replicas: u32,
+}
+
+impl Prewarm {
+    /// Whether `now` falls in today's (or yesterday's, past midnight) window.
+    pub fn active(&self, now: SystemTime) -> bool {
+        const DAY: u64 = 86_400;
+        let t = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % DAY;
+        let start = self.at.as_secs() % DAY;
+        let since = (t + DAY - start) % DAY;
+        since < self.hold.as_secs()
+    }
+}
+
+/// Parses `HH:MM` (UTC) into seconds after midnight.
+pub fn parse_time_of_day(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a time of day HH:MM (UTC), e.g. 01:45");
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u64, u64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(h * 3600 + m * 60))
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub policy: PolicyConfig,
+    pub interval: Duration,
+    pub worker: DeploymentRef,
+    pub placeholders: Option<DeploymentRef>,
+    /// Overrides the job's own deadline (or gives one when there is no ledger).
+    pub deadline: Option<SystemTime>,
+    pub prewarm: Option<Prewarm>,
+    /// Decide and report, patch nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    op: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The scaler's metrics; names are the contract the dashboards use.
+#[derive(Default)]
+pub struct Metrics {
+    desired: Gauge,
+    current: Gauge,
+    placeholders: Gauge,
+    projected_finish: Gauge<f64, AtomicU64>,
+    slack: Gauge<f64, AtomicU64>,
+    backlog_rows: Gauge,
+    rows_per_sec: Gauge<f64, AtomicU64>,
+    at_risk: Gauge,
+    queue: Family<StateLabels, Gauge>,
+    ticks: Counter,
+    scale_changes: Counter,
+    errors: Family<ErrorLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut Registry) {
+        let p = "hourglass_scaler";
+        r.register(format!("{p}_desired_replicas"), "Worker replicas the policy asks for", self.desired.clone());
+        r.register(format!("{p}_current_replicas"), "Worker replicas the Deployment has (spec)", self.current.clone());
+        r.register(format!("{p}_placeholder_replicas"), "Placeholder pods asked for", self.placeholders.clone());
+        r.register(
+            format!("{p}_projected_finish_seconds"),
+            "Projected finish of the backlog, Unix time (NaN when there is no deadline or no work)",
+            self.projected_finish.clone(),
+        );
+        r.register(
+            format!("{p}_deadline_slack_seconds"),
+            "Deadline minus projected finish; negative means late (NaN when unknown)",
+            self.slack.clone(),
+        );
+        r.register(
+            format!("{p}_backlog_rows"),
+            "Rows not yet done, from the ledger or estimated",
+            self.backlog_rows.clone(),
+        );
+        r.register(
+            format!("{p}_replica_rows_per_second"),
+            "Measured (or prior) rows/s of one replica",
+            self.rows_per_sec.clone(),
+        );
+        r.register(
+            format!("{p}_deadline_at_risk"),
+            "1 while the projected finish misses the deadline",
+            self.at_risk.clone(),
+        );
+        r.register(format!("{p}_queue_messages"), "Queue depth by state, as the scaler saw it", self.queue.clone());
+        r.register(format!("{p}_ticks"), "Decisions made", self.ticks.clone());
+        r.register(format!("{p}_scale_changes"), "Replica changes written", self.scale_changes.clone());
+        r.register(format!("{p}_errors"), "Failed reads and writes by operation and kind", self.errors.clone());
+    }
+
+    fn error(&self, op: &str, kind: &str) {
+        self.errors.get_or_create(&ErrorLabels { op: op.into(), kind: kind.into() }).inc();
+    }
+}
+
+/// What one tick saw and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickReport {
+    pub signals: Signals,
+    pub progress: Progress,
+    pub decision: Decision,
+    pub placeholders: u32,
+    /// Writes that were needed (patches, in dry-run too).
+    pub changed_worker: bool,
+    pub changed_placeholders: bool,
+    /// Failed calls this tick, as `op: error`.
+    pub errors: Vec<String>,
+}
+
+pub struct Scaler {
+    cfg: LoopConfig,
+    queue: Arc<dyn Queue>,
+    ledger: Option<LedgerWatch>,
+    kube: Kube,
+    metrics: Arc<Metrics>,
+    history: History,
+    last_verdict: Option<Verdict>,
+}
+
+fn unix(t: SystemTime) -> Duration {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs() % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
+}
+
+impl Scaler {
+    pub fn new(cfg: LoopConfig, queue: Arc<dyn Queue>, ledger: Option<LedgerWatch>, kube: Kube) -> Self {
+        Self {
+            cfg,
+            queue,
+            ledger,
+            kube,
+            metrics: Arc::new(Metrics::default()),
+            history: History::default(),
+            last_verdict: None,
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Reads every signal, decides, writes. An error reading a signal skips
+    /// the writes (never act on half a picture); the next tick retries.
+    pub async fn tick(&mut self, now: SystemTime) -> Result<TickReport, String> {
+        self.metrics.ticks.inc();
+        let depth = self.queue.depth().await.map_err(|e| {
+            self.metrics.error("queue_depth", e.kind().as_str());
+            format!("reading queue depth: {e}")
+        })?;
+        let progress = match &mut self.ledger {
+            Some(watch) => watch.refresh().await.map_err(|e| {
+                self.metrics.error("ledger", e.kind().as_str());
+                format!("reading the ledger: {e}")
+            })?,
+            None => Progress::default(),
+        };
+        let worker = self.kube.get_scale(&self.cfg.worker).await.map_err(|e| self.kube_error("get_scale", e))?;
+        let mut schedulable = 0;
+        if let Some(selector) = &worker.selector {
+            let pods = self
+                .kube
+                .count_pods(&self.cfg.worker.namespace, selector)
+                .await
+                .map_err(|e| self.kube_error("list_pods", e))?;
+            schedulable += pods.scheduled;
+        }
+        let placeholder_scale = match &self.cfg.placeholders {
+            Some(p) => {
+                let scale = self.kube.get_scale(p).await.map_err(|e| self.kube_error("get_scale", e))?;
+                if let Some(selector) = &scale.selector {
+                    // A running placeholder is room a worker takes at once
+                    // (it preempts the placeholder): count it as schedulable.
+                    let pods = self
+                        .kube
+                        .count_pods(&p.namespace, selector)
+                        .await
+                        .map_err(|e| self.kube_error("list_pods", e))?;
+                    schedulable += pods.scheduled;
+                }
+                Some(scale)
+            }
+            None => None,
+        };
+
+        let per_replica = f64::from(self.cfg.policy.shards_per_replica.max(1));
+        let deadline = self.cfg.deadline.map(unix).or_else(|| progress.deadline_unix_ms.map(Duration::from_millis));
+        let signals = Signals {
+            now: unix(now),
+            deadline,
+            backlog_rows: progress.backlog_rows,
+            visible: depth.visible + depth.delayed,
+            in_flight: depth.in_flight,
+            measured_rows_per_sec: progress.rows_per_sec.map(|r| r * per_replica),
+            current_replicas: worker.spec_replicas,
+            schedulable_replicas: schedulable,
+        };
+        let decision = decide(&self.cfg.policy, &signals, &mut self.history);
+
+        // Pre-warm: hold room for the run's pods that do not exist yet.
+        let prewarm = match &self.cfg.prewarm {
+            Some(p) if p.active(now) => p.replicas.saturating_sub(decision.desired_replicas.max(worker.spec_replicas)),
+            _ => 0,
+        };
+        let placeholders = decision.placeholder_replicas.max(prewarm);
+
+        let mut errors = Vec::new();
+        let changed_worker = worker.spec_replicas != decision.desired_replicas;
+        if changed_worker && !self.cfg.dry_run {
+            match self.kube.set_scale(&self.cfg.worker, decision.desired_replicas).await {
+                Ok(()) => {
+                    self.metrics.scale_changes.inc();
+                    let reason =
+                        if decision.desired_replicas > worker.spec_replicas { "ScaledUp" } else { "ScaledDown" };
+                    let message = explain(&signals, &decision, worker.spec_replicas);
+                    tracing::info!(deployment = %self.cfg.worker, from = worker.spec_replicas, to = decision.desired_replicas, "{message}");
+                    if let Err(e) = self
+                        .kube
+                        .record_event(&self.cfg.worker, worker.uid.as_deref(), EventType::Normal, reason, &message)
+                        .await
+                    {
+                        errors.push(self.kube_error("create_event", e));
+                    }
+                }
+                Err(e) => errors.push(self.kube_error("patch_scale", e)),
+            }
+        }
+        if decision.verdict == Verdict::AtRisk && self.last_verdict != Some(Verdict::AtRisk) && !self.cfg.dry_run {
+            let message = format!("deadline at risk: {}", explain(&signals, &decision, worker.spec_replicas));
+            tracing::warn!(deployment = %self.cfg.worker, "{message}");
+            if let Err(e) = self
+                .kube
+                .record_event(&self.cfg.worker, worker.uid.as_deref(), EventType::Warning, "DeadlineAtRisk", &message)
+                .await
+            {
+                errors.push(self.kube_error("create_event", e));
+            }
+        }
+        self.last_verdict = Some(decision.verdict);
+
+        let mut changed_placeholders = false;
+        if let (Some(p), Some(scale)) = (&self.cfg.placeholders, &placeholder_scale) {
+            changed_placeholders = scale.spec_replicas != placeholders;
+            if changed_placeholders && !self.cfg.dry_run {
+                match self.kube.set_scale(p, placeholders).await {
+                    Ok(()) => {
+                        self.metrics.scale_changes.inc();
+                        let why = if prewarm > 0 && prewarm >= decision.placeholder_replicas {
+                            "pre-warming nodes for the scheduled run"
+                        } else if decision.placeholder_replicas > 0 {
+                            "headroom while the deadline is at risk"
+                        } else {
+                            "no headroom needed"
+                        };
+                        let message = format!("placeholder pods {} → {placeholders}: {why}", scale.spec_replicas);
+                        tracing::info!(deployment = %p, "{message}");
+                        if let Err(e) = self
+                            .kube
+                            .record_event(p, scale.uid.as_deref(), EventType::Normal, "Placeholders", &message)
+                            .await
+                        {
+                            errors.push(self.kube_error("create_event", e));
+                        }
+                    }
+                    Err(e) => errors.push(self.kube_error("patch_scale", e)),
+                }
+            }
+        }
+
+        self.publish(&signals, &decision, placeholders, &depth, worker.spec_replicas);
+        Ok(TickReport { signals, progress, decision, placeholders, changed_worker, changed_placeholders, errors })
+    }
+
+    fn kube_error(&self, op: &str, e: KubeError) -> String {
+        self.metrics.error(op, e.kind());
+        tracing::warn!(op, error = %e, "Kubernetes API call failed; retrying next tick");
+        e.to_string()
+    }
+
+    fn publish(
+        &self,
+        s: &Signals,
+        d: &Decision,
+        placeholders: u32,
+        depth: &hourglass_core::queue::Depth,
+        current: u32,
+    ) {
+        let m = &self.metrics;
+        m.desired.set(i64::from(d.desired_replicas));
+        m.current.set(i64::from(current));
+        m.placeholders.set(i64::from(placeholders));
+        let finish = d.projected_finish.map(|f| f.as_secs_f64()).unwrap_or(f64::NAN);
+        m.projected_finish.set(finish);
+        let slack = match (s.deadline, d.projected_finish) {
+            (Some(deadline), Some(f)) => deadline.as_secs_f64() - f.as_secs_f64(),
+            _ => f64::NAN,
+        };
+        m.slack.set(slack);
+        m.backlog_rows.set(
+            s.backlog_rows
+                .unwrap_or((s.visible + s.in_flight) * self.cfg.policy.prior_rows_per_message as u64)
+                .min(i64::MAX as u64) as i64,
+        );
+        m.rows_per_sec.set(s.measured_rows_per_sec.unwrap_or(self.cfg.policy.prior_rows_per_sec));
+        m.at_risk.set(i64::from(d.verdict == Verdict::AtRisk));
+        for (state, n) in [("visible", depth.visible), ("in_flight", depth.in_flight), ("delayed", depth.delayed)] {
+            m.queue.get_or_create(&StateLabels { state: state.into() }).set(n.min(i64::MAX as u64) as i64);
+        }
+        if let Some(dead) = depth.dead {
+            m.queue.get_or_create(&StateLabels { state: "dead".into() }).set(dead.min(i64::MAX as u64) as i64);
+        }
+    }
+
+    /// Ticks every `interval` until `stop` resolves.
+    pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut ticker = tokio::time::interval(self.cfg.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = ticker.tick() => {}
+            }
+            match self.tick(SystemTime::now()).await {
+                Ok(report) => tracing::debug!(
+                    desired = report.decision.desired_replicas,
+                    placeholders = report.placeholders,
+                    verdict = ?report.decision.verdict,
+                    "tick"
+                ),
+                Err(e) => tracing::warn!(error = %e, "tick skipped; retrying next tick"),
+            }
+        }
+    }
+}
+
+/// One line an operator reads in `kubectl describe deployment`.
+pub fn explain(s: &Signals, d: &Decision, from: u32) -> String {
+    let rate =
+        s.measured_rows_per_sec.map(|r| format!("{r:.0} rows/s measured")).unwrap_or_else(|| "prior rate".into());
+    let backlog = match s.backlog_rows {
+        Some(rows) => format!("{rows} rows left"),
+        None => format!("{} messages", s.visible + s.in_flight),
+    };
+    let mut out = format!("replicas {from} → {}: {backlog}, {rate}", d.desired_replicas);
+    match (d.verdict, d.projected_finish, s.deadline) {
+        (_, Some(finish), Some(deadline)) => {
+            let slack = deadline.as_secs_f64() - finish.as_secs_f64();
+            out.push_str(&format!(
+                ", projected finish {} vs deadline {} (slack {:+.0} s)",
+                clock(finish),
+                clock(deadline),
+                slack
+            ));
+        }
+        (Verdict::Idle, ..) => out.push_str(", queue empty"),
+        (Verdict::NoDeadline, ..) => out.push_str(", no deadline: queue-length rule"),
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prewarm_window_wraps_past_midnight() {
+        let p = Prewarm { at: parse_time_of_day("23:30").unwrap(), hold: Duration::from_secs(3600), replicas: 4 };
+        let at = |h: u64, m: u64| UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + h * 3600 + m * 60);
+        assert!(p.active(at(23, 30)));
+        assert!(p.active(at(0, 15)));
+        assert!(!p.active(at(0, 30)));
+        assert!(!p.active(at(23, 29)));
+        assert!(parse_time_of_day("24:00").is_err());
+        assert!(parse_time_of_day("1:5").is_ok());
+        assert!(parse_time_of_day("0145").is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! What the live loop reads before each decision: the job's progress from
+//! its ledger (rows left, deadline, measured throughput) and the queue's
+//! depth. The ledger is read incrementally: a listing of the done records
+//! each tick, and a GET only for the records not seen before.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hourglass_core::ledger::{DoneRecord, JobRecord, Ledger};
+use hourglass_core::{JobId, Result, ShardId};
+
+use crate::policy::{History, PolicyConfig, Signals, decide};
+
+/// Weight of the newest shard in the throughput average.
+const EWMA_ALPHA: f64 = 0.2;
+
+/// A job's progress as the ledger tells it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub job: Option<JobId>,
+    /// Rows not yet done (planned estimates of the shards without a done
+    /// record); `None` before the job record exists.
+    pub backlog_rows: Option<u64>,
+    pub deadline_unix_ms: Option<u64>,
+    /// Rows/s of one shard slot, an EWMA over done records in finish order.
+    pub rows_per_sec: Option<f64>,
+    pub shards_total: u64,
+    pub shards_done: u64,
+}
+
+/// Follows one job's ledger across ticks.
+pub struct LedgerWatch {
+    ledger: Ledger,
+    job: Option<JobRecord>,
+    done: HashMap<ShardId, u64>,
+    ewma: Option<f64>,
+}
+
+impl LedgerWatch {
+    pub fn new(ledger: Ledger) -> Self {
+        Self { ledger, job: None, done: HashMap::new(), ewma: None }
+    }
+
+    pub async fn refresh(&mut self) -> Result<Progress> {
+        let job = self.ledger.read_job().await?;
+        if job.as_ref().map(|j| &j.job) != self.job.as_ref().map(|j| &j.job) {
+            // A new job under the same prefix: start over.
+            self.done.clear();
+            self.ewma = None;
+        }
+        self.job = job;
+        let listed = self.ledger.done_shards().await?;
+        let mut fresh = Vec::new();
+        for shard in listed.iter().filter(|s| !self.done.contains_key(*s)) {
+            if let Some(record) = self.ledger.read_done(shard).await? {
+                fresh.push(record);
+            }
+        }
+        fresh.sort_by_key(|r| r.finished_at_ms);
+        for record in &fresh {
+            self.ewma = ewma(self.ewma, record);
+            self.done.insert(record.shard.clone(), record.rows);
+        }
+        Ok(self.progress())
+    }
+
+    fn progress(&self) -> Progress {
+        let Some(job) = &self.job else {
+            return Progress { rows_per_sec: self.ewma, ..Progress::default() };
+        };
+        let backlog = job.shards.iter().filter(|s| !self.done.contains_key(&s.shard)).map(|s| s.rows_estimate).sum();
+        Progress {
+            job: Some(job.job.clone()),
+            backlog_rows: Some(backlog),
+            deadline_unix_ms: job.spec.deadline_unix_ms,
+            rows_per_sec: self.ewma,
+            shards_total: job.shards.len() as u64,
+            shards_done: job.shards.iter().filter(|s| self.done.contains_key(&s.shard)).count() as u64,
+        }
+    }
+}
+
+fn ewma(prev: Option<f64>, record: &DoneRecord) -> Option<f64> {
+    if record.seconds <= 0.0 || record.rows == 0 {
+        return prev;
+    }
+    let rate = record.rows as f64 / record.seconds;
+    Some(match prev {
+        None => rate,
+        Some(p) => EWMA_ALPHA * rate + (1.0 - EWMA_ALPHA) * p,
+    })
+}
+
+/// Throughput of one shard slot over a finished run's done records.
+pub fn measured_rate(records: &[DoneRecord]) -> Option<f64> {
+    let mut sorted: Vec<&DoneRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.finished_at_ms);
+    sorted.into_iter().fold(None, ewma)
+}
+
+/// How many worker pods to pre-warm before the next scheduled run, sized
+/// from the last run's ledger: what the policy would have asked for at that
+/// run's submission, with no nodes up, had it known the throughput the run
+/// measured. `None` when the last run had no deadline.
+pub fn prewarm_from_last_run(cfg: &PolicyConfig, job: &JobRecord, done: &[DoneRecord]) -> Option<u32> {
+    let deadline_ms = job.spec.deadline_unix_ms?;
+    let window = Duration::from_millis(deadline_ms.saturating_sub(job.submitted_at_ms));
+    let rows = if done.is_empty() { job.rows_estimate } else { done.iter().map(|d| d.rows).sum() };
+    let signals = Signals {
+        now: Duration::ZERO,
+        deadline: Some(window),
+        backlog_rows: Some(rows),
+        visible: job.shards.len().max(1) as u64,
+        in_flight: 0,
+        measured_rows_per_sec: measured_rate(done),
+        current_replicas: 0,
+        schedulable_replicas: 0,
+    };
+    Some(decide(cfg, &signals, &mut History::default()).desired_replicas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hourglass_core::BlobUrl;
+    use hourglass_core::ledger::{JobSpec, ShardPlan};
+    use hourglass_core::store;
+    use hourglass_core::task::{Format, ShardInput};
+
+    fn done(shard: &str, rows: u64, seconds: f64, finished: u64) -> DoneRecord {
+        DoneRecord {
+            v: 1,
+            job: JobId::new("j"),
+            shard: ShardId::new(shard),
+            rows,
+            bad_rows: 0,
+            seconds,
+            started_at_ms: finished.saturating_sub((seconds * 1000.0) as u64),
+            finished_at_ms: finished,
+            worker: "w".into(),
+            attempt: 1,
+            output: BlobUrl::parse("file:///tmp/x").unwrap(),
+            sha256: String::new(),
+        }
+    }
+
+    fn job(dir: &std::path::Path, shards: usize, rows_each: u64, deadline: Option<u64>) -> JobRecord {
+        let url = BlobUrl::parse(&format!("file://{}/", dir.display())).unwrap();
+        JobRecord {
+            v: 1,
+            job: JobId::new("j"),
+            spec: JobSpec {
+                input: url.clone(),
+                model: url.clone(),
+                output: url.clone(),
+                format: None,
+                id_column: "id".into(),
+                shard_bytes: 1,
+                max_bad_rows: 0,
+                deadline_unix_ms: deadline,
+            },
+            model_sha256: String::new(),
+            submitted_at_ms: 1_000_000,
+            rows_estimate: shards as u64 * rows_each,
+            files: vec![],
+            shards: (0..shards)
+                .map(|i| ShardPlan {
+                    shard: ShardId::new(format!("s{i:03}")),
+                    input: ShardInput {
+                        url: url.clone(),
+                        format: Format::Csv,
+                        range: None,
+                        columns: None,
+                        row_groups: None,
+                    },
+                    rows_estimate: rows_each,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ewma_weights_recent_shards_and_ignores_empty_ones() {
+        let records = [done("a", 1000, 1.0, 10), done("b", 2000, 1.0, 20), done("c", 0, 0.0, 30)];
+        let rate = measured_rate(&records).unwrap();
+        assert!((rate - (0.2 * 2000.0 + 0.8 * 1000.0)).abs() < 1e-9, "{rate}");
+        assert_eq!(measured_rate(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn backlog_falls_as_done_records_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
+        let ledger = Ledger::new(store::open(&root).unwrap(), &root);
+        let mut watch = LedgerWatch::new(ledger.clone());
+        assert_eq!(watch.refresh().await.unwrap().backlog_rows, None);
+
+        ledger.write_job(&job(dir.path(), 4, 1000, Some(5_000_000))).await.unwrap();
+        let p = watch.refresh().await.unwrap();
+        assert_eq!((p.backlog_rows, p.shards_total, p.shards_done, p.rows_per_sec), (Some(4000), 4, 0, None));
+        assert_eq!(p.deadline_unix_ms, Some(5_000_000));
+
+        ledger.write_done(&done("s001", 1000, 2.0, 2_000_000)).await.unwrap();
+        let p = watch.refresh().await.unwrap();
+        assert_eq!((p.backlog_rows, p.shards_done, p.rows_per_sec), (Some(3000), 1, Some(500.0)));
+        // Nothing new: same answer, no re-read.
+        assert_eq!(watch.refresh().await.unwrap(), p);
+    }
+
+    #[test]
+    fn prewarm_is_sized_from_the_last_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PolicyConfig::default();
+        // 1e9 rows in 1 h at 250k rows/s per pod: the policy asks for 2.
+        let last = job(dir.path(), 1000, 1_000_000, Some(1_000_000 + 3_600_000));
+        let records: Vec<_> = (0..1000).map(|i| done(&format!("s{i:03}"), 1_000_000, 4.0, 2_000_000 + i)).collect();
+        assert_eq!(prewarm_from_last_run(&cfg, &last, &records), Some(2));
+        // Half the measured speed needs more pods.
+        let slow: Vec<_> = (0..1000).map(|i| done(&format!("s{i:03}"), 1_000_000, 8.0, 2_000_000 + i)).collect();
+        assert!(prewarm_from_last_run(&cfg, &last, &slow).unwrap() > 2);
+        let no_deadline = job(dir.path(), 10, 10, None);
+        assert_eq!(prewarm_from_last_run(&cfg, &no_deadline, &records), None);
+    }
+}

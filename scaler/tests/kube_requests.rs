@@ -1,0 +1,191 @@
+//! Request-shape tests of the Kubernetes actuators against a mocked API
+//! (tower-test): the exact requests the scaler sends, and how it takes the
+//! server's 404, 403 and 409 answers. The real API server tier
+//! (`tests/scaler_kube.rs` at the root) checks the same calls for real.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hourglass_core::queue;
+use hourglass_scaler::kube::{DeploymentRef, EventType, Kube, KubeError};
+use hourglass_scaler::policy::PolicyConfig;
+use hourglass_scaler::run::{LoopConfig, Scaler};
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+
+type Mock = Handle<Request<Body>, Response<Body>>;
+
+fn client() -> (Kube, Mock) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Kube::new(kube::Client::new(service, "default")), handle)
+}
+
+fn worker() -> DeploymentRef {
+    "batch/hourglass-worker".parse().unwrap()
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    reply(
+        StatusCode::from_u16(code).unwrap(),
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn scale(replicas: i32, status_replicas: i32) -> Value {
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": "hourglass-worker", "namespace": "batch", "uid": "u-1", "resourceVersion": "7"},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": status_replicas, "selector": "app=hourglass-worker"}
+    })
+}
+
+/// The next request, with its body.
+async fn next(handle: &mut Mock) -> (http::request::Parts, Vec<u8>, tower_test::mock::SendResponse<Response<Body>>) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("a request within 10 s")
+        .expect("the client sent a request");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    (parts, bytes.to_vec(), send)
+}
+
+#[tokio::test]
+async fn scale_patch_is_a_merge_patch_of_spec_replicas_on_the_scale_subresource() {
+    let (kube, mut handle) = client();
+    let server = tokio::spawn(async move {
+        let (parts, body, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::PATCH);
+        assert_eq!(parts.uri.path(), "/apis/apps/v1/namespaces/batch/deployments/hourglass-worker/scale");
+        assert_eq!(parts.headers["content-type"], "application/merge-patch+json");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, json!({"spec": {"replicas": 5}}), "only spec.replicas is written");
+        send.send_response(reply(StatusCode::OK, scale(5, 2)));
+    });
+    kube.set_scale(&worker(), 5).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn scale_read_takes_replicas_selector_and_uid() {
+    let (kube, mut handle) = client();
+    let server = tokio::spawn(async move {
+        let (parts, _, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::GET);
+        assert_eq!(parts.uri.path(), "/apis/apps/v1/namespaces/batch/deployments/hourglass-worker/scale");
+        send.send_response(reply(StatusCode::OK, scale(3, 2)));
+    });
+    let s = kube.get_scale(&worker()).await.unwrap();
+    assert_eq!((s.spec_replicas, s.status_replicas), (3, 2));
+    assert_eq!(s.selector.as_deref(), Some("app=hourglass-worker"));
+    assert_eq!(s.uid.as_deref(), Some("u-1"));
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn not_found_forbidden_and_conflict_are_told_apart() {
+    let (kube, mut handle) = client();
+    let server = tokio::spawn(async move {
+        for (code, reason) in [(404, "NotFound"), (403, "Forbidden"), (409, "Conflict")] {
+            let (_, _, send) = next(&mut handle).await;
+            send.send_response(status(code, reason, &format!("answer {code}")));
+        }
+    });
+    let e = kube.set_scale(&worker(), 1).await.unwrap_err();
+    assert!(matches!(e, KubeError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("batch/hourglass-worker"), "{e}");
+    let e = kube.set_scale(&worker(), 1).await.unwrap_err();
+    assert!(matches!(e, KubeError::Forbidden { .. }), "{e}");
+    assert!(e.to_string().contains("deploy/scaler-rbac.yaml"), "{e}");
+    let e = kube.set_scale(&worker(), 1).await.unwrap_err();
+    assert!(matches!(e, KubeError::Conflict { .. }), "{e}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn events_name_the_deployment_and_a_repeat_is_not_an_error() {
+    let (kube, mut handle) = client();
+    let server = tokio::spawn(async move {
+        let (parts, body, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::POST);
+        assert_eq!(parts.uri.path(), "/api/v1/namespaces/batch/events");
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(event["involvedObject"]["kind"], "Deployment");
+        assert_eq!(event["involvedObject"]["name"], "hourglass-worker");
+        assert_eq!(event["involvedObject"]["uid"], "u-1");
+        assert_eq!(event["reason"], "ScaledUp");
+        assert_eq!(event["type"], "Normal");
+        send.send_response(reply(StatusCode::CREATED, event));
+        let (_, _, send) = next(&mut handle).await;
+        send.send_response(status(409, "AlreadyExists", "exists"));
+    });
+    kube.record_event(&worker(), Some("u-1"), EventType::Normal, "ScaledUp", "replicas 0 → 2").await.unwrap();
+    kube.record_event(&worker(), Some("u-1"), EventType::Normal, "ScaledUp", "replicas 0 → 2").await.unwrap();
+    server.await.unwrap();
+}
+
+/// A loop whose patch is refused keeps going, and the next tick tries again.
+#[tokio::test]
+async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue::open(&format!("local://{}/q.db", dir.path().display())).unwrap();
+    queue::send_all(q.as_ref(), &["{}".to_string(), "{}".to_string()]).await.unwrap();
+    let (kube, mut handle) = client();
+    let cfg = LoopConfig {
+        policy: PolicyConfig { target_messages_per_replica: 1, ..PolicyConfig::default() },
+        interval: Duration::from_secs(1),
+        worker: worker(),
+        placeholders: None,
+        deadline: None,
+        prewarm: None,
+        dry_run: false,
+    };
+    let mut scaler = Scaler::new(cfg, Arc::clone(&q), None, kube);
+    let server = tokio::spawn(async move {
+        for attempt in 0..2 {
+            let (parts, _, send) = next(&mut handle).await;
+            assert_eq!((parts.method, attempt), (Method::GET, attempt));
+            send.send_response(reply(StatusCode::OK, scale(0, 0)));
+            let (parts, _, send) = next(&mut handle).await;
+            assert_eq!(parts.method, Method::GET, "pods are listed");
+            assert_eq!(parts.uri.path(), "/api/v1/namespaces/batch/pods");
+            assert!(parts.uri.query().unwrap().contains("labelSelector=app%3Dhourglass-worker"), "{:?}", parts.uri);
+            send.send_response(reply(
+                StatusCode::OK,
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+            ));
+            let (parts, body, send) = next(&mut handle).await;
+            assert_eq!(parts.method, Method::PATCH);
+            assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"spec": {"replicas": 2}}));
+            if attempt == 0 {
+                send.send_response(status(403, "Forbidden", "no"));
+            } else {
+                send.send_response(reply(StatusCode::OK, scale(2, 0)));
+                let (parts, _, send) = next(&mut handle).await;
+                assert_eq!(parts.uri.path(), "/api/v1/namespaces/batch/events");
+                send.send_response(status(403, "Forbidden", "events refused"));
+            }
+        }
+    });
+    let first = scaler.tick(SystemTime::now()).await.unwrap();
+    assert_eq!(first.decision.desired_replicas, 2);
+    assert!(first.changed_worker);
+    assert_eq!(first.errors.len(), 1, "{:?}", first.errors);
+    assert!(first.errors[0].contains("forbidden"), "{:?}", first.errors);
+    let second = scaler.tick(SystemTime::now()).await.unwrap();
+    assert_eq!(second.decision.desired_replicas, 2);
+    assert_eq!(second.errors.len(), 1, "the refused event is reported, the scale went through: {:?}", second.errors);
+    server.await.unwrap();
+}
