@@ -3,6 +3,7 @@
 //! configs, connects queue, store and model, and maps errors to exit codes.
 
 mod demo;
+mod scaler_cmd;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -53,6 +54,8 @@ enum Command {
     Status(StatusArgs),
     /// Check a finished job: every input row has exactly one output row.
     Verify(VerifyArgs),
+    /// Scale the worker Deployment to meet the job's deadline (or `scaler simulate`).
+    Scaler(scaler_cmd::ScalerArgs),
     /// Manage SQS queues.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -438,6 +441,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd_status(a).await,
             Command::Verify(a) => cmd_verify(a).await,
             Command::Queue(c) => cmd_queue(c).await,
+            Command::Scaler(a) => scaler_cmd::run(a).await,
         }
     });
     match result {

@@ -1,0 +1,392 @@
+//! `hourglass scaler` (the live loop) and `hourglass scaler simulate`:
+//! flags to configs, wiring only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use hourglass_core::ledger::Ledger;
+use hourglass_core::{BlobUrl, queue, store};
+use hourglass_scaler::kube::{DeploymentRef, Kube};
+use hourglass_scaler::policy::{PolicyConfig, PolicyKind};
+use hourglass_scaler::run::{LoopConfig, Prewarm, Scaler, parse_time_of_day};
+use hourglass_scaler::signals::{LedgerWatch, prewarm_from_last_run};
+use hourglass_scaler::sim::{self, Scenario};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ScalerArgs {
+    #[command(subcommand)]
+    command: Option<ScalerCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum ScalerCommand {
+    /// Run the policy against a simulated cluster and print finish time,
+    /// node-hours, peak nodes and shards redone.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PolicyArg {
+    /// Fewest replicas that finish before the deadline minus the margin.
+    Deadline,
+    /// KEDA's SQS rule: ceil((visible + in flight) / --target-messages-per-replica).
+    QueueLength,
+}
+
+impl From<PolicyArg> for PolicyKind {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Deadline => PolicyKind::Deadline,
+            PolicyArg::QueueLength => PolicyKind::QueueLength,
+        }
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// `1e9`, `1000000000` or `1_000_000_000`.
+fn count(s: &str) -> Result<f64, String> {
+    let n: f64 = s.replace('_', "").parse().map_err(|_| format!("{s:?} is not a number like 1e9"))?;
+    if n.is_finite() && n > 0.0 { Ok(n) } else { Err(format!("{s:?} must be positive")) }
+}
+
+/// The policy's knobs, shared by the live loop and the simulator so the
+/// simulation runs exactly the policy that would run live.
+#[derive(Args, Clone)]
+struct PolicyArgs {
+    #[arg(long, value_enum, default_value = "deadline")]
+    policy: PolicyArg,
+    #[arg(long, default_value_t = 0)]
+    min_replicas: u32,
+    #[arg(long, default_value_t = 100)]
+    max_replicas: u32,
+    /// Most replicas added by one decision.
+    #[arg(long, default_value_t = 100)]
+    max_step_up: u32,
+    /// Most replicas removed by one decision.
+    #[arg(long, default_value_t = 10)]
+    max_step_down: u32,
+    /// Scale down only to the highest desire of this window (the HPA's 5 min).
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    scale_down_stabilization: Duration,
+    /// Scale to zero after the queue has been empty this long.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    idle_cooldown: Duration,
+    /// Aim to finish this long before the deadline.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    safety_margin: Duration,
+    /// How long a worker pod takes from scheduled to taking work.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pod_start: Duration,
+    /// How long a new node takes to join (spot: 2-4 min).
+    #[arg(long, default_value = "3m", value_parser = duration)]
+    node_boot: Duration,
+    #[arg(long, default_value_t = 4)]
+    pods_per_node: u32,
+    /// Rows/s of one worker pod before any shard has been measured.
+    #[arg(long = "pod-rows-per-sec", default_value = "250000", value_parser = count)]
+    pod_rows_per_sec: f64,
+    /// KEDA's `queueLength`: messages per replica for the queue-length rule
+    /// (and for the deadline rule when the job has no deadline).
+    #[arg(long, default_value_t = 5)]
+    target_messages_per_replica: u64,
+    /// Shards one worker pod takes at once (its --concurrency).
+    #[arg(long, default_value_t = 1)]
+    worker_concurrency: u32,
+}
+
+impl PolicyArgs {
+    fn config(&self, rows_per_message: f64) -> PolicyConfig {
+        PolicyConfig {
+            kind: self.policy.into(),
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            max_step_up: self.max_step_up,
+            max_step_down: self.max_step_down,
+            scale_down_stabilization: self.scale_down_stabilization,
+            idle_cooldown: self.idle_cooldown,
+            safety_margin: self.safety_margin,
+            pod_start: self.pod_start,
+            node_boot: self.node_boot,
+            pods_per_node: self.pods_per_node,
+            prior_rows_per_sec: self.pod_rows_per_sec,
+            prior_rows_per_message: rows_per_message,
+            target_messages_per_replica: self.target_messages_per_replica,
+            shards_per_replica: self.worker_concurrency,
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The work queue (SQS URL, sqs://name or local://path).
+    #[arg(long, env = "HOURGLASS_QUEUE", required = true)]
+    queue: Option<String>,
+    /// The worker Deployment, namespace/name.
+    #[arg(long, required = true)]
+    deployment: Option<DeploymentRef>,
+    /// The placeholder (pause pod) Deployment, namespace/name.
+    #[arg(long)]
+    placeholders: Option<DeploymentRef>,
+    /// The current job's output prefix: rows left, deadline and measured
+    /// throughput come from its ledger.
+    #[arg(long)]
+    ledger: Option<String>,
+    /// Deadline (RFC 3339) when the ledger has none or to override it.
+    #[arg(long)]
+    deadline: Option<String>,
+    /// Rows per message when the ledger cannot say.
+    #[arg(long, default_value = "1000000", value_parser = count)]
+    rows_per_message: f64,
+    /// Pre-warm nodes daily at HH:MM UTC, before the scheduled run.
+    #[arg(long, value_parser = parse_time_of_day)]
+    prewarm_at: Option<Duration>,
+    /// Worker pods to pre-warm room for: a number, or `auto` to size it from
+    /// the last run's ledger (--prewarm-from).
+    #[arg(long, requires = "prewarm_at")]
+    prewarm_replicas: Option<String>,
+    /// The last run's output prefix, for `--prewarm-replicas auto`.
+    #[arg(long)]
+    prewarm_from: Option<String>,
+    /// How long the pre-warm window lasts.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    prewarm_for: Duration,
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    interval: Duration,
+    /// Kubeconfig file; default: in-cluster service account, else KUBECONFIG / ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Serve Prometheus metrics here (e.g. 0.0.0.0:9090).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// One tick, then exit (non-zero if it could not read its signals or a write failed).
+    #[arg(long)]
+    once: bool,
+    /// Decide and log, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    #[arg(long, default_value = "1e9", value_parser = count)]
+    rows: f64,
+    #[arg(long, default_value = "1e6", value_parser = count)]
+    shard_rows: f64,
+    /// From the start of the run.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    deadline: Duration,
+    /// Spot interruptions per node-hour.
+    #[arg(long, default_value_t = 0.05)]
+    spot_interruptions_per_hour: f64,
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    visibility_timeout: Duration,
+    /// Nodes already up at the start (pre-warmed).
+    #[arg(long, default_value_t = 0)]
+    initial_nodes: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run both policies on the same scenario and print them side by side.
+    #[arg(long)]
+    compare: bool,
+    /// Write the timeline (one row per tick) as CSV.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Write a plot of replicas, nodes, backlog and projected finish as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+pub async fn run(a: ScalerArgs) -> Result<()> {
+    match a.command {
+        Some(ScalerCommand::Simulate(s)) => simulate(s),
+        None => live(a.run).await,
+    }
+}
+
+fn simulate(a: SimulateArgs) -> Result<()> {
+    let scenario = Scenario {
+        rows: a.rows,
+        shard_rows: a.shard_rows,
+        deadline: a.deadline,
+        pod_rows_per_sec: a.policy.pod_rows_per_sec,
+        spot_interruptions_per_node_hour: a.spot_interruptions_per_hour,
+        visibility_timeout: a.visibility_timeout,
+        initial_nodes: a.initial_nodes,
+        seed: a.seed,
+        ..Scenario::reference()
+    };
+    let chosen = a.policy.config(a.shard_rows);
+    let mut runs = vec![(a.policy.policy, sim::simulate(&scenario, &chosen))];
+    if a.compare {
+        let other = match a.policy.policy {
+            PolicyArg::Deadline => PolicyArg::QueueLength,
+            PolicyArg::QueueLength => PolicyArg::Deadline,
+        };
+        let cfg = PolicyConfig { kind: other.into(), ..chosen.clone() };
+        runs.push((other, sim::simulate(&scenario, &cfg)));
+    }
+    let (policy, main) = &runs[0];
+    if let Some(path) = &a.timeline {
+        std::fs::write(path, sim::timeline_csv(main)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "{} policy: {:.0e} rows, deadline {}",
+            policy_name(*policy),
+            a.rows,
+            humantime::format_duration(a.deadline)
+        );
+        std::fs::write(path, sim::timeline_svg(main, &title)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.json {
+        let rows: Vec<_> = runs
+            .iter()
+            .map(|(p, o)| {
+                serde_json::json!({
+                    "policy": policy_name(*p),
+                    "finish_seconds": o.finish.map(|f| f.as_secs_f64()),
+                    "deadline_seconds": o.deadline.as_secs_f64(),
+                    "met_deadline": o.met_deadline(),
+                    "node_hours": o.node_hours,
+                    "peak_nodes": o.peak_nodes,
+                    "shards_redone": o.shards_redone,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:>10} {:>10} {:>8} {:>11} {:>11} {:>14}",
+        "policy", "finish", "deadline", "met", "node-hours", "peak nodes", "shards redone"
+    );
+    for (p, o) in &runs {
+        println!(
+            "{:<14} {:>10} {:>10} {:>8} {:>11.2} {:>11} {:>14}",
+            policy_name(*p),
+            o.finish.map(|f| format!("{} s", f.as_secs())).unwrap_or_else(|| "never".into()),
+            format!("{} s", o.deadline.as_secs()),
+            if o.met_deadline() { "yes" } else { "NO" },
+            o.node_hours,
+            o.peak_nodes,
+            o.shards_redone
+        );
+    }
+    Ok(())
+}
+
+fn policy_name(p: PolicyArg) -> &'static str {
+    match p {
+        PolicyArg::Deadline => "deadline",
+        PolicyArg::QueueLength => "queue-length",
+    }
+}
+
+async fn live(a: RunArgs) -> Result<()> {
+    let (Some(queue_url), Some(worker)) = (a.queue, a.deployment) else {
+        bail!("--queue and --deployment are required");
+    };
+    let policy = a.policy.config(a.rows_per_message);
+    let queue = queue::open(&queue_url)?;
+    let ledger = match &a.ledger {
+        Some(url) => {
+            let url = BlobUrl::parse(url)?.as_prefix();
+            Some(LedgerWatch::new(Ledger::new(store::open(&url)?, &url)))
+        }
+        None => None,
+    };
+    let deadline = match &a.deadline {
+        Some(s) => {
+            Some(humantime::parse_rfc3339_weak(s).with_context(|| format!("--deadline {s:?}: expected RFC 3339"))?)
+        }
+        None => None,
+    };
+    let prewarm = match (a.prewarm_at, a.prewarm_replicas.as_deref()) {
+        (Some(at), Some("auto")) => {
+            let Some(from) = &a.prewarm_from else {
+                bail!("--prewarm-replicas auto needs --prewarm-from <last run's output>")
+            };
+            let url = BlobUrl::parse(from)?.as_prefix();
+            let last = Ledger::new(store::open(&url)?, &url);
+            let job = last.read_job().await?.with_context(|| format!("--prewarm-from {url}: no job record there"))?;
+            let done = last.done_records().await?;
+            let replicas = prewarm_from_last_run(&policy, &job, &done)
+                .with_context(|| format!("--prewarm-from {url}: that run had no deadline to size from"))?;
+            tracing::info!(replicas, from = %url, "pre-warm sized from the last run");
+            Some(Prewarm { at, hold: a.prewarm_for, replicas })
+        }
+        (Some(at), Some(n)) => {
+            let replicas = n.parse().with_context(|| format!("--prewarm-replicas {n:?}: a number or auto"))?;
+            Some(Prewarm { at, hold: a.prewarm_for, replicas })
+        }
+        (Some(_), None) => bail!("--prewarm-at needs --prewarm-replicas N|auto"),
+        (None, _) => None,
+    };
+    if prewarm.is_some() && a.placeholders.is_none() {
+        bail!("pre-warming needs --placeholders <namespace/name> of the placeholder Deployment");
+    }
+    let kube = match &a.kubeconfig {
+        Some(path) => Kube::from_kubeconfig(path).await.map_err(anyhow::Error::msg)?,
+        None => Kube::infer().await.context("connecting to Kubernetes (in-cluster or KUBECONFIG)")?,
+    };
+    let cfg = LoopConfig {
+        policy,
+        interval: a.interval,
+        worker,
+        placeholders: a.placeholders,
+        deadline,
+        prewarm,
+        dry_run: a.dry_run,
+    };
+    let mut scaler = Scaler::new(cfg, queue, ledger, kube);
+    let _metrics = match a.metrics_addr {
+        Some(addr) => {
+            let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
+            scaler.metrics().register(&mut registry);
+            let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry))
+                .await
+                .with_context(|| format!("--metrics-addr {addr}"))?;
+            tracing::info!(%bound, "serving metrics");
+            Some(task)
+        }
+        None => None,
+    };
+    if a.once {
+        let report = scaler.tick(SystemTime::now()).await.map_err(anyhow::Error::msg)?;
+        println!(
+            "{}",
+            hourglass_scaler::run::explain(&report.signals, &report.decision, report.signals.current_replicas)
+        );
+        println!("placeholders {}", report.placeholders);
+        if !report.errors.is_empty() {
+            bail!("{}", report.errors.join("; "));
+        }
+        return Ok(());
+    }
+    let stop = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    scaler.run(stop).await;
+    Ok(())
+}
