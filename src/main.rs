@@ -55,7 +55,7 @@ enum Command {
     /// Check a finished job: every input row has exactly one output row.
     Verify(VerifyArgs),
     /// Scale the worker Deployment to meet the job's deadline (or `scaler simulate`).
-    Scaler(scaler_cmd::ScalerArgs),
+    Scaler(Box<scaler_cmd::ScalerArgs>),
     /// Manage SQS queues.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -441,7 +441,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd_status(a).await,
             Command::Verify(a) => cmd_verify(a).await,
             Command::Queue(c) => cmd_queue(c).await,
-            Command::Scaler(a) => scaler_cmd::run(a).await,
+            Command::Scaler(a) => scaler_cmd::run(*a).await,
         }
     });
     match result {
