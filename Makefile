@@ -12,7 +12,7 @@ DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
 DEMO_WORKERS ?= 2
 
-.PHONY: setup build demo test models clean
+.PHONY: setup build demo test kube models clean
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
@@ -30,9 +30,15 @@ build: setup
 demo: build
 	./target/release/hourglass demo --rows $(DEMO_ROWS) --format $(DEMO_FORMAT) --workers $(DEMO_WORKERS)
 
-# The S3/SQS tests talk to a moto server on loopback, started for the run.
-test: setup
-	scripts/with-moto $(CARGO) test --workspace --locked
+# The S3/SQS tests talk to a moto server on loopback, the scaler's
+# Kubernetes tests to etcd + kube-apiserver on loopback, both started for the
+# run. kube-apiserver is built once from Debian's kubernetes source package
+# (scripts/kube-build, ~6-10 min) and cached under ~/.cache/hourglass.
+test: setup kube
+	scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked
+
+kube:
+	scripts/kube-build >/dev/null
 
 # Regenerates the reference models, cards and golden predictions (committed;
 # tests never need this).

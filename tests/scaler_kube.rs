@@ -1,0 +1,318 @@
+//! The scaler against a real Kubernetes API server (etcd + kube-apiserver
+//! v1.20.2 on loopback, started by `scripts/with-kube` under `make test`):
+//! the shipped manifests in `deploy/` apply, the scaler (the real binary,
+//! authenticated as the `hourglass-scaler` service account, so only the
+//! shipped Role's rights) scales a real Deployment and its placeholders,
+//! the Role allows exactly what the scaler does, and placeholder pods get
+//! their negative priority from the PriorityClass.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use common::{Scratch, gen_data, hourglass, submit};
+use hourglass_core::queue;
+use serde_json::Value;
+
+/// The tests share the `batch` namespace and its two Deployments (the
+/// Role names them): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Kube {
+    dir: PathBuf,
+}
+
+fn kube() -> Kube {
+    let dir = std::env::var("HOURGLASS_TEST_KUBE").expect(
+        "HOURGLASS_TEST_KUBE is not set: run these tests under scripts/with-kube (make test does), \
+         which starts etcd and kube-apiserver",
+    );
+    let k = Kube { dir: dir.into() };
+    k.apply_file("deploy/placeholders.yaml");
+    k.apply_file("deploy/scaler-rbac.yaml");
+    k.apply(WORKER);
+    k
+}
+
+/// A worker Deployment as the scaler sees it (the Helm chart ships the real
+/// one); no controller manager runs here, so no pods appear by themselves.
+const WORKER: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hourglass-worker, namespace: batch}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: hourglass-worker}}
+  template:
+    metadata: {labels: {app: hourglass-worker}}
+    spec:
+      containers:
+        - name: worker
+          image: hourglass:test
+          resources: {requests: {cpu: "2", memory: 2Gi}}
+"#;
+
+impl Kube {
+    fn kubeconfig(&self, who: &str) -> String {
+        self.dir.join(format!("{who}.kubeconfig")).to_string_lossy().into_owned()
+    }
+
+    fn kubectl_as(&self, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(self.dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig(who))
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn admin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_as("admin", args, stdin);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn apply(&self, manifest: &str) {
+        self.admin(&["apply", "-f", "-"], Some(manifest));
+    }
+
+    fn apply_file(&self, rel: &str) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+        self.admin(&["apply", "-f", path.to_str().unwrap()], None);
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.admin(&all, None)).unwrap()
+    }
+
+    fn replicas(&self, deployment: &str) -> i64 {
+        self.json(&["get", "deployment", deployment, "-n", "batch"])["spec"]["replicas"].as_i64().unwrap()
+    }
+
+    fn set_replicas(&self, deployment: &str, n: u32) {
+        self.admin(&["scale", "deployment", deployment, "-n", "batch", &format!("--replicas={n}")], None);
+    }
+
+    /// Events on a Deployment with a reason, oldest first.
+    fn events(&self, deployment: &str, reason: &str) -> Vec<String> {
+        let selector = format!("involvedObject.name={deployment},reason={reason}");
+        let list = self.json(&["get", "events", "-n", "batch", "--field-selector", &selector]);
+        list["items"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect()
+    }
+
+    /// `kubectl auth can-i` as the scaler's service account itself.
+    fn scaler_can(&self, args: &[&str]) -> bool {
+        let mut all = vec!["auth", "can-i"];
+        all.extend(args);
+        let out = self.kubectl_as("scaler", &all, None);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        match answer.as_str() {
+            "yes" => true,
+            "no" => false,
+            other => panic!("can-i {args:?}: {other:?} {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    /// Runs one tick of the real scaler binary as the scaler's service account.
+    fn scaler_once(&self, queue: &str, extra: &[&str]) -> Output {
+        let kubeconfig = self.kubeconfig("scaler");
+        let mut args = vec![
+            "scaler",
+            "--once",
+            "--kubeconfig",
+            &kubeconfig,
+            "--queue",
+            queue,
+            "--deployment",
+            "batch/hourglass-worker",
+            "--placeholders",
+            "batch/hourglass-capacity",
+        ];
+        args.extend(extra);
+        hourglass(&args)
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "scaler failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn queue_with(s: &Scratch, messages: usize) -> String {
+    let url = s.queue();
+    let q = queue::open(&url).unwrap();
+    queue::send_all(q.as_ref(), &vec!["{}".to_string(); messages]).await.unwrap();
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaler_scales_a_real_deployment_and_records_why() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = kube();
+    k.set_replicas("hourglass-worker", 0);
+    k.set_replicas("hourglass-capacity", 0);
+    let before = k.events("hourglass-worker", "ScaledUp").len();
+    let s = Scratch::new();
+    let queue = queue_with(&s, 6).await;
+    let rule = ["--policy", "queue-length", "--target-messages-per-replica", "2", "--idle-cooldown", "0s"];
+
+    // 6 messages at 2 per replica: 3 replicas, written through the scale
+    // subresource, with an Event saying why.
+    let out = ok(&k.scaler_once(&queue, &rule));
+    assert!(out.contains("replicas 0 → 3"), "{out}");
+    assert_eq!(k.replicas("hourglass-worker"), 3);
+    let events = k.events("hourglass-worker", "ScaledUp");
+    assert_eq!(events.len(), before + 1, "{events:?}");
+    assert!(events.last().unwrap().contains("6 messages"), "{events:?}");
+
+    // Level-triggered and idempotent: the same state writes nothing.
+    ok(&k.scaler_once(&queue, &rule));
+    assert_eq!(k.replicas("hourglass-worker"), 3);
+    assert_eq!(k.events("hourglass-worker", "ScaledUp").len(), before + 1);
+
+    // Someone scales it by hand: the next tick puts it back.
+    k.set_replicas("hourglass-worker", 7);
+    ok(&k.scaler_once(&queue, &rule));
+    assert_eq!(k.replicas("hourglass-worker"), 3);
+
+    // The queue drains: after the idle cooldown (0 here) it goes to zero.
+    let q = queue::open(&queue).unwrap();
+    let taken = q.receive(10, std::time::Duration::ZERO, std::time::Duration::from_secs(60)).await.unwrap();
+    let receipts: Vec<_> = taken.iter().map(|m| m.receipt.clone()).collect();
+    q.ack_batch(&receipts).await.unwrap();
+    let out = ok(&k.scaler_once(&queue, &rule));
+    assert!(out.contains("replicas 3 → 0"), "{out}");
+    assert_eq!(k.replicas("hourglass-worker"), 0);
+    assert!(!k.events("hourglass-worker", "ScaledDown").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deadline_policy_sizes_from_the_ledger_and_prewarms_placeholders() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = kube();
+    k.set_replicas("hourglass-worker", 0);
+    k.set_replicas("hourglass-capacity", 0);
+    let s = Scratch::new();
+    gen_data(&s, 20_000, 2, "csv");
+    let out = submit(&s, &["--deadline", "+10m", "--shard-size", "64KiB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let output = s.output();
+
+    // 20k rows at a prior of 10 rows/s per pod, 10 minutes less pod start
+    // and node boot (no nodes up): several pods, not one.
+    let policy = ["--pod-rows-per-sec", "10", "--safety-margin", "0s", "--pod-start", "30s", "--node-boot", "3m"];
+    let mut args = vec!["--ledger", &output];
+    args.extend(policy);
+    let out = ok(&k.scaler_once(&s.queue(), &args));
+    let replicas = k.replicas("hourglass-worker");
+    // 20,000 rows / (10 rows/s × 390 s) = 5.1 → 6 pods.
+    assert_eq!(replicas, 6, "{out}");
+    let events = k.events("hourglass-worker", "ScaledUp");
+    assert!(events.last().unwrap().contains("projected finish"), "{events:?}");
+    assert!(events.last().unwrap().contains("rows left"), "{events:?}");
+
+    // Pre-warm window open now: room for 10 worker pods is held, less the
+    // 6 asked for already.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
+    let at = format!("{:02}:{:02}", now / 3600, now / 60 % 60);
+    let mut args = vec!["--ledger", &output, "--prewarm-at", &at, "--prewarm-replicas", "10"];
+    args.extend(policy);
+    let out = ok(&k.scaler_once(&s.queue(), &args));
+    assert!(out.contains("placeholders 4"), "{out}");
+    assert_eq!(k.json(&["get", "deployment", "hourglass-capacity", "-n", "batch"])["spec"]["replicas"], 4);
+    assert!(!k.events("hourglass-capacity", "Placeholders").is_empty());
+}
+
+#[test]
+fn shipped_role_allows_exactly_what_the_scaler_does() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = kube();
+    let yes: &[&[&str]] = &[
+        &["get", "deployments.apps/hourglass-worker", "--subresource=scale", "-n", "batch"],
+        &["patch", "deployments.apps/hourglass-worker", "--subresource=scale", "-n", "batch"],
+        &["get", "deployments.apps/hourglass-capacity", "--subresource=scale", "-n", "batch"],
+        &["patch", "deployments.apps/hourglass-capacity", "--subresource=scale", "-n", "batch"],
+        &["list", "pods", "-n", "batch"],
+        &["create", "events", "-n", "batch"],
+    ];
+    let no: &[&[&str]] = &[
+        // Not the Deployments themselves, only their scale.
+        &["get", "deployments.apps/hourglass-worker", "-n", "batch"],
+        &["patch", "deployments.apps/hourglass-worker", "-n", "batch"],
+        &["update", "deployments.apps/hourglass-worker", "--subresource=scale", "-n", "batch"],
+        &["delete", "deployments.apps/hourglass-worker", "-n", "batch"],
+        // Not other Deployments' scale.
+        &["patch", "deployments.apps/something-else", "--subresource=scale", "-n", "batch"],
+        // Pods are counted, never touched.
+        &["get", "pods/anything", "-n", "batch"],
+        &["delete", "pods", "-n", "batch"],
+        &["create", "pods", "-n", "batch"],
+        &["create", "pods/eviction", "-n", "batch"],
+        &["get", "secrets", "-n", "batch"],
+        &["update", "events", "-n", "batch"],
+        // Nothing outside its namespace.
+        &["list", "pods", "-n", "default"],
+        &["create", "events", "-n", "default"],
+        &["patch", "deployments.apps/hourglass-worker", "--subresource=scale", "-n", "default"],
+        &["list", "nodes"],
+    ];
+    for args in yes {
+        assert!(k.scaler_can(args), "the scaler needs: {args:?}");
+    }
+    for args in no {
+        assert!(!k.scaler_can(args), "the scaler must not be able to: {args:?}");
+    }
+    // The server itself refuses the rest, not just the review API.
+    let out = k.kubectl_as("scaler", &["get", "deployment", "hourglass-worker", "-n", "batch"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn placeholder_pods_get_their_negative_priority_from_the_priority_class() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = kube();
+    let class = k.json(&["get", "priorityclass", "hourglass-placeholder"]);
+    assert_eq!(class["value"], -10);
+    assert_eq!(class["preemptionPolicy"], "Never");
+
+    // No controller manager here: make the pods the Deployments would make
+    // from their templates, and let admission resolve their priority.
+    for (deployment, name, want) in [("hourglass-capacity", "placeholder-probe", -10), ("hourglass-worker", "worker-probe", 0)] {
+        let d = k.json(&["get", "deployment", deployment, "-n", "batch"]);
+        let template = &d["spec"]["template"];
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "batch", "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+        });
+        let _ = k.kubectl_as("admin", &["delete", "pod", name, "-n", "batch", "--wait=false"], None);
+        k.admin(&["create", "-f", "-"], Some(&pod.to_string()));
+        let created = k.json(&["get", "pod", name, "-n", "batch"]);
+        assert_eq!(created["spec"]["priority"], want, "{deployment}: {created}");
+        if want < 0 {
+            assert_eq!(created["spec"]["priorityClassName"], "hourglass-placeholder");
+            assert_eq!(created["spec"]["preemptionPolicy"], "Never");
+        }
+        k.admin(&["delete", "pod", name, "-n", "batch", "--wait=false"], None);
+    }
+}
