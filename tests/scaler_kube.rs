@@ -296,7 +296,9 @@ fn placeholder_pods_get_their_negative_priority_from_the_priority_class() {
 
     // No controller manager here: make the pods the Deployments would make
     // from their templates, and let admission resolve their priority.
-    for (deployment, name, want) in [("hourglass-capacity", "placeholder-probe", -10), ("hourglass-worker", "worker-probe", 0)] {
+    for (deployment, name, want) in
+        [("hourglass-capacity", "placeholder-probe", -10), ("hourglass-worker", "worker-probe", 0)]
+    {
         let d = k.json(&["get", "deployment", deployment, "-n", "batch"]);
         let template = &d["spec"]["template"];
         let pod = serde_json::json!({

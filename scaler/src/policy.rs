@@ -282,6 +282,19 @@ mod tests {
     }
 
     #[test]
+    fn busy_replicas_count_their_concurrency() {
+        // 8 shards in flight on workers taking 4 at once: 2 replicas are
+        // busy and stay, though a tiny backlog would need just 1.
+        let cfg = PolicyConfig { shards_per_replica: 4, max_step_down: 10, ..PolicyConfig::default() };
+        let mut s = signals(10, 0, 60);
+        s.in_flight = 8;
+        s.current_replicas = 5;
+        assert_eq!(fresh(&cfg, &s).desired_replicas, 2);
+        let one_each = PolicyConfig { shards_per_replica: 1, ..cfg };
+        assert_eq!(fresh(&one_each, &s).desired_replicas, 5);
+    }
+
+    #[test]
     fn idle_scales_to_zero_only_after_the_cooldown() {
         let cfg = PolicyConfig::default();
         let mut h = History::default();

@@ -188,4 +188,23 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
     assert_eq!(second.decision.desired_replicas, 2);
     assert_eq!(second.errors.len(), 1, "the refused event is reported, the scale went through: {:?}", second.errors);
     server.await.unwrap();
+
+    // What a Prometheus scrape of the scaler shows after those two ticks.
+    let mut registry = prometheus_client::registry::Registry::default();
+    scaler.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "hourglass_scaler_desired_replicas 2",
+        "hourglass_scaler_placeholder_replicas 0",
+        "hourglass_scaler_projected_finish_seconds NaN",
+        "hourglass_scaler_deadline_slack_seconds NaN",
+        "hourglass_scaler_queue_messages{state=\"visible\"} 2",
+        "hourglass_scaler_ticks_total 2",
+        "hourglass_scaler_scale_changes_total 1",
+        "hourglass_scaler_errors_total{op=\"patch_scale\",kind=\"forbidden\"} 1",
+        "hourglass_scaler_errors_total{op=\"create_event\",kind=\"forbidden\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
