@@ -11,7 +11,6 @@ mod common;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 
 use common::{Scratch, gen_data, hourglass, submit};
 use hourglass_core::queue;
@@ -19,7 +18,7 @@ use serde_json::Value;
 
 /// The tests share the `batch` namespace and its two Deployments (the
 /// Role names them): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Kube {
     dir: PathBuf,
@@ -165,7 +164,7 @@ async fn queue_with(s: &Scratch, messages: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scaler_scales_a_real_deployment_and_records_why() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let k = kube();
     k.set_replicas("hourglass-worker", 0);
     k.set_replicas("hourglass-capacity", 0);
@@ -206,7 +205,7 @@ async fn scaler_scales_a_real_deployment_and_records_why() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deadline_policy_sizes_from_the_ledger_and_prewarms_placeholders() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let k = kube();
     k.set_replicas("hourglass-worker", 0);
     k.set_replicas("hourglass-capacity", 0);
@@ -243,7 +242,7 @@ async fn deadline_policy_sizes_from_the_ledger_and_prewarms_placeholders() {
 
 #[test]
 fn shipped_role_allows_exactly_what_the_scaler_does() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.blocking_lock();
     let k = kube();
     let yes: &[&[&str]] = &[
         &["get", "deployments.apps/hourglass-worker", "--subresource=scale", "-n", "batch"],
@@ -288,7 +287,7 @@ fn shipped_role_allows_exactly_what_the_scaler_does() {
 
 #[test]
 fn placeholder_pods_get_their_negative_priority_from_the_priority_class() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.blocking_lock();
     let k = kube();
     let class = k.json(&["get", "priorityclass", "hourglass-placeholder"]);
     assert_eq!(class["value"], -10);
