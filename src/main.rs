@@ -2,6 +2,7 @@
 //! behaviour lives in the library crates; this file turns flags into their
 //! configs, connects queue, store and model, and maps errors to exit codes.
 
+mod bench;
 mod demo;
 mod scaler_cmd;
 
@@ -54,6 +55,8 @@ enum Command {
     Status(StatusArgs),
     /// Check a finished job: every input row has exactly one output row.
     Verify(VerifyArgs),
+    /// Measure raw ONNX Runtime, decode and the full pipeline on the same data and threads.
+    Bench(Box<bench::BenchArgs>),
     /// Scale the worker Deployment to meet the job's deadline (or `scaler simulate`).
     Scaler(Box<scaler_cmd::ScalerArgs>),
     /// Manage SQS queues.
@@ -420,7 +423,8 @@ async fn cmd_queue(c: QueueCommand) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let quiet = matches!(cli.command, Command::Bench(_));
+    telemetry::init_with_default(cli.log_format, if quiet { "warn" } else { "info" });
     if let Some(plan) = cli.inject_faults.clone() {
         tracing::warn!(?plan, "fault injection is on");
         hourglass_core::fault::install(plan);
@@ -442,6 +446,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cmd_verify(a).await,
             Command::Queue(c) => cmd_queue(c).await,
             Command::Scaler(a) => scaler_cmd::run(*a).await,
+            Command::Bench(a) => bench::run(*a).await,
         }
     });
     match result {

@@ -24,7 +24,13 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global subscriber; logs go to stderr so stdout stays for
 /// command output (`status --json`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info")
+}
+
+/// As `init`, with another level when `RUST_LOG` is unset (`bench` keeps
+/// per-shard lines out of its report with `warn`).
+pub fn init_with_default(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -349,6 +349,7 @@ impl Worker {
             batch_size: self.config.batch_size,
             cancel: abandon.child_token(),
             fault_batch_delay: self.config.fault_batch_delay,
+            decode_only: false,
         };
         let handle = tokio::runtime::Handle::current();
         let outcome = self.pool.run(move || score_shard(&handle, &job)).await?;

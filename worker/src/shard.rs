@@ -41,6 +41,9 @@ pub struct ShardJob {
     /// Fault injection for tests: sleep this long before scoring each batch,
     /// so a shard is reliably in progress when a test kills the worker.
     pub fault_batch_delay: Duration,
+    /// Read and decode only: no scoring, no output (`hourglass bench`'s
+    /// decode stage). The outcome's output is empty.
+    pub decode_only: bool,
 }
 
 /// Adapts a byte stream to `std::io::Read` for the CSV reader. Store errors
@@ -107,6 +110,10 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
         if !job.fault_batch_delay.is_zero() {
             std::thread::sleep(job.fault_batch_delay);
         }
+        if job.decode_only {
+            rows += batch.rows as u64;
+            return Ok(());
+        }
         let columns = model.run(&batch.inputs, batch.rows)?;
         rows += batch.rows as u64;
         writer.write(batch.ids, columns)
@@ -172,7 +179,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
             (writer, Vec::new())
         }
     };
-    let output = writer.finish()?;
+    let output = if job.decode_only { Vec::new() } else { writer.finish()? };
     let bad_rows_csv = (!bad.is_empty()).then(|| {
         let mut out = String::from("line,column,reason,row\n");
         for (line, r) in &bad {

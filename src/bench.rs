@@ -1,0 +1,412 @@
+//! `hourglass bench`: where the worker stands against the ONNX Runtime
+//! ceiling, measured in one run on the same data and thread budget:
+//! - raw: ONNX Runtime alone on pre-decoded in-memory batches (the ceiling);
+//! - decode: reading and decoding the shards, no scoring;
+//! - pipeline: the full worker path, files to written outputs, through the
+//!   local queue and the ledger.
+//!
+//! One warm-up round first (excluded), then `--reps` rounds, each running
+//! the three stages in turn so machine noise hits them alike; medians are
+//! reported.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hourglass_coordinator::{submit, synth, verify};
+use hourglass_core::ledger::{JobSpec, Ledger};
+use hourglass_core::task::{Format, ShardTask};
+use hourglass_core::{BlobUrl, queue, store};
+use hourglass_worker::lease::Worker;
+use hourglass_worker::runtime::InputData;
+use hourglass_worker::shard::{ShardJob, score_shard};
+use hourglass_worker::{ModelRuntime, RuntimeOptions, WorkerConfig, config};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "models/ctr_gbdt.onnx")]
+    model: String,
+    #[arg(long, default_value_t = 4_000_000)]
+    rows: u64,
+    #[arg(long, default_value = "parquet")]
+    format: super::FormatArg,
+    /// The CPU budget: ONNX Runtime threads (and decode) across all shards.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Shards in flight at once; the ORT threads are split between them.
+    /// Default: one shard per thread.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Measured rounds (after one warm-up round); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    #[arg(long, default_value_t = 4)]
+    files: usize,
+    #[arg(long, default_value = "32MiB", value_parser = super::parse_bytes)]
+    shard_size: u64,
+    /// Rows held in memory for the raw stage (cycled up to --rows).
+    #[arg(long, default_value_t = 262_144)]
+    raw_rows: usize,
+    /// Working directory: generated inputs are kept and reused.
+    #[arg(long, default_value = ".hourglass/bench")]
+    dir: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Stage {
+    rows_per_sec: f64,
+    /// Every round, for the spread.
+    rounds: Vec<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    format: String,
+    rows: u64,
+    shards: usize,
+    threads: usize,
+    concurrency: usize,
+    ort_threads_per_shard: usize,
+    batch_size: usize,
+    reps: usize,
+    /// The better of the two raw layouts below: the ceiling.
+    raw: Stage,
+    /// `threads` sessions of 1 intra-op thread, in parallel.
+    raw_sessions: Stage,
+    /// 1 session of `threads` intra-op threads.
+    raw_intra: Stage,
+    decode: Stage,
+    pipeline: Stage,
+    pipeline_over_raw: f64,
+    decode_over_raw: f64,
+    /// Peak resident memory of the process over the pipeline rounds.
+    pipeline_peak_rss_mib: f64,
+    /// Nodes with this CPU budget needed to score 1e9 rows in one hour at
+    /// the pipeline's rate.
+    nodes_for_1e9_rows_in_1h: u64,
+}
+
+fn median(mut v: Vec<f64>) -> Stage {
+    let mut sorted = v.clone();
+    sorted.sort_by(f64::total_cmp);
+    let m = if sorted.is_empty() {
+        0.0
+    } else if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+    };
+    v.shrink_to_fit();
+    Stage { rows_per_sec: m, rounds: v }
+}
+
+/// Peak RSS (VmHWM) of this process in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets VmHWM to the current RSS (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub async fn run(a: BenchArgs) -> Result<()> {
+    if a.threads == 0 || a.reps == 0 || a.batch_size == 0 {
+        bail!("--threads, --reps and --batch-size must be at least 1");
+    }
+    let concurrency = a.concurrency.unwrap_or(a.threads).clamp(1, a.threads);
+    let ort_threads = (a.threads / concurrency).max(1);
+    let format: Format = a.format.into();
+    let dir = std::path::absolute(&a.dir).context("resolving --dir")?;
+    let input = BlobUrl::parse(&format!("{}/input-{format}-{}-{}/", dir.display(), a.rows, a.files))?;
+    let marker = dir.join(format!("input-{format}-{}-{}.ok", a.rows, a.files));
+    if !marker.exists() {
+        eprintln!("generating {} rows of {format} in {} files (kept for later runs)…", a.rows, a.files);
+        let path = input.local_path().context("local input")?;
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        let spec = synth::SynthSpec { rows: a.rows, files: a.files, format, seed: 42 };
+        synth::generate(store::open(&input)?.as_ref(), &input, &spec).await?;
+        std::fs::write(&marker, b"")?;
+    }
+    let model_url = BlobUrl::parse(&a.model)?;
+    let model = Arc::new(super::load_model(&model_url, ort_threads).await?);
+
+    // The plan, once: the shard tasks every stage works through.
+    let scratch = dir.join("run");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    std::fs::create_dir_all(&scratch)?;
+    let plan_queue = format!("local://{}/plan.db", scratch.display());
+    let spec = |output: &BlobUrl| JobSpec {
+        input: input.clone(),
+        model: model_url.clone(),
+        output: output.clone(),
+        format: Some(format),
+        id_column: "id".into(),
+        shard_bytes: a.shard_size,
+        max_bad_rows: 0,
+        deadline_unix_ms: None,
+    };
+    let plan_output = BlobUrl::parse(&format!("{}/plan-out/", scratch.display()))?;
+    let tasks = plan(&plan_queue, spec(&plan_output), &model).await?;
+    eprintln!(
+        "{} rows, {} shards; budget {} threads: {concurrency} shards at once × {ort_threads} ORT threads; batch {}",
+        a.rows,
+        tasks.len(),
+        a.threads,
+        a.batch_size
+    );
+
+    let (mut raw_s, mut raw_i, mut dec, mut pipe) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut peak_kib = 0u64;
+    for round in 0..=a.reps {
+        let warm = round == 0;
+        let label = if warm { "warm-up".to_string() } else { format!("round {round}/{}", a.reps) };
+
+        let (model_path, raw_rows, total, threads) = (model_url.clone(), a.raw_rows, a.rows, a.threads);
+        let batch = a.batch_size;
+        let (s, i) = tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
+            let sessions = raw(&model_path, raw_rows, total, batch, threads, 1)?;
+            let intra = raw(&model_path, raw_rows, total, batch, 1, threads)?;
+            Ok((sessions, intra))
+        })
+        .await??;
+
+        let d = decode(&tasks, &model, a.batch_size, concurrency).await?;
+
+        let output = BlobUrl::parse(&format!("{}/out-{round}/", scratch.display()))?;
+        let queue_url = format!("local://{}/q-{round}.db", scratch.display());
+        reset_peak_rss();
+        let p = pipeline(&queue_url, spec(&output), &model, a.batch_size, concurrency, ort_threads).await?;
+        peak_kib = peak_kib.max(peak_rss_kib().unwrap_or(0));
+        if round == 1 {
+            let check = verify::verify(&output).await?;
+            if !check.ok() {
+                bail!("pipeline outputs do not match the inputs one to one: {check:?}");
+            }
+        }
+        if let Some(path) = output.local_path() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        eprintln!(
+            "{label}: raw {s:.0} / {i:.0} rows/s (sessions / intra), decode {d:.0}, pipeline {p:.0}{}",
+            if warm { " (excluded)" } else { "" }
+        );
+        if !warm {
+            raw_s.push(s);
+            raw_i.push(i);
+            dec.push(d);
+            pipe.push(p);
+        }
+    }
+    let (raw_sessions, raw_intra, decode, pipeline) = (median(raw_s), median(raw_i), median(dec), median(pipe));
+    let raw = if raw_sessions.rows_per_sec >= raw_intra.rows_per_sec {
+        Stage { rows_per_sec: raw_sessions.rows_per_sec, rounds: raw_sessions.rounds.clone() }
+    } else {
+        Stage { rows_per_sec: raw_intra.rows_per_sec, rounds: raw_intra.rounds.clone() }
+    };
+    let report = Report {
+        model: a.model.clone(),
+        format: format.to_string(),
+        rows: a.rows,
+        shards: tasks.len(),
+        threads: a.threads,
+        concurrency,
+        ort_threads_per_shard: ort_threads,
+        batch_size: a.batch_size,
+        reps: a.reps,
+        pipeline_over_raw: pipeline.rows_per_sec / raw.rows_per_sec,
+        decode_over_raw: decode.rows_per_sec / raw.rows_per_sec,
+        nodes_for_1e9_rows_in_1h: (1e9 / (pipeline.rows_per_sec * 3600.0)).ceil() as u64,
+        pipeline_peak_rss_mib: peak_kib as f64 / 1024.0,
+        raw,
+        raw_sessions,
+        raw_intra,
+        decode,
+        pipeline,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let r = &report;
+        println!(
+            "hourglass bench: {} rows of {}, {} shards, {} threads ({} shards × {} ORT threads), batch {}, median of {}",
+            r.rows, r.format, r.shards, r.threads, r.concurrency, r.ort_threads_per_shard, r.batch_size, r.reps
+        );
+        println!(
+            "  raw       {:>10.0} rows/s  (ONNX Runtime alone; {} sessions × 1 thread {:.0}, 1 session × {} threads {:.0})",
+            r.raw.rows_per_sec, r.threads, r.raw_sessions.rows_per_sec, r.threads, r.raw_intra.rows_per_sec
+        );
+        println!(
+            "  decode    {:>10.0} rows/s  (read + decode only; {:.2} × raw)",
+            r.decode.rows_per_sec, r.decode_over_raw
+        );
+        println!("  pipeline  {:>10.0} rows/s  (files → outputs via queue and ledger)", r.pipeline.rows_per_sec);
+        println!("  pipeline / raw   {:.3}", r.pipeline_over_raw);
+        println!("  peak RSS         {:.0} MiB (pipeline rounds)", r.pipeline_peak_rss_mib);
+        println!(
+            "  1e9 rows in 1 h  {} node(s) of {} threads at the pipeline's rate",
+            r.nodes_for_1e9_rows_in_1h, r.threads
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Plans the job once and returns its shard tasks (from the queue, as a
+/// worker would receive them).
+async fn plan(queue_url: &str, spec: JobSpec, model: &ModelRuntime) -> Result<Vec<ShardTask>> {
+    let q = queue::open(queue_url)?;
+    let report = submit::submit(
+        submit::SubmitRequest {
+            spec,
+            job_id: None,
+            signature: model.signature().clone(),
+            model_sha256: model.sha256().to_string(),
+        },
+        q.as_ref(),
+    )
+    .await?;
+    let mut tasks = Vec::with_capacity(report.shards);
+    loop {
+        let batch = q.receive(10, Duration::ZERO, Duration::from_secs(3600)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            tasks.push(ShardTask::decode(&m.body)?);
+        }
+    }
+    if tasks.len() != report.shards {
+        bail!("planned {} shards, read back {}", report.shards, tasks.len());
+    }
+    Ok(tasks)
+}
+
+/// ONNX Runtime alone: `rows` rows through `sessions` sessions of `intra`
+/// threads, cycling over `held` pre-decoded rows.
+fn raw(model: &BlobUrl, held: usize, rows: u64, batch: usize, sessions: usize, intra: usize) -> Result<f64> {
+    const WIDTH: usize = 39;
+    let path = model.local_path().context("--model must be a local file for the raw stage")?;
+    let runtime = ModelRuntime::load_file(&path, RuntimeOptions { intra_threads: intra, sessions })?;
+    let held = held.max(batch);
+    let data = synth::features(held, 7);
+    let batches: Vec<InputData> = data.chunks(batch * WIDTH).map(|c| InputData::F32(c.to_vec())).collect();
+    drop(data);
+    for b in batches.iter().take(sessions) {
+        runtime.run(std::slice::from_ref(b), b.len() / WIDTH)?;
+    }
+    let calls = rows.div_ceil(batch as u64) as usize;
+    let t = Instant::now();
+    let done = std::thread::scope(|s| -> Result<u64> {
+        let handles: Vec<_> = (0..sessions)
+            .map(|i| {
+                let (runtime, batches) = (&runtime, &batches);
+                s.spawn(move || -> Result<u64> {
+                    let mut n = 0u64;
+                    for c in (i..calls).step_by(sessions) {
+                        let b = &batches[c % batches.len()];
+                        runtime.run(std::slice::from_ref(b), b.len() / WIDTH)?;
+                        n += (b.len() / WIDTH) as u64;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.join().expect("raw benchmark thread panicked")?;
+        }
+        Ok(total)
+    })?;
+    Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Read and decode every shard, `concurrency` at a time, no scoring.
+async fn decode(tasks: &[ShardTask], model: &Arc<ModelRuntime>, batch: usize, concurrency: usize) -> Result<f64> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks = Arc::new(tasks.to_vec());
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (next, tasks, model) = (next.clone(), tasks.clone(), model.clone());
+        let handle = tokio::runtime::Handle::current();
+        set.spawn_blocking(move || -> Result<u64> {
+            let mut rows = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(task) = tasks.get(i) else { return Ok(rows) };
+                let job = ShardJob {
+                    task: task.clone(),
+                    model: model.clone(),
+                    batch_size: batch,
+                    cancel: CancellationToken::new(),
+                    fault_batch_delay: Duration::ZERO,
+                    decode_only: true,
+                };
+                rows += score_shard(&handle, &job)?.rows;
+            }
+        });
+    }
+    let mut rows = 0;
+    while let Some(r) = set.join_next().await {
+        rows += r??;
+    }
+    Ok(rows as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The worker, in process, on a fresh queue and output: submit (not timed),
+/// then from the first receive to the last done record.
+async fn pipeline(
+    queue_url: &str,
+    spec: JobSpec,
+    model: &ModelRuntime,
+    batch: usize,
+    concurrency: usize,
+    threads: usize,
+) -> Result<f64> {
+    let q = queue::open(queue_url)?;
+    let output = spec.output.clone();
+    submit::submit(
+        submit::SubmitRequest {
+            spec,
+            job_id: None,
+            signature: model.signature().clone(),
+            model_sha256: model.sha256().to_string(),
+        },
+        q.as_ref(),
+    )
+    .await?;
+    let config = WorkerConfig {
+        concurrency,
+        threads,
+        batch_size: batch,
+        poll_wait: Duration::from_millis(200),
+        exit_when_idle: Some(Duration::from_millis(200)),
+        worker_id: "bench".into(),
+        ..WorkerConfig::default()
+    };
+    let worker = Arc::new(Worker::new(q, config));
+    let started_ms = hourglass_core::ledger::now_ms();
+    let summary = worker.run(CancellationToken::new()).await?;
+    if summary.shards_failed > 0 {
+        bail!("{} shards failed in the pipeline round", summary.shards_failed);
+    }
+    let ledger = Ledger::new(store::open(&output)?, &output);
+    let done = ledger.done_records().await?;
+    let end_ms = done.iter().map(|d| d.finished_at_ms).max().context("no shard finished")?;
+    let rows: u64 = done.iter().map(|d| d.rows).sum();
+    Ok(rows as f64 / ((end_ms.saturating_sub(started_ms)).max(1) as f64 / 1000.0))
+}

@@ -1,0 +1,52 @@
+//! `hourglass bench` runs every stage on real files and checks the
+//! pipeline's outputs (every input row exactly once) before it reports.
+//! Numbers are not asserted: performance is read from the report, never
+//! tested with timings.
+
+mod common;
+
+use common::{Scratch, hourglass_ok, model_path};
+
+#[test]
+fn bench_reports_every_stage_for_both_formats() {
+    let s = Scratch::new();
+    let model = model_path();
+    for format in ["csv", "parquet"] {
+        let dir = s.s(&format!("bench-{format}"));
+        let out = hourglass_ok(&[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--rows",
+            "20000",
+            "--files",
+            "2",
+            "--format",
+            format,
+            "--reps",
+            "1",
+            "--threads",
+            "2",
+            "--raw-rows",
+            "8192",
+            "--dir",
+            &dir,
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["rows"], 20000);
+        assert_eq!(r["format"], format);
+        for stage in ["raw", "raw_sessions", "raw_intra", "decode", "pipeline"] {
+            let rate = r[stage]["rows_per_sec"].as_f64().unwrap();
+            assert!(rate.is_finite() && rate > 0.0, "{stage}: {r}");
+            assert_eq!(r[stage]["rounds"].as_array().unwrap().len(), 1, "{stage}");
+        }
+        let ratio = r["pipeline_over_raw"].as_f64().unwrap();
+        let expected = r["pipeline"]["rows_per_sec"].as_f64().unwrap() / r["raw"]["rows_per_sec"].as_f64().unwrap();
+        assert!((ratio - expected).abs() < 1e-9, "{r}");
+        assert!(r["pipeline_peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["nodes_for_1e9_rows_in_1h"].as_u64().unwrap() >= 1, "{r}");
+        // Inputs are kept for the next run; the scratch of the rounds is not.
+        assert!(!std::path::Path::new(&dir).join("run").exists());
+    }
+}
