@@ -154,6 +154,17 @@ fn interleave(
         _ => {
             let mut out = vec![0f32; rows * width];
             for (j, (col, &fi)) in cols.iter().zip(&b.columns).enumerate() {
+                // Float32, the common case: straight from Arrow's buffer into
+                // the tensor's column, no intermediate vector.
+                if let Some(a) = col.as_primitive_opt::<Float32Type>() {
+                    let slots = out[j..].iter_mut().step_by(width);
+                    if a.null_count() == 0 {
+                        slots.zip(a.values().iter()).for_each(|(o, v)| *o = *v);
+                    } else {
+                        slots.zip(a.iter()).for_each(|(o, v)| *o = v.unwrap_or(f32::NAN));
+                    }
+                    continue;
+                }
                 let vals = to_f32(col).ok_or_else(|| type_err(&fields[fi]))?;
                 for (i, v) in vals.into_iter().enumerate() {
                     out[i * width + j] = if col.is_null(i) { f32::NAN } else { v };
