@@ -86,6 +86,13 @@ struct Report {
     pipeline: Stage,
     pipeline_over_raw: f64,
     decode_over_raw: f64,
+    /// Where a row's CPU time goes, in microseconds per row per thread of
+    /// the budget: ONNX Runtime (from raw), reading + decoding (from
+    /// decode), and the rest of the pipeline (encoding and writing outputs,
+    /// queue, ledger, scheduling gaps) as the remainder.
+    us_per_row_ort: f64,
+    us_per_row_decode: f64,
+    us_per_row_rest: f64,
     /// Peak resident memory of the process over the pipeline rounds.
     pipeline_peak_rss_mib: f64,
     /// Nodes with this CPU budget needed to score 1e9 rows in one hour at
@@ -217,6 +224,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     } else {
         Stage { rows_per_sec: raw_intra.rows_per_sec, rounds: raw_intra.rounds.clone() }
     };
+    let per_row = |rows_per_sec: f64| 1e6 * a.threads as f64 / rows_per_sec;
     let report = Report {
         model: a.model.clone(),
         format: format.to_string(),
@@ -231,6 +239,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         decode_over_raw: decode.rows_per_sec / raw.rows_per_sec,
         nodes_for_1e9_rows_in_1h: (1e9 / (pipeline.rows_per_sec * 3600.0)).ceil() as u64,
         pipeline_peak_rss_mib: peak_kib as f64 / 1024.0,
+        us_per_row_ort: per_row(raw.rows_per_sec),
+        us_per_row_decode: per_row(decode.rows_per_sec),
+        us_per_row_rest: per_row(pipeline.rows_per_sec) - per_row(raw.rows_per_sec) - per_row(decode.rows_per_sec),
         raw,
         raw_sessions,
         raw_intra,
@@ -255,6 +266,10 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         );
         println!("  pipeline  {:>10.0} rows/s  (files → outputs via queue and ledger)", r.pipeline.rows_per_sec);
         println!("  pipeline / raw   {:.3}", r.pipeline_over_raw);
+        println!(
+            "  µs/row/thread    ORT {:.2}, decode {:.2}, rest {:.2} (encode, write, queue, ledger)",
+            r.us_per_row_ort, r.us_per_row_decode, r.us_per_row_rest
+        );
         println!("  peak RSS         {:.0} MiB (pipeline rounds)", r.pipeline_peak_rss_mib);
         println!(
             "  1e9 rows in 1 h  {} node(s) of {} threads at the pipeline's rate",
