@@ -383,7 +383,7 @@ async fn decode(tasks: &[ShardTask], model: &Arc<ModelRuntime>, batch: usize, co
 }
 
 /// The worker, in process, on a fresh queue and output: submit (not timed),
-/// then from the first receive to the last done record.
+/// then from the first shard's start to the last shard's done record.
 async fn pipeline(
     queue_url: &str,
     spec: JobSpec,
@@ -414,13 +414,15 @@ async fn pipeline(
         ..WorkerConfig::default()
     };
     let worker = Arc::new(Worker::new(q, config));
-    let started_ms = hourglass_core::ledger::now_ms();
     let summary = worker.run(CancellationToken::new()).await?;
     if summary.shards_failed > 0 {
         bail!("{} shards failed in the pipeline round", summary.shards_failed);
     }
     let ledger = Ledger::new(store::open(&output)?, &output);
     let done = ledger.done_records().await?;
+    // From the first shard's start (the model is loaded by then: loading
+    // is warm-up, as for raw) to the last shard's done record.
+    let started_ms = done.iter().map(|d| d.started_at_ms).min().context("no shard finished")?;
     let end_ms = done.iter().map(|d| d.finished_at_ms).max().context("no shard finished")?;
     let rows: u64 = done.iter().map(|d| d.rows).sum();
     Ok(rows as f64 / ((end_ms.saturating_sub(started_ms)).max(1) as f64 / 1000.0))
