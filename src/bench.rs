@@ -324,29 +324,7 @@ fn raw(model: &BlobUrl, held: usize, rows: u64, batch: usize, sessions: usize, i
         runtime.run(std::slice::from_ref(b), b.len() / WIDTH)?;
     }
     let calls = rows.div_ceil(batch as u64) as usize;
-    let t = Instant::now();
-    let done = std::thread::scope(|s| -> Result<u64> {
-        let handles: Vec<_> = (0..sessions)
-            .map(|i| {
-                let (runtime, batches) = (&runtime, &batches);
-                s.spawn(move || -> Result<u64> {
-                    let mut n = 0u64;
-                    for c in (i..calls).step_by(sessions) {
-                        let b = &batches[c % batches.len()];
-                        runtime.run(std::slice::from_ref(b), b.len() / WIDTH)?;
-                        n += (b.len() / WIDTH) as u64;
-                    }
-                    Ok(n)
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for h in handles {
-            total += h.join().expect("raw benchmark thread panicked")?;
-        }
-        Ok(total)
-    })?;
-    Ok(done as f64 / t.elapsed().as_secs_f64())
+    Ok(runtime.raw_rows_per_sec(&batches, WIDTH, calls, sessions)?)
 }
 
 /// Read and decode every shard, `concurrency` at a time, no scoring.

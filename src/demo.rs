@@ -186,23 +186,5 @@ fn raw_rows_per_sec(model: &BlobUrl, rows: usize, sessions: usize, threads: usiz
     let batches: Vec<InputData> = data.chunks(BATCH * width).map(|c| InputData::F32(c.to_vec())).collect();
     // Warm-up: first runs allocate arenas.
     runtime.run(std::slice::from_ref(&batches[0]), batches[0].len() / width)?;
-    let t = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..sessions)
-            .map(|i| {
-                let (runtime, batches) = (&runtime, &batches);
-                s.spawn(move || -> Result<()> {
-                    for b in batches.iter().skip(i).step_by(sessions) {
-                        runtime.run(std::slice::from_ref(b), b.len() / width)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("raw benchmark thread panicked")?;
-        }
-        Ok(())
-    })?;
-    Ok(rows as f64 / t.elapsed().as_secs_f64())
+    Ok(runtime.raw_rows_per_sec(&batches, width, batches.len(), sessions)?)
 }

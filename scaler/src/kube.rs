@@ -190,7 +190,7 @@ impl Kube {
         reason: &str,
         message: &str,
     ) -> Result<(), KubeError> {
-        let now = chrono_now();
+        let now = timestamp_now();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let event = Event {
             metadata: ObjectMeta {
@@ -233,7 +233,7 @@ impl Kube {
     }
 }
 
-fn chrono_now() -> k8s_openapi::jiff::Timestamp {
+fn timestamp_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
 }
 

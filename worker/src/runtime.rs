@@ -252,6 +252,36 @@ impl ModelRuntime {
         &self.source
     }
 
+    /// ONNX Runtime alone, the ceiling a pipeline is measured against:
+    /// `calls` runs over pre-decoded single-input `batches` (cycled) of
+    /// `width` features, spread over `threads` threads (one per session).
+    /// Returns rows scored per second.
+    pub fn raw_rows_per_sec(&self, batches: &[InputData], width: usize, calls: usize, threads: usize) -> Result<f64> {
+        let threads = threads.max(1);
+        let started = std::time::Instant::now();
+        let rows = std::thread::scope(|s| -> Result<u64> {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    s.spawn(move || -> Result<u64> {
+                        let mut n = 0u64;
+                        for c in (i..calls).step_by(threads) {
+                            let b = &batches[c % batches.len()];
+                            self.run(std::slice::from_ref(b), b.len() / width)?;
+                            n += (b.len() / width) as u64;
+                        }
+                        Ok(n)
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for h in handles {
+                total += h.join().expect("raw scoring thread panicked")?;
+            }
+            Ok(total)
+        })?;
+        Ok(rows as f64 / started.elapsed().as_secs_f64())
+    }
+
     /// Scores one batch. `inputs` are in the model's input order, each
     /// row-major `[rows, width]`.
     pub fn run(&self, inputs: &[InputData], rows: usize) -> Result<Vec<OutputColumn>> {
