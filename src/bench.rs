@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use hourglass_coordinator::{submit, synth, verify};
+use hourglass_coordinator::{synth, verify};
 use hourglass_core::ledger::{JobSpec, Ledger};
 use hourglass_core::task::{Format, ShardTask};
 use hourglass_core::{BlobUrl, queue, store};
@@ -156,16 +156,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&scratch)?;
     let plan_queue = format!("local://{}/plan.db", scratch.display());
-    let spec = |output: &BlobUrl| JobSpec {
-        input: input.clone(),
-        model: model_url.clone(),
-        output: output.clone(),
-        format: Some(format),
-        id_column: "id".into(),
-        shard_bytes: a.shard_size,
-        max_bad_rows: 0,
-        deadline_unix_ms: None,
-    };
+    let spec = |output: &BlobUrl| super::demo::job_spec(&input, &model_url, output, format, a.shard_size);
     let plan_output = BlobUrl::parse(&format!("{}/plan-out/", scratch.display()))?;
     let tasks = plan(&plan_queue, spec(&plan_output), &model).await?;
     eprintln!(
@@ -284,16 +275,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
 /// worker would receive them).
 async fn plan(queue_url: &str, spec: JobSpec, model: &ModelRuntime) -> Result<Vec<ShardTask>> {
     let q = queue::open(queue_url)?;
-    let report = submit::submit(
-        submit::SubmitRequest {
-            spec,
-            job_id: None,
-            signature: model.signature().clone(),
-            model_sha256: model.sha256().to_string(),
-        },
-        q.as_ref(),
-    )
-    .await?;
+    let report = super::demo::submit_job(q.as_ref(), spec, model).await?;
     let mut tasks = Vec::with_capacity(report.shards);
     loop {
         let batch = q.receive(10, Duration::ZERO, Duration::from_secs(3600)).await?;
@@ -372,16 +354,7 @@ async fn pipeline(
 ) -> Result<f64> {
     let q = queue::open(queue_url)?;
     let output = spec.output.clone();
-    submit::submit(
-        submit::SubmitRequest {
-            spec,
-            job_id: None,
-            signature: model.signature().clone(),
-            model_sha256: model.sha256().to_string(),
-        },
-        q.as_ref(),
-    )
-    .await?;
+    super::demo::submit_job(q.as_ref(), spec, model).await?;
     let config = WorkerConfig {
         concurrency,
         threads,

@@ -84,25 +84,8 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let model_url = BlobUrl::parse(&a.model)?;
     let model = super::load_model(&model_url, a.threads).await?;
     let queue = queue::open(&queue_url)?;
-    let report = submit::submit(
-        submit::SubmitRequest {
-            spec: JobSpec {
-                input: input.clone(),
-                model: model_url.clone(),
-                output: output.clone(),
-                format: Some(format),
-                id_column: "id".into(),
-                shard_bytes: a.shard_size,
-                max_bad_rows: 0,
-                deadline_unix_ms: None,
-            },
-            job_id: None,
-            signature: model.signature().clone(),
-            model_sha256: model.sha256().to_string(),
-        },
-        queue.as_ref(),
-    )
-    .await?;
+    let report =
+        submit_job(queue.as_ref(), job_spec(&input, &model_url, &output, format, a.shard_size), &model).await?;
     eprintln!("job {}: {} shards; starting {} workers…", report.job, report.shards, a.workers);
 
     let exe = std::env::current_exe()?;
@@ -187,4 +170,40 @@ fn raw_rows_per_sec(model: &BlobUrl, rows: usize, sessions: usize, threads: usiz
     // Warm-up: first runs allocate arenas.
     runtime.run(std::slice::from_ref(&batches[0]), batches[0].len() / width)?;
     Ok(runtime.raw_rows_per_sec(&batches, width, batches.len(), sessions)?)
+}
+
+/// The job the demo and the bench run: synthetic CTR files, ids in `id`, no
+/// bad rows allowed, no deadline.
+pub(crate) fn job_spec(
+    input: &BlobUrl,
+    model: &BlobUrl,
+    output: &BlobUrl,
+    format: Format,
+    shard_bytes: u64,
+) -> JobSpec {
+    JobSpec {
+        input: input.clone(),
+        model: model.clone(),
+        output: output.clone(),
+        format: Some(format),
+        id_column: "id".into(),
+        shard_bytes,
+        max_bad_rows: 0,
+        deadline_unix_ms: None,
+    }
+}
+
+/// Submits `spec` for `model` (already loaded) to `queue`.
+pub(crate) async fn submit_job(
+    queue: &dyn queue::Queue,
+    spec: JobSpec,
+    model: &ModelRuntime,
+) -> Result<submit::SubmitReport> {
+    let request = submit::SubmitRequest {
+        spec,
+        job_id: None,
+        signature: model.signature().clone(),
+        model_sha256: model.sha256().to_string(),
+    };
+    Ok(submit::submit(request, queue).await?)
 }
