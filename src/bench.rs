@@ -95,6 +95,13 @@ struct Report {
     us_per_row_rest: f64,
     /// Peak resident memory of the process over the pipeline rounds.
     pipeline_peak_rss_mib: f64,
+    /// CPU time of the pipeline rounds (median) as a share of wall time ×
+    /// `threads`: the CPU pool threads (decode, ORT, encode) and every other
+    /// thread (the async runtime: IO, queue, ledger). Pool well under 1.0
+    /// means idle gaps; other above a few percent means IO work competing
+    /// with the pool for the budget.
+    pipeline_cpu_pool: f64,
+    pipeline_cpu_other: f64,
     /// Nodes with this CPU budget needed to score 1e9 rows in one hour at
     /// the pipeline's rate.
     nodes_for_1e9_rows_in_1h: u64,
@@ -119,6 +126,38 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// On-CPU nanoseconds of each live thread of this process, by thread id,
+/// with whether it is a CPU pool thread (from `/proc/self/task/*/schedstat`).
+fn thread_cpu_ns() -> std::collections::HashMap<u64, (bool, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            out.insert(tid, (comm.starts_with("hourglass-cpu"), ns));
+        }
+    }
+    out
+}
+
+/// CPU seconds (pool threads, other threads) spent since `before`.
+fn cpu_since(before: &std::collections::HashMap<u64, (bool, u64)>) -> (f64, f64) {
+    let (mut pool, mut other) = (0u64, 0u64);
+    for (tid, (is_pool, ns)) in thread_cpu_ns() {
+        let d = ns.saturating_sub(before.get(&tid).map_or(0, |b| b.1));
+        if is_pool {
+            pool += d;
+        } else {
+            other += d;
+        }
+    }
+    (pool as f64 / 1e9, other as f64 / 1e9)
 }
 
 /// Resets VmHWM to the current RSS (Linux `clear_refs` 5).
@@ -169,6 +208,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
 
     let (mut raw_s, mut raw_i, mut dec, mut pipe) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut peak_kib = 0u64;
+    let (mut cpu_pool, mut cpu_other) = (Vec::new(), Vec::new());
     for round in 0..=a.reps {
         let warm = round == 0;
         let label = if warm { "warm-up".to_string() } else { format!("round {round}/{}", a.reps) };
@@ -187,7 +227,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         let output = BlobUrl::parse(&format!("{}/out-{round}/", scratch.display()))?;
         let queue_url = format!("local://{}/q-{round}.db", scratch.display());
         reset_peak_rss();
-        let p = pipeline(&queue_url, spec(&output), &model, a.batch_size, concurrency, ort_threads).await?;
+        let (p, (pool_s, other_s, wall_s)) =
+            pipeline(&queue_url, spec(&output), &model, a.batch_size, concurrency, ort_threads).await?;
         peak_kib = peak_kib.max(peak_rss_kib().unwrap_or(0));
         if round == 1 {
             let check = verify::verify(&output).await?;
@@ -203,6 +244,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             if warm { " (excluded)" } else { "" }
         );
         if !warm {
+            cpu_pool.push(pool_s / (wall_s * a.threads as f64));
+            cpu_other.push(other_s / (wall_s * a.threads as f64));
             raw_s.push(s);
             raw_i.push(i);
             dec.push(d);
@@ -230,6 +273,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         decode_over_raw: decode.rows_per_sec / raw.rows_per_sec,
         nodes_for_1e9_rows_in_1h: (1e9 / (pipeline.rows_per_sec * 3600.0)).ceil() as u64,
         pipeline_peak_rss_mib: peak_kib as f64 / 1024.0,
+        pipeline_cpu_pool: median(cpu_pool).rows_per_sec,
+        pipeline_cpu_other: median(cpu_other).rows_per_sec,
         us_per_row_ort: per_row(raw.rows_per_sec),
         us_per_row_decode: per_row(decode.rows_per_sec),
         us_per_row_rest: per_row(pipeline.rows_per_sec) - per_row(raw.rows_per_sec) - per_row(decode.rows_per_sec),
@@ -260,6 +305,12 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         println!(
             "  µs/row/thread    ORT {:.2}, decode {:.2}, rest {:.2} (encode, write, queue, ledger)",
             r.us_per_row_ort, r.us_per_row_decode, r.us_per_row_rest
+        );
+        println!(
+            "  pipeline CPU     pool threads {:.0}%, other threads {:.0}% of {} cores",
+            100.0 * r.pipeline_cpu_pool,
+            100.0 * r.pipeline_cpu_other,
+            r.threads
         );
         println!("  peak RSS         {:.0} MiB (pipeline rounds)", r.pipeline_peak_rss_mib);
         println!(
@@ -344,6 +395,7 @@ async fn decode(tasks: &[ShardTask], model: &Arc<ModelRuntime>, batch: usize, co
 
 /// The worker, in process, on a fresh queue and output: submit (not timed),
 /// then from the first shard's start to the last shard's done record.
+/// Returns rows/s and (pool CPU s, other CPU s, wall s) of the worker's run.
 async fn pipeline(
     queue_url: &str,
     spec: JobSpec,
@@ -351,9 +403,10 @@ async fn pipeline(
     batch: usize,
     concurrency: usize,
     threads: usize,
-) -> Result<f64> {
+) -> Result<(f64, (f64, f64, f64))> {
     let q = queue::open(queue_url)?;
     let output = spec.output.clone();
+    let model_url = spec.model.clone();
     super::demo::submit_job(q.as_ref(), spec, model).await?;
     let config = WorkerConfig {
         concurrency,
@@ -365,7 +418,12 @@ async fn pipeline(
         ..WorkerConfig::default()
     };
     let worker = Arc::new(Worker::new(q, config));
-    let summary = worker.run(CancellationToken::new()).await?;
+    // Loaded before the CPU clock starts: loading is warm-up, as for raw.
+    worker.preload(&model_url).await?;
+    let cpu_before = thread_cpu_ns();
+    let summary = worker.clone().run(CancellationToken::new()).await?;
+    let (pool_s, other_s) = cpu_since(&cpu_before);
+    drop(worker);
     if summary.shards_failed > 0 {
         bail!("{} shards failed in the pipeline round", summary.shards_failed);
     }
@@ -376,5 +434,8 @@ async fn pipeline(
     let started_ms = done.iter().map(|d| d.started_at_ms).min().context("no shard finished")?;
     let end_ms = done.iter().map(|d| d.finished_at_ms).max().context("no shard finished")?;
     let rows: u64 = done.iter().map(|d| d.rows).sum();
-    Ok(rows as f64 / ((end_ms.saturating_sub(started_ms)).max(1) as f64 / 1000.0))
+    // The CPU was counted over the whole run; outside this window the
+    // worker only polls an empty queue, which costs next to nothing.
+    let wall_s = (end_ms.saturating_sub(started_ms)).max(1) as f64 / 1000.0;
+    Ok((rows as f64 / wall_s, (pool_s, other_s, wall_s)))
 }
