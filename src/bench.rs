@@ -15,10 +15,9 @@ use hourglass_coordinator::{synth, verify};
 use hourglass_core::ledger::{JobSpec, Ledger};
 use hourglass_core::task::{Format, ShardTask};
 use hourglass_core::{BlobUrl, queue, store};
-use hourglass_worker::lease::Worker;
 use hourglass_worker::runtime::InputData;
 use hourglass_worker::shard::{ShardJob, score_shard};
-use hourglass_worker::{ModelRuntime, RuntimeOptions, WorkerConfig, config};
+use hourglass_worker::{ModelRuntime, RuntimeOptions, config};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +40,9 @@ pub struct BenchArgs {
     concurrency: Option<usize>,
     #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
+    /// Shards the pipeline's worker leases ahead of its CPU slots.
+    #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS)]
+    prefetch_shards: usize,
     /// Measured rounds (after one warm-up round); medians are reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -74,6 +76,7 @@ struct Report {
     threads: usize,
     concurrency: usize,
     ort_threads_per_shard: usize,
+    prefetch_shards: usize,
     batch_size: usize,
     reps: usize,
     /// The better of the two raw layouts below: the ceiling.
@@ -121,48 +124,40 @@ fn median(mut v: Vec<f64>) -> Stage {
     Stage { rows_per_sec: m, rounds: v }
 }
 
-/// Peak RSS (VmHWM) of this process in KiB.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// One look at a running process through `/proc/PID`.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcSample {
+    at_ms: u64,
+    /// VmHWM: the peak resident set so far.
+    peak_rss_kib: u64,
+    /// On-CPU nanoseconds of its live CPU pool threads (`hourglass-cpu-*`)
+    /// and of its other threads (the async runtime), from `schedstat`.
+    pool_ns: u64,
+    other_ns: u64,
 }
 
-/// On-CPU nanoseconds of each live thread of this process, by thread id,
-/// with whether it is a CPU pool thread (from `/proc/self/task/*/schedstat`).
-fn thread_cpu_ns() -> std::collections::HashMap<u64, (bool, u64)> {
-    let mut out = std::collections::HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
-    for t in tasks.flatten() {
-        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+fn sample_process(pid: u32) -> Option<ProcSample> {
+    let root = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let status = std::fs::read_to_string(root.join("status")).ok()?;
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut s = ProcSample {
+        at_ms: hourglass_core::ledger::now_ms(),
+        peak_rss_kib: hwm.split_whitespace().nth(1)?.parse().ok()?,
+        ..Default::default()
+    };
+    for t in std::fs::read_dir(root.join("task")).ok()?.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         let ns = std::fs::read_to_string(t.path().join("schedstat"))
             .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
-        if let Some(ns) = ns {
-            out.insert(tid, (comm.starts_with("hourglass-cpu"), ns));
-        }
-    }
-    out
-}
-
-/// CPU seconds (pool threads, other threads) spent since `before`.
-fn cpu_since(before: &std::collections::HashMap<u64, (bool, u64)>) -> (f64, f64) {
-    let (mut pool, mut other) = (0u64, 0u64);
-    for (tid, (is_pool, ns)) in thread_cpu_ns() {
-        let d = ns.saturating_sub(before.get(&tid).map_or(0, |b| b.1));
-        if is_pool {
-            pool += d;
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if comm.starts_with("hourglass-cpu") {
+            s.pool_ns += ns;
         } else {
-            other += d;
+            s.other_ns += ns;
         }
     }
-    (pool as f64 / 1e9, other as f64 / 1e9)
-}
-
-/// Resets VmHWM to the current RSS (Linux `clear_refs` 5).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    Some(s)
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
@@ -226,10 +221,15 @@ pub async fn run(a: BenchArgs) -> Result<()> {
 
         let output = BlobUrl::parse(&format!("{}/out-{round}/", scratch.display()))?;
         let queue_url = format!("local://{}/q-{round}.db", scratch.display());
-        reset_peak_rss();
-        let (p, (pool_s, other_s, wall_s)) =
-            pipeline(&queue_url, spec(&output), &model, a.batch_size, concurrency, ort_threads).await?;
-        peak_kib = peak_kib.max(peak_rss_kib().unwrap_or(0));
+        let worker = WorkerArgs {
+            concurrency,
+            prefetch_shards: a.prefetch_shards,
+            threads: ort_threads,
+            batch_size: a.batch_size,
+        };
+        let pr = pipeline(&queue_url, spec(&output), &model, &worker).await?;
+        let p = pr.rows_per_sec;
+        peak_kib = peak_kib.max(pr.peak_rss_kib);
         if round == 1 {
             let check = verify::verify(&output).await?;
             if !check.ok() {
@@ -244,8 +244,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             if warm { " (excluded)" } else { "" }
         );
         if !warm {
-            cpu_pool.push(pool_s / (wall_s * a.threads as f64));
-            cpu_other.push(other_s / (wall_s * a.threads as f64));
+            cpu_pool.push(pr.cpu_pool_s / (pr.wall_s * a.threads as f64));
+            cpu_other.push(pr.cpu_other_s / (pr.wall_s * a.threads as f64));
             raw_s.push(s);
             raw_i.push(i);
             dec.push(d);
@@ -267,6 +267,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         threads: a.threads,
         concurrency,
         ort_threads_per_shard: ort_threads,
+        prefetch_shards: a.prefetch_shards,
         batch_size: a.batch_size,
         reps: a.reps,
         pipeline_over_raw: pipeline.rows_per_sec / raw.rows_per_sec,
@@ -393,49 +394,83 @@ async fn decode(tasks: &[ShardTask], model: &Arc<ModelRuntime>, batch: usize, co
     Ok(rows as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The worker, in process, on a fresh queue and output: submit (not timed),
-/// then from the first shard's start to the last shard's done record.
-/// Returns rows/s and (pool CPU s, other CPU s, wall s) of the worker's run.
-async fn pipeline(
-    queue_url: &str,
-    spec: JobSpec,
-    model: &ModelRuntime,
-    batch: usize,
+/// How the pipeline's worker process is run.
+struct WorkerArgs {
     concurrency: usize,
+    prefetch_shards: usize,
     threads: usize,
-) -> Result<(f64, (f64, f64, f64))> {
+    batch_size: usize,
+}
+
+/// One pipeline round, as seen from outside the worker process.
+struct PipelineRound {
+    rows_per_sec: f64,
+    wall_s: f64,
+    peak_rss_kib: u64,
+    cpu_pool_s: f64,
+    cpu_other_s: f64,
+}
+
+/// The worker as deployed: `hourglass worker` in its own process, on a
+/// fresh local queue and output. Submit is not timed; the rate is from the
+/// first shard's start (the model is loaded by then: loading is warm-up, as
+/// for raw) to the last shard's done record. Its peak RSS and CPU time are
+/// sampled from `/proc` while it runs, so this process's own memory (raw
+/// and decode stages) never counts against it.
+async fn pipeline(queue_url: &str, spec: JobSpec, model: &ModelRuntime, w: &WorkerArgs) -> Result<PipelineRound> {
     let q = queue::open(queue_url)?;
     let output = spec.output.clone();
     let model_url = spec.model.clone();
     super::demo::submit_job(q.as_ref(), spec, model).await?;
-    let config = WorkerConfig {
-        concurrency,
-        threads,
-        batch_size: batch,
-        poll_wait: Duration::from_millis(200),
-        exit_when_idle: Some(Duration::from_millis(200)),
-        worker_id: "bench".into(),
-        ..WorkerConfig::default()
-    };
-    let worker = Arc::new(Worker::new(q, config));
-    // Loaded before the CPU clock starts: loading is warm-up, as for raw.
-    worker.preload(&model_url).await?;
-    let cpu_before = thread_cpu_ns();
-    let summary = worker.clone().run(CancellationToken::new()).await?;
-    let (pool_s, other_s) = cpu_since(&cpu_before);
-    drop(worker);
-    if summary.shards_failed > 0 {
-        bail!("{} shards failed in the pipeline round", summary.shards_failed);
-    }
+    drop(q);
+    let exe = std::env::current_exe().context("locating the hourglass binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["worker", "--queue", queue_url, "--model", &model_url.to_string(), "--worker-id", "bench"])
+        .args(["--concurrency", &w.concurrency.to_string(), "--threads", &w.threads.to_string()])
+        .args(["--prefetch-shards", &w.prefetch_shards.to_string(), "--batch-size", &w.batch_size.to_string()])
+        .args(["--poll-wait", "100ms", "--exit-when-idle", "200ms"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("starting `hourglass worker`")?;
+    let pid = child.id();
+    let samples = tokio::task::spawn_blocking(move || -> Result<Vec<ProcSample>> {
+        let mut samples = Vec::new();
+        loop {
+            // Sampled before the exit check, so the last sample is taken
+            // at most one period before exit, in the idle wait.
+            if let Some(s) = sample_process(pid) {
+                samples.push(s);
+            }
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("`hourglass worker` exited with {status}");
+                }
+                return Ok(samples);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await??;
     let ledger = Ledger::new(store::open(&output)?, &output);
     let done = ledger.done_records().await?;
-    // From the first shard's start (the model is loaded by then: loading
-    // is warm-up, as for raw) to the last shard's done record.
+    let failed = ledger.failed_records().await?;
+    if !failed.is_empty() {
+        bail!("{} shards failed in the pipeline round: {}", failed.len(), failed[0].message);
+    }
     let started_ms = done.iter().map(|d| d.started_at_ms).min().context("no shard finished")?;
     let end_ms = done.iter().map(|d| d.finished_at_ms).max().context("no shard finished")?;
     let rows: u64 = done.iter().map(|d| d.rows).sum();
-    // The CPU was counted over the whole run; outside this window the
-    // worker only polls an empty queue, which costs next to nothing.
     let wall_s = (end_ms.saturating_sub(started_ms)).max(1) as f64 / 1000.0;
-    Ok((rows as f64 / wall_s, (pool_s, other_s, wall_s)))
+    // CPU within the window: the last sample before it to the first after.
+    let last = *samples.last().context("the worker exited before it could be sampled")?;
+    let before = samples.iter().rev().find(|s| s.at_ms <= started_ms).copied().unwrap_or_default();
+    let after = samples.iter().find(|s| s.at_ms >= end_ms).copied().unwrap_or(last);
+    Ok(PipelineRound {
+        rows_per_sec: rows as f64 / wall_s,
+        wall_s: after.at_ms.saturating_sub(before.at_ms).max(1) as f64 / 1000.0,
+        peak_rss_kib: last.peak_rss_kib,
+        cpu_pool_s: after.pool_ns.saturating_sub(before.pool_ns) as f64 / 1e9,
+        cpu_other_s: after.other_ns.saturating_sub(before.other_ns) as f64 / 1e9,
+    })
 }

@@ -168,6 +168,9 @@ struct WorkerArgs {
     /// Shards scored at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Shards leased ahead, waiting for a CPU slot with their input streaming in.
+    #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS)]
+    prefetch_shards: usize,
     /// ONNX Runtime intra-op threads per shard; default: the cores divided by --concurrency.
     #[arg(long)]
     threads: Option<usize>,
@@ -308,6 +311,7 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let config = WorkerConfig {
         concurrency: a.concurrency,
+        prefetch_shards: a.prefetch_shards,
         threads: a.threads.unwrap_or((cores / a.concurrency.max(1)).max(1)),
         batch_size: a.batch_size,
         visibility_timeout: a.visibility_timeout,

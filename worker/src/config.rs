@@ -5,8 +5,13 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Shards scored at once (and ONNX Runtime sessions kept).
+    /// Shards scored at once (CPU pool threads, ONNX Runtime sessions).
     pub concurrency: usize,
+    /// Shards leased beyond `concurrency`, waiting for a CPU slot with their
+    /// input already streaming in, so a pool thread that finishes a shard
+    /// starts the next at once instead of idling through the output upload,
+    /// the done record, the ack and the next receive.
+    pub prefetch_shards: usize,
     /// ONNX Runtime intra-op threads per session.
     pub threads: usize,
     /// Rows per inference batch.
@@ -40,6 +45,10 @@ pub struct WorkerConfig {
 /// small against 100 trees × rows of work, small enough that a batch of 39
 /// float features stays in cache-friendly megabytes (8,192 × 39 × 4 B ≈ 1.2 MiB).
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// One waiting shard is enough to keep the pool busy across a shard
+/// boundary (`hourglass bench`: pool threads on-CPU 92% → see README
+/// Performance); more only holds leases other workers could take.
+pub const DEFAULT_PREFETCH_SHARDS: usize = 1;
 /// A lease of 60 s with heartbeats every 20 s rides out pauses of tens of
 /// seconds; a dead worker's shard is back in the queue within a minute.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,6 +60,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             concurrency: 1,
+            prefetch_shards: DEFAULT_PREFETCH_SHARDS,
             threads: 1,
             batch_size: DEFAULT_BATCH_SIZE,
             visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,

@@ -122,7 +122,9 @@ impl Worker {
         if let Some(url) = self.config.preload_model.clone() {
             self.preload(&url).await?;
         }
-        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        // Pool threads score `concurrency` shards; `prefetch_shards` more
+        // wait in the pool's queue, leased, heartbeated and prefetching.
+        let permits = Arc::new(Semaphore::new(self.config.concurrency + self.config.prefetch_shards));
         // Held shards; reaped as they finish so a panic in one propagates.
         let mut held: JoinSet<()> = JoinSet::new();
         // Cancelled when the drain timeout passes: held shards are released.
@@ -342,7 +344,6 @@ impl Worker {
         abandon: CancellationToken,
     ) -> Result<DoneRecord> {
         let model = self.model_for(task).await?;
-        let started_at_ms = now_ms();
         let job = ShardJob {
             task: task.clone(),
             model,
@@ -352,7 +353,9 @@ impl Worker {
             decode_only: false,
         };
         let handle = tokio::runtime::Handle::current();
-        let outcome = self.pool.run(move || score_shard(&handle, &job)).await?;
+        // Started when a pool thread takes it, not while it waits for one.
+        let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job))).await;
+        let outcome = outcome?;
         if abandon.is_cancelled() {
             return Err(Error::Cancelled);
         }

@@ -10,8 +10,9 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Debug, Clone)]
 pub struct CpuPool {
-    // The lease loop admits at most `concurrency` shards, so at most that
-    // many jobs wait here: the channel needs no bound of its own.
+    // The lease loop admits at most `concurrency + prefetch_shards` shards,
+    // so at most that many jobs wait here: the channel needs no bound of
+    // its own.
     tx: mpsc::Sender<Job>,
     threads: usize,
 }
