@@ -87,7 +87,11 @@ struct Report {
     raw_intra: Stage,
     decode: Stage,
     pipeline: Stage,
+    /// Ratio of the medians.
     pipeline_over_raw: f64,
+    /// Each round's pipeline over the same round's raw: the spread shows
+    /// how much of a difference is the machine's noise.
+    pipeline_over_raw_rounds: Vec<f64>,
     decode_over_raw: f64,
     /// Where a row's CPU time goes, in microseconds per row per thread of
     /// the budget: ONNX Runtime (from raw), reading + decoding (from
@@ -203,7 +207,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
 
     let (mut raw_s, mut raw_i, mut dec, mut pipe) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut peak_kib = 0u64;
-    let (mut cpu_pool, mut cpu_other) = (Vec::new(), Vec::new());
+    let (mut cpu_pool, mut cpu_other, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=a.reps {
         let warm = round == 0;
         let label = if warm { "warm-up".to_string() } else { format!("round {round}/{}", a.reps) };
@@ -246,6 +250,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         if !warm {
             cpu_pool.push(pr.cpu_pool_s / (pr.wall_s * a.threads as f64));
             cpu_other.push(pr.cpu_other_s / (pr.wall_s * a.threads as f64));
+            ratios.push(p / s.max(i));
             raw_s.push(s);
             raw_i.push(i);
             dec.push(d);
@@ -271,6 +276,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         batch_size: a.batch_size,
         reps: a.reps,
         pipeline_over_raw: pipeline.rows_per_sec / raw.rows_per_sec,
+        pipeline_over_raw_rounds: ratios,
         decode_over_raw: decode.rows_per_sec / raw.rows_per_sec,
         nodes_for_1e9_rows_in_1h: (1e9 / (pipeline.rows_per_sec * 3600.0)).ceil() as u64,
         pipeline_peak_rss_mib: peak_kib as f64 / 1024.0,
@@ -302,7 +308,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             r.decode.rows_per_sec, r.decode_over_raw
         );
         println!("  pipeline  {:>10.0} rows/s  (files → outputs via queue and ledger)", r.pipeline.rows_per_sec);
-        println!("  pipeline / raw   {:.3}", r.pipeline_over_raw);
+        let rounds: Vec<String> = r.pipeline_over_raw_rounds.iter().map(|x| format!("{x:.3}")).collect();
+        println!("  pipeline / raw   {:.3}  (each round: {})", r.pipeline_over_raw, rounds.join(", "));
         println!(
             "  µs/row/thread    ORT {:.2}, decode {:.2}, rest {:.2} (encode, write, queue, ledger)",
             r.us_per_row_ort, r.us_per_row_decode, r.us_per_row_rest

@@ -104,7 +104,8 @@ fn sigkill_mid_shard_loses_and_duplicates_nothing() {
         !s.path(&format!("output/_hourglass/done/{shard}.json")).exists(),
         "the killed worker had finished its shard; the test did not kill it mid-shard"
     );
-    assert_eq!(block_on(queue_of(&s).depth()).unwrap().in_flight, 1, "the killed worker's lease is still held");
+    // The shard it was scoring and the one it had leased ahead (--prefetch-shards 1).
+    assert_eq!(block_on(queue_of(&s).depth()).unwrap().in_flight, 2, "the killed worker's leases are still held");
     let mut rescuer = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
     assert!(rescuer.wait_exit(LONG).success(), "{}", rescuer.log.join("\n"));
     assert!(s.path("output/_SUCCESS").is_file());
