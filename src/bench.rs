@@ -390,7 +390,7 @@ async fn decode(tasks: &[ShardTask], model: &Arc<ModelRuntime>, batch: usize, co
                     fault_batch_delay: Duration::ZERO,
                     decode_only: true,
                 };
-                rows += score_shard(&handle, &job)?.rows;
+                rows += score_shard(&handle, &job, None)?.rows;
             }
         });
     }

@@ -165,13 +165,15 @@ struct WorkerArgs {
     /// Queue URL.
     #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
     queue: String,
-    /// Shards scored at once.
-    #[arg(long, default_value_t = 1)]
-    concurrency: usize,
+    /// Shards scored at once; default: the cores divided by --threads (one
+    /// shard per core, measured fastest: see README Performance).
+    #[arg(long)]
+    concurrency: Option<usize>,
     /// Shards leased ahead, waiting for a CPU slot with their input streaming in.
     #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS)]
     prefetch_shards: usize,
-    /// ONNX Runtime intra-op threads per shard; default: the cores divided by --concurrency.
+    /// ONNX Runtime intra-op threads per shard; default: the cores divided by
+    /// --concurrency when that is given, else 1.
     #[arg(long)]
     threads: Option<usize>,
     /// Rows per inference batch.
@@ -307,12 +309,25 @@ async fn cmd_submit(a: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
+/// The CPU budget as (shards at once, ORT threads per shard): what is not
+/// given fills the cores, favouring one single-threaded shard per core
+/// (ORT's tree ensembles scale better across sessions than within one).
+fn split_cores(cores: usize, concurrency: Option<usize>, threads: Option<usize>) -> (usize, usize) {
+    match (concurrency, threads) {
+        (Some(c), Some(t)) => (c, t),
+        (Some(c), None) => (c, (cores / c.max(1)).max(1)),
+        (None, Some(t)) => ((cores / t.max(1)).max(1), t),
+        (None, None) => (cores.max(1), 1),
+    }
+}
+
 async fn cmd_worker(a: WorkerArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (concurrency, threads) = split_cores(cores, a.concurrency, a.threads);
     let config = WorkerConfig {
-        concurrency: a.concurrency,
+        concurrency,
         prefetch_shards: a.prefetch_shards,
-        threads: a.threads.unwrap_or((cores / a.concurrency.max(1)).max(1)),
+        threads,
         batch_size: a.batch_size,
         visibility_timeout: a.visibility_timeout,
         max_attempts: a.max_attempts,

@@ -102,7 +102,7 @@ impl WorkerProc {
     /// A worker on any queue, with extra environment.
     pub fn spawn_on(queue: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "worker", "--queue", queue, "--threads", "1"])
+            .args(["--log-format", "json", "worker", "--queue", queue, "--concurrency", "1", "--threads", "1"])
             .args(extra)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

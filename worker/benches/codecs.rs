@@ -106,7 +106,8 @@ fn parquet_decode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64));
     g.bench_function("parquet", |b| {
         b.iter(|| {
-            let reader = handle.block_on(StoreFileReader::open(store.clone(), url.key())).unwrap();
+            let reader =
+                handle.block_on(StoreFileReader::open_with_metadata(store.clone(), url.key(), "bench")).unwrap();
             let shard = ParquetShard {
                 file: &file,
                 row_groups: (0..groups).collect(),

@@ -10,7 +10,7 @@
 
 use crate::pool::CpuPool;
 use crate::runtime::{ModelRuntime, RuntimeOptions};
-use crate::shard::{ShardJob, score_shard};
+use crate::shard::{OpenedInput, ShardJob, score_shard};
 use crate::{Error, Result, WorkerConfig};
 use bytes::Bytes;
 use hourglass_core::ledger::{DoneRecord, FailedRecord, JobRecord, LEDGER_VERSION, Ledger, now_ms};
@@ -353,8 +353,10 @@ impl Worker {
             decode_only: false,
         };
         let handle = tokio::runtime::Handle::current();
+        // Opened while the shard may still wait for a pool thread.
+        let input = OpenedInput::open(task).await?;
         // Started when a pool thread takes it, not while it waits for one.
-        let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job))).await;
+        let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job, Some(input)))).await;
         let outcome = outcome?;
         if abandon.is_cancelled() {
             return Err(Error::Cancelled);

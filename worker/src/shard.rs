@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hourglass_core::store::{self, BlobStore, ByteStream};
 use hourglass_core::task::{Format, ShardTask};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +45,33 @@ pub struct ShardJob {
     /// Read and decode only: no scoring, no output (`hourglass bench`'s
     /// decode stage). The outcome's output is empty.
     pub decode_only: bool,
+}
+
+/// A shard's input, opened on the runtime before a pool thread takes the
+/// shard (while it waits its turn, leased ahead): the CSV range's GET under
+/// way, or the Parquet footer read. The thread then starts decoding at
+/// once instead of idling through a round trip.
+pub enum OpenedInput {
+    Csv(ByteStream),
+    Parquet(StoreFileReader, ArrowReaderMetadata),
+}
+
+impl OpenedInput {
+    pub async fn open(task: &ShardTask) -> Result<Self> {
+        let url = &task.input.url;
+        let store = store::open(url)?;
+        match task.input.format {
+            Format::Csv => {
+                let [start, end] = task.input.range.unwrap_or_default();
+                Ok(Self::Csv(store.get_range(url.key(), start..end).await?))
+            }
+            Format::Parquet => {
+                let (reader, metadata) =
+                    StoreFileReader::open_with_metadata(store, url.key(), &url.to_string()).await?;
+                Ok(Self::Parquet(reader, metadata))
+            }
+        }
+    }
 }
 
 /// Adapts a byte stream to `std::io::Read` for the CSV reader. Store errors
@@ -94,8 +122,13 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Scores one shard. Runs on a CPU pool thread, never on the runtime.
-pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
+/// `input` is the shard's input opened ahead; `None` opens it here.
+pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) -> Result<ShardOutcome> {
     let started = Instant::now();
+    let input = match input {
+        Some(i) => i,
+        None => handle.block_on(OpenedInput::open(&job.task))?,
+    };
     let task = &job.task;
     let url = &task.input.url;
     let file = url.to_string();
@@ -118,10 +151,10 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
         rows += batch.rows as u64;
         writer.write(batch.ids, columns)
     };
-    let (writer, bad) = match task.input.format {
-        Format::Csv => {
+    let (writer, bad) = match input {
+        OpenedInput::Csv(stream) => {
             let columns = task.input.columns.as_deref().unwrap_or_default();
-            let [start, end] = task.input.range.unwrap_or_default();
+            let [start, _] = task.input.range.unwrap_or_default();
             let bindings = model.signature().bind(&file, columns, &task.id_column)?;
             let id_column = columns.iter().position(|c| *c == task.id_column).expect("bind checks the id column");
             let mut writer = OutputWriter::new(
@@ -129,7 +162,6 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
                 &task.id_column,
                 schema_for(&task.id_column, DataType::Utf8, &model.signature().outputs),
             );
-            let stream = handle.block_on(store.get_range(&key, start..end))?;
             let error = Arc::new(Mutex::new(None));
             let reader = StreamReader { handle, stream, chunk: Bytes::new(), error: error.clone() };
             let decoder = CsvShard {
@@ -165,9 +197,8 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
                 }
             }
         }
-        Format::Parquet => {
+        OpenedInput::Parquet(reader, metadata) => {
             let mut writer = OutputWriter::new(task.shard.as_str(), &task.id_column, None);
-            let reader = handle.block_on(StoreFileReader::open(store.clone(), &key))?;
             let decoder = ParquetShard {
                 file: &file,
                 row_groups: task.input.row_groups.clone().unwrap_or_default(),
@@ -175,7 +206,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob) -> Result<ShardOutcome> {
                 signature: model.signature(),
                 batch_size: job.batch_size,
             };
-            decoder.decode(handle, reader, |b| score(&mut writer, b))?;
+            decoder.decode(handle, (reader, metadata), |b| score(&mut writer, b))?;
             (writer, Vec::new())
         }
     };

@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use hourglass_core::model::{DType, InputBinding, ModelSignature};
 use hourglass_core::store::BlobStore;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use std::ops::Range;
@@ -55,6 +55,28 @@ impl StoreFileReader {
     pub async fn open(store: Arc<dyn BlobStore>, key: &str) -> hourglass_core::Result<Self> {
         let size = store.head(key).await?.size;
         Ok(Self { store, key: key.to_string(), size })
+    }
+
+    /// Opens the file and reads its footer: everything a shard needs
+    /// before decoding. `file` names it in errors.
+    pub async fn open_with_metadata(
+        store: Arc<dyn BlobStore>,
+        key: &str,
+        file: &str,
+    ) -> Result<(Self, ArrowReaderMetadata)> {
+        let mut reader = Self::open(store, key).await?;
+        let metadata =
+            ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default()).await.map_err(|e| {
+                match e {
+                    // A store failure keeps its kind (retryable or not).
+                    parquet::errors::ParquetError::External(inner) => match inner.downcast::<hourglass_core::Error>() {
+                        Ok(store_err) => Error::Core(*store_err),
+                        Err(other) => Error::Decode { file: file.to_string(), message: other.to_string() },
+                    },
+                    other => Error::Decode { file: file.to_string(), message: other.to_string() },
+                }
+            })?;
+        Ok((reader, metadata))
     }
 }
 
@@ -119,16 +141,17 @@ pub struct ParquetShard<'a> {
 }
 
 impl ParquetShard<'_> {
-    /// Decodes the shard on the calling (CPU pool) thread; IO is awaited on
-    /// the runtime through `handle`. Returns the rows decoded.
+    /// Decodes the shard on the calling (CPU pool) thread from a file
+    /// opened with [`StoreFileReader::open_with_metadata`]; IO is awaited
+    /// on the runtime through `handle`. Returns the rows decoded.
     pub fn decode(
         &self,
         handle: &tokio::runtime::Handle,
-        reader: StoreFileReader,
+        (reader, metadata): (StoreFileReader, ArrowReaderMetadata),
         mut on_batch: impl FnMut(Batch) -> Result<()>,
     ) -> Result<u64> {
         let derr = |e: &dyn std::fmt::Display| Error::Decode { file: self.file.to_string(), message: e.to_string() };
-        let builder = handle.block_on(ParquetRecordBatchStreamBuilder::new(reader)).map_err(|e| derr(&e))?;
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
         let fields = builder.schema().fields().clone();
         let id_index = fields
             .iter()
