@@ -114,18 +114,18 @@ struct Report {
     nodes_for_1e9_rows_in_1h: u64,
 }
 
-fn median(mut v: Vec<f64>) -> Stage {
-    let mut sorted = v.clone();
+fn median(v: &[f64]) -> f64 {
+    let mut sorted = v.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let m = if sorted.is_empty() {
-        0.0
-    } else if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
-    v.shrink_to_fit();
-    Stage { rows_per_sec: m, rounds: v }
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn stage(rounds: Vec<f64>) -> Stage {
+    Stage { rows_per_sec: median(&rounds), rounds }
 }
 
 /// One look at a running process through `/proc/PID`.
@@ -230,6 +230,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             prefetch_shards: a.prefetch_shards,
             threads: ort_threads,
             batch_size: a.batch_size,
+            // 100× slower than anything measured, plus start-up.
+            time_limit: Duration::from_secs(60 + a.rows / 10_000),
         };
         let pr = pipeline(&queue_url, spec(&output), &model, &worker).await?;
         let p = pr.rows_per_sec;
@@ -257,7 +259,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             pipe.push(p);
         }
     }
-    let (raw_sessions, raw_intra, decode, pipeline) = (median(raw_s), median(raw_i), median(dec), median(pipe));
+    let (raw_sessions, raw_intra, decode, pipeline) = (stage(raw_s), stage(raw_i), stage(dec), stage(pipe));
     let raw = if raw_sessions.rows_per_sec >= raw_intra.rows_per_sec {
         Stage { rows_per_sec: raw_sessions.rows_per_sec, rounds: raw_sessions.rounds.clone() }
     } else {
@@ -280,8 +282,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         decode_over_raw: decode.rows_per_sec / raw.rows_per_sec,
         nodes_for_1e9_rows_in_1h: (1e9 / (pipeline.rows_per_sec * 3600.0)).ceil() as u64,
         pipeline_peak_rss_mib: peak_kib as f64 / 1024.0,
-        pipeline_cpu_pool: median(cpu_pool).rows_per_sec,
-        pipeline_cpu_other: median(cpu_other).rows_per_sec,
+        pipeline_cpu_pool: median(&cpu_pool),
+        pipeline_cpu_other: median(&cpu_other),
         us_per_row_ort: per_row(raw.rows_per_sec),
         us_per_row_decode: per_row(decode.rows_per_sec),
         us_per_row_rest: per_row(pipeline.rows_per_sec) - per_row(raw.rows_per_sec) - per_row(decode.rows_per_sec),
@@ -407,6 +409,9 @@ struct WorkerArgs {
     prefetch_shards: usize,
     threads: usize,
     batch_size: usize,
+    /// A worker still running after this is stuck: it is killed and the
+    /// bench fails instead of waiting forever.
+    time_limit: Duration,
 }
 
 /// One pipeline round, as seen from outside the worker process.
@@ -440,10 +445,15 @@ async fn pipeline(queue_url: &str, spec: JobSpec, model: &ModelRuntime, w: &Work
         .stdin(std::process::Stdio::null())
         .spawn()
         .context("starting `hourglass worker`")?;
-    let pid = child.id();
+    let (pid, time_limit, spawned) = (child.id(), w.time_limit, Instant::now());
     let samples = tokio::task::spawn_blocking(move || -> Result<Vec<ProcSample>> {
         let mut samples = Vec::new();
         loop {
+            if spawned.elapsed() > time_limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("`hourglass worker` still running after {time_limit:?}; killed it");
+            }
             // Sampled before the exit check, so the last sample is taken
             // at most one period before exit, in the idle wait.
             if let Some(s) = sample_process(pid) {

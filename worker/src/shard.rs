@@ -52,7 +52,8 @@ pub struct ShardJob {
 /// way, or the Parquet footer read. The thread then starts decoding at
 /// once instead of idling through a round trip.
 pub enum OpenedInput {
-    Csv(ByteStream),
+    /// The store is kept for the rare second read (line numbers of bad rows).
+    Csv(Arc<dyn BlobStore>, ByteStream),
     Parquet(StoreFileReader, ArrowReaderMetadata),
 }
 
@@ -63,7 +64,8 @@ impl OpenedInput {
         match task.input.format {
             Format::Csv => {
                 let [start, end] = task.input.range.unwrap_or_default();
-                Ok(Self::Csv(store.get_range(url.key(), start..end).await?))
+                let stream = store.get_range(url.key(), start..end).await?;
+                Ok(Self::Csv(store, stream))
             }
             Format::Parquet => {
                 let (reader, metadata) =
@@ -132,7 +134,6 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
     let task = &job.task;
     let url = &task.input.url;
     let file = url.to_string();
-    let store = store::open(url)?;
     let key = url.key().to_string();
     let model = &job.model;
     let mut rows = 0u64;
@@ -152,7 +153,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
         writer.write(batch.ids, columns)
     };
     let (writer, bad) = match input {
-        OpenedInput::Csv(stream) => {
+        OpenedInput::Csv(store, stream) => {
             let columns = task.input.columns.as_deref().unwrap_or_default();
             let [start, _] = task.input.range.unwrap_or_default();
             let bindings = model.signature().bind(&file, columns, &task.id_column)?;
