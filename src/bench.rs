@@ -391,6 +391,7 @@ async fn decode(tasks: &[ShardTask], model: &Arc<ModelRuntime>, batch: usize, co
                     cancel: CancellationToken::new(),
                     fault_batch_delay: Duration::ZERO,
                     decode_only: true,
+                    inference_seconds: None,
                 };
                 rows += score_shard(&handle, &job, None)?.rows;
             }

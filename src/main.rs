@@ -15,6 +15,8 @@ use hourglass_core::telemetry::{self, LogFormat};
 use hourglass_core::{BlobUrl, JobId, queue};
 use hourglass_worker::lease::Worker;
 use hourglass_worker::{ModelRuntime, RuntimeOptions, WorkerConfig, config};
+use hourglass_core::metrics::prometheus_client::registry::Registry;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -201,6 +203,9 @@ struct WorkerArgs {
     /// Name in done and failed records (default: host-pid).
     #[arg(long)]
     worker_id: Option<String>,
+    /// Serve Prometheus metrics and /healthz here (e.g. 0.0.0.0:9100).
+    #[arg(long, env = "HOURGLASS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Fault injection for tests: sleep before each batch.
     #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
     fault_batch_delay: Duration,
@@ -352,8 +357,24 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let worker = Arc::new(Worker::new(queue, config));
+    let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r)).await?;
     worker.run(shutdown).await?;
     Ok(())
+}
+
+/// Serves the metrics `register` adds at `addr`, when given, until the
+/// returned task is dropped with the process.
+async fn serve_metrics(
+    addr: Option<SocketAddr>,
+    register: impl FnOnce(&mut Registry),
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let mut registry = Registry::default();
+    register(&mut registry);
+    let (bound, task) =
+        hourglass_core::metrics::serve(addr, Arc::new(registry)).await.with_context(|| format!("--metrics-addr {addr}"))?;
+    tracing::info!(%bound, "serving metrics");
+    Ok(Some(task))
 }
 
 /// Cancels `token` on SIGTERM or Ctrl-C.

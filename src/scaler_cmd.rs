@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -355,18 +354,7 @@ async fn live(a: RunArgs) -> Result<()> {
         dry_run: a.dry_run,
     };
     let mut scaler = Scaler::new(cfg, queue, ledger, kube);
-    let _metrics = match a.metrics_addr {
-        Some(addr) => {
-            let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
-            scaler.metrics().register(&mut registry);
-            let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry))
-                .await
-                .with_context(|| format!("--metrics-addr {addr}"))?;
-            tracing::info!(%bound, "serving metrics");
-            Some(task)
-        }
-        None => None,
-    };
+    let _metrics = crate::serve_metrics(a.metrics_addr, |r| scaler.metrics().register(r)).await?;
     if a.once {
         let report = scaler.tick(SystemTime::now()).await.map_err(anyhow::Error::msg)?;
         println!(

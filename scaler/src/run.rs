@@ -76,12 +76,21 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobStateLabels {
+    job: String,
+    state: String,
+}
+
 /// The scaler's metrics; names are the contract the dashboards use.
 #[derive(Default)]
 pub struct Metrics {
     desired: Gauge,
     current: Gauge,
+    scheduled: Gauge,
+    pending: Gauge,
     placeholders: Gauge,
+    job_shards: Family<JobStateLabels, Gauge>,
     projected_finish: Gauge<f64, AtomicU64>,
     slack: Gauge<f64, AtomicU64>,
     backlog_rows: Gauge,
@@ -98,6 +107,21 @@ impl Metrics {
         let p = "hourglass_scaler";
         r.register(format!("{p}_desired_replicas"), "Worker replicas the policy asks for", self.desired.clone());
         r.register(format!("{p}_current_replicas"), "Worker replicas the Deployment has (spec)", self.current.clone());
+        r.register(
+            format!("{p}_worker_pods_scheduled"),
+            "Worker pods bound to a node (running or starting)",
+            self.scheduled.clone(),
+        );
+        r.register(
+            format!("{p}_worker_pods_pending"),
+            "Worker pods waiting for a node",
+            self.pending.clone(),
+        );
+        r.register(
+            format!("{p}_job_shards"),
+            "Shards of the watched job by state: total, done (from the ledger)",
+            self.job_shards.clone(),
+        );
         r.register(format!("{p}_placeholder_replicas"), "Placeholder pods asked for", self.placeholders.clone());
         r.register(
             format!("{p}_projected_finish_seconds"),
@@ -209,6 +233,14 @@ impl Scaler {
                 .await
                 .map_err(|e| self.kube_error("list_pods", e))?;
             schedulable += pods.scheduled;
+            self.metrics.scheduled.set(i64::from(pods.scheduled));
+            self.metrics.pending.set(i64::from(pods.pending));
+        }
+        if let Some(job) = &progress.job {
+            for (state, n) in [("total", progress.shards_total), ("done", progress.shards_done)] {
+                let labels = JobStateLabels { job: job.to_string(), state: state.into() };
+                self.metrics.job_shards.get_or_create(&labels).set(n.min(i64::MAX as u64) as i64);
+            }
         }
         let placeholder_scale = match &self.cfg.placeholders {
             Some(p) => {

@@ -27,6 +27,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::metrics::{JobLabels, WorkerMetrics};
+
 /// What a worker did, for its exit log and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerSummary {
@@ -52,6 +54,7 @@ pub struct Worker {
     models: tokio::sync::Mutex<HashMap<String, Arc<ModelRuntime>>>,
     jobs: Mutex<HashMap<JobId, Arc<JobRecord>>>,
     counters: Counters,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Worker {
@@ -64,7 +67,13 @@ impl Worker {
             models: Default::default(),
             jobs: Default::default(),
             counters: Counters::default(),
+            metrics: Arc::new(WorkerMetrics::default()),
         }
+    }
+
+    /// The worker's metrics, to register with the process's registry.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
     }
 
     fn runtime_options(&self) -> RuntimeOptions {
@@ -165,6 +174,7 @@ impl Worker {
                 }
                 Err(e) => {
                     receive_failures += 1;
+                    self.metrics.receive_failures.inc();
                     warn!(error = %e, attempt = receive_failures, "receive failed; retrying");
                     drop(first);
                     tokio::select! {
@@ -240,9 +250,15 @@ impl Worker {
     /// One delivery, start to finish. Errors are handled here, never lost:
     /// every path ends in ack, release, or dead-letter.
     async fn handle(self: Arc<Self>, message: Message, abandon: CancellationToken) {
+        self.metrics.in_flight.inc();
+        let _settled = scopeguard(|| {
+            self.metrics.in_flight.dec();
+        });
         let task = match ShardTask::decode(&message.body) {
             Ok(t) => t,
             Err(e) => {
+                self.metrics.outcome("failed");
+                self.metrics.error("poison");
                 warn!(message = %message.id, error = %e, "poison message; dead-lettering");
                 if let Err(e2) = self.queue.dead_letter(&message, &e.to_string()).await {
                     warn!(message = %message.id, error = %e2, "dead-letter failed; the queue's redrive will move it");
@@ -262,6 +278,7 @@ impl Worker {
         match ledger.read_done(&task.shard).await {
             Ok(Some(_)) => {
                 info!("already done; acking the redelivery");
+                self.metrics.outcome("skipped");
                 self.ack(&message).await;
                 return;
             }
@@ -288,11 +305,19 @@ impl Worker {
                 self.ack(&message).await;
                 self.counters.done.fetch_add(1, Ordering::Relaxed);
                 self.counters.rows.fetch_add(done.rows, Ordering::Relaxed);
+                let job = JobLabels { job: task.job.to_string() };
+                self.metrics.rows.get_or_create(&job).inc_by(done.rows);
+                if done.bad_rows > 0 {
+                    self.metrics.bad_rows.get_or_create(&job).inc_by(done.bad_rows);
+                }
+                self.metrics.shard_seconds.observe(done.seconds);
+                self.metrics.outcome("done");
                 info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "shard done");
                 self.finalize(&ledger, &task.job).await;
             }
             Err(Error::Cancelled) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
+                self.metrics.outcome("released");
                 match self.queue.release(&message.receipt).await {
                     Ok(()) => info!("shard released for another worker"),
                     Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
@@ -351,6 +376,7 @@ impl Worker {
             cancel: abandon.child_token(),
             fault_batch_delay: self.config.fault_batch_delay,
             decode_only: false,
+            inference_seconds: Some(self.metrics.inference_seconds.clone()),
         };
         let handle = tokio::runtime::Handle::current();
         // Opened while the shard may still wait for a pool thread.
@@ -397,6 +423,8 @@ impl Worker {
 
     /// Hides the message for a backoff, then another attempt follows.
     async fn retry_later(&self, message: &Message, err: &Error) {
+        self.metrics.outcome("retried");
+        self.metrics.error(err.kind());
         let delay = Duration::from_secs(1u64 << message.receive_count.min(5)).min(self.config.visibility_timeout);
         if let Err(e) = self.queue.extend(&message.receipt, delay).await {
             warn!(error = %e, cause = %err, "could not schedule the retry; the lease will expire instead");
@@ -407,6 +435,8 @@ impl Worker {
     async fn fail(&self, message: &Message, task: &ShardTask, ledger: Option<&Ledger>, err: &Error) {
         warn!(error = %err, kind = err.kind(), "shard failed for good; dead-lettering");
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.outcome("failed");
+        self.metrics.error(err.kind());
         if let Some(ledger) = ledger {
             let record = FailedRecord {
                 v: LEDGER_VERSION,
@@ -453,4 +483,17 @@ fn propagate(done: Result<(), JoinError>) {
     {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// Runs `f` when dropped: a gauge decremented on every exit path.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
 }

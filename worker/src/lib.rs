@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod lease;
+pub mod metrics;
 pub mod pool;
 pub mod runtime;
 pub mod shard;

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 use arrow_schema::DataType;
 use bytes::Bytes;
 use futures::StreamExt;
+use prometheus_client::metrics::histogram::Histogram;
 use hourglass_core::store::{self, BlobStore, ByteStream};
 use hourglass_core::task::{Format, ShardTask};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
@@ -45,6 +46,8 @@ pub struct ShardJob {
     /// Read and decode only: no scoring, no output (`hourglass bench`'s
     /// decode stage). The outcome's output is empty.
     pub decode_only: bool,
+    /// Observes each ONNX Runtime call's seconds.
+    pub inference_seconds: Option<Histogram>,
 }
 
 /// A shard's input, opened on the runtime before a pool thread takes the
@@ -148,7 +151,11 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             rows += batch.rows as u64;
             return Ok(());
         }
+        let t = Instant::now();
         let columns = model.run(&batch.inputs, batch.rows)?;
+        if let Some(h) = &job.inference_seconds {
+            h.observe(t.elapsed().as_secs_f64());
+        }
         rows += batch.rows as u64;
         writer.write(batch.ids, columns)
     };
