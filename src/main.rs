@@ -8,7 +8,8 @@ mod scaler_cmd;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use hourglass_coordinator::{status, submit, synth, verify};
+use hourglass_coordinator::{schedule, status, submit, synth, trigger, verify};
+use hourglass_core::model::ModelSignature;
 use hourglass_core::ledger::JobSpec;
 use hourglass_core::task::Format;
 use hourglass_core::telemetry::{self, LogFormat};
@@ -61,6 +62,9 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Scale the worker Deployment to meet the job's deadline (or `scaler simulate`).
     Scaler(Box<scaler_cmd::ScalerArgs>),
+    /// Start jobs when files land in S3: read S3 event notifications from a
+    /// queue, match them against rules, submit (idempotently).
+    Watch(WatchArgs),
     /// Manage SQS queues.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -124,7 +128,9 @@ impl From<FormatArg> for Format {
 
 #[derive(Args)]
 struct SubmitArgs {
-    /// Input file or prefix (directory) of .csv / .parquet files.
+    /// Input file or prefix (directory) of .csv / .parquet files. May hold
+    /// `{date}` (the run date, 2026-11-22) or `{date:%Y%m%d}`, as may
+    /// --model, --output and --job-id.
     #[arg(long)]
     input: String,
     /// The ONNX model.
@@ -136,9 +142,17 @@ struct SubmitArgs {
     /// Queue URL.
     #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
     queue: String,
-    /// When the job must be done: `+1h` (from now) or an RFC 3339 time.
+    /// When the job must be done: `+1h` (from now), a time of day (`06:00`:
+    /// the next one in --tz) or an RFC 3339 time.
     #[arg(long)]
     deadline: Option<String>,
+    /// The run date `{date}` stands for: today (in --tz), yesterday, today-N
+    /// or YYYY-MM-DD (to re-run or backfill a night).
+    #[arg(long, default_value = "today")]
+    date: String,
+    /// Time zone of --date and of a time-of-day --deadline (IANA name).
+    #[arg(long, default_value = "UTC", env = "HOURGLASS_TZ")]
+    tz: String,
     /// Input format, when file names do not say it.
     #[arg(long)]
     format: Option<FormatArg>,
@@ -153,8 +167,8 @@ struct SubmitArgs {
     /// _hourglass/bad/<shard>.csv); one more fails the shard.
     #[arg(long, default_value_t = 0)]
     max_bad_rows: u64,
-    /// Job id; by default derived from the inputs, model and options, so
-    /// submitting the same job again resumes it.
+    /// Job id (e.g. `ctr-{date}`); by default derived from the inputs, model
+    /// and options, so submitting the same job again resumes it.
     #[arg(long)]
     job_id: Option<String>,
     /// Print the report as JSON.
@@ -209,6 +223,28 @@ struct WorkerArgs {
     /// Fault injection for tests: sleep before each batch.
     #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
     fault_batch_delay: Duration,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// The queue the bucket's event notifications go to (SQS URL).
+    #[arg(long, env = "HOURGLASS_EVENTS_QUEUE")]
+    events_queue: String,
+    /// Rules: which objects start which jobs (YAML; see README).
+    #[arg(long, env = "HOURGLASS_RULES")]
+    rules: std::path::PathBuf,
+    /// The work queue jobs' shards go to.
+    #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
+    queue: String,
+    /// Long-poll wait per receive.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    poll_wait: Duration,
+    /// How long an event is hidden while its job is planned (and before a retry).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    visibility_timeout: Duration,
+    /// Serve Prometheus metrics and /healthz here (e.g. 0.0.0.0:9100).
+    #[arg(long, env = "HOURGLASS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -275,23 +311,51 @@ async fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
     Ok(tokio::task::spawn_blocking(move || ModelRuntime::load(&bytes, &source, options)).await??)
 }
 
+/// Reads models for `watch` through the worker runtime.
+struct RuntimeModels;
+
+#[async_trait::async_trait]
+impl trigger::ModelReader for RuntimeModels {
+    async fn read(&self, model: &BlobUrl) -> hourglass_coordinator::Result<(ModelSignature, String)> {
+        let runtime = load_model(model, 1)
+            .await
+            .map_err(|e| hourglass_coordinator::Error::Request(format!("model {model}: {e:#}")))?;
+        Ok((runtime.signature().clone(), runtime.sha256().to_string()))
+    }
+}
+
 async fn cmd_submit(a: SubmitArgs) -> Result<()> {
-    let model = BlobUrl::parse(&a.model)?;
+    let tz = schedule::time_zone(&a.tz)?;
+    let now = jiff::Timestamp::now();
+    let date = schedule::run_date(&a.date, now, &tz)?;
+    let expand = |flag: &str, v: &str| schedule::expand(flag, v, date);
+    let model = BlobUrl::parse(&expand("--model", &a.model)?)?;
     let runtime = load_model(&model, 1).await?;
+    let deadline_unix_ms = match a.deadline.as_deref() {
+        Some(d) if schedule::is_time_of_day(d) => {
+            Some(schedule::next_time_of_day(d, now, &tz)?.as_millisecond().max(0) as u64)
+        }
+        Some(d) => Some(parse_deadline(d)?),
+        None => None,
+    };
     let spec = JobSpec {
-        input: BlobUrl::parse(&a.input)?,
+        input: BlobUrl::parse(&expand("--input", &a.input)?)?,
         model: model.clone(),
-        output: BlobUrl::parse(&a.output)?.as_prefix(),
+        output: BlobUrl::parse(&expand("--output", &a.output)?)?.as_prefix(),
         format: a.format.map(Into::into),
         id_column: a.id_column,
         shard_bytes: a.shard_size,
         max_bad_rows: a.max_bad_rows,
-        deadline_unix_ms: a.deadline.as_deref().map(parse_deadline).transpose()?,
+        deadline_unix_ms,
     };
     let queue = queue::open(&a.queue)?;
+    let job_id = match a.job_id.as_deref() {
+        Some(id) => Some(JobId::parse(&expand("--job-id", id)?)?),
+        None => None,
+    };
     let request = submit::SubmitRequest {
         spec,
-        job_id: a.job_id.as_deref().map(JobId::parse).transpose()?,
+        job_id,
         signature: runtime.signature().clone(),
         model_sha256: runtime.sha256().to_string(),
     };
@@ -441,6 +505,27 @@ async fn cmd_verify(a: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
+async fn cmd_watch(a: WatchArgs) -> Result<()> {
+    let file = a.rules.display().to_string();
+    let text = std::fs::read_to_string(&a.rules).with_context(|| format!("--rules {file}"))?;
+    let rules = trigger::Rules::parse(&file, &text)?;
+    let watcher = trigger::Watcher {
+        events: queue::open(&a.events_queue)?,
+        work: queue::open(&a.queue)?,
+        rules,
+        models: Arc::new(RuntimeModels),
+        metrics: Default::default(),
+        poll_wait: a.poll_wait.min(queue::MAX_WAIT),
+        visibility: a.visibility_timeout,
+    };
+    hourglass_worker::runtime::environment()?;
+    let _metrics = serve_metrics(a.metrics_addr, |r| watcher.metrics.register(r)).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    watcher.run(stop).await?;
+    Ok(())
+}
+
 async fn cmd_gen_data(a: GenDataArgs) -> Result<()> {
     let dir = BlobUrl::parse(&a.output)?.as_prefix();
     let store = hourglass_core::store::open(&dir)?;
@@ -485,6 +570,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd_status(a).await,
             Command::Verify(a) => cmd_verify(a).await,
             Command::Queue(c) => cmd_queue(c).await,
+            Command::Watch(a) => cmd_watch(a).await,
             Command::Scaler(a) => scaler_cmd::run(*a).await,
             Command::Bench(a) => bench::run(*a).await,
         }

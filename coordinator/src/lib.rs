@@ -10,9 +10,11 @@
 
 pub mod error;
 pub mod plan;
+pub mod schedule;
 pub mod status;
 pub mod submit;
 pub mod synth;
+pub mod trigger;
 pub mod verify;
 
 pub use error::{Error, Result};
