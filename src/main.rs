@@ -9,14 +9,14 @@ mod scaler_cmd;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use hourglass_coordinator::{schedule, status, submit, synth, trigger, verify};
-use hourglass_core::model::ModelSignature;
 use hourglass_core::ledger::JobSpec;
+use hourglass_core::metrics::prometheus_client::registry::Registry;
+use hourglass_core::model::ModelSignature;
 use hourglass_core::task::Format;
 use hourglass_core::telemetry::{self, LogFormat};
 use hourglass_core::{BlobUrl, JobId, queue};
 use hourglass_worker::lease::Worker;
 use hourglass_worker::{ModelRuntime, RuntimeOptions, WorkerConfig, config};
-use hourglass_core::metrics::prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -435,8 +435,9 @@ async fn serve_metrics(
     let Some(addr) = addr else { return Ok(None) };
     let mut registry = Registry::default();
     register(&mut registry);
-    let (bound, task) =
-        hourglass_core::metrics::serve(addr, Arc::new(registry)).await.with_context(|| format!("--metrics-addr {addr}"))?;
+    let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry))
+        .await
+        .with_context(|| format!("--metrics-addr {addr}"))?;
     tracing::info!(%bound, "serving metrics");
     Ok(Some(task))
 }

@@ -365,3 +365,75 @@ fn a_missing_onnx_runtime_is_a_clear_error_not_a_panic() {
         assert!(err.contains(want) && !err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn nightly_submit_expands_the_run_date_and_resumes_on_retry() {
+    let s = Scratch::new();
+    let night = s.s("input/2026-11-21/");
+    hourglass_ok(&["gen-data", "--output", &night, "--rows", "3000", "--files", "1", "--format", "csv"]);
+    let model = model_path();
+    let input = s.s("input/{date}/");
+    let output = s.s("output/dt={date:%Y%m%d}/");
+    let queue = s.queue();
+    let nightly = |date: &str| {
+        hourglass(&[
+            "submit",
+            "--input",
+            &input,
+            "--model",
+            model.to_str().unwrap(),
+            "--output",
+            &output,
+            "--queue",
+            &queue,
+            "--job-id",
+            "ctr-{date}",
+            "--date",
+            date,
+            "--deadline",
+            "06:00",
+            "--tz",
+            "Europe/Berlin",
+            "--json",
+        ])
+    };
+    let first = nightly("2026-11-21");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["job"], "ctr-2026-11-21", "{report}");
+    assert_eq!(report["resumed"], false, "{report}");
+    assert!(report["output"].as_str().unwrap().ends_with("output/dt=20261121/"), "{report}");
+    let job: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("output/dt=20261121/_hourglass/job.json")).unwrap()).unwrap();
+    // The next 06:00 in Berlin is 05:00 or 04:00 UTC, at most a day ahead.
+    let deadline_ms = job["spec"]["deadline_unix_ms"].as_u64().expect("deadline recorded");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(deadline_ms > now_ms && deadline_ms <= now_ms + 86_400_000, "{job}");
+    assert!(matches!((deadline_ms / 1000) % 86_400, 14_400 | 18_000), "06:00 Berlin is 04:00 or 05:00 UTC: {job}");
+
+    // The CronJob retried: the same night resolves to the same job, resumed.
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(w.wait_exit(Duration::from_secs(120)).success(), "{}", w.log.join("\n"));
+    let again = nightly("2026-11-21");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((report["job"].as_str(), report["resumed"].as_bool()), (Some("ctr-2026-11-21"), Some(true)));
+    assert_eq!(report["enqueued"], 0, "{report}");
+
+    // Another night with no files yet is a clear error naming the expanded path.
+    let missing = nightly("2026-11-22");
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("2026-11-22"), "{err}");
+    let typo = hourglass(&[
+        "submit",
+        "--input",
+        &s.s("input/{day}/"),
+        "--model",
+        model.to_str().unwrap(),
+        "--output",
+        &output,
+    ]);
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && err.contains("--input") && err.contains("{day}"), "{err}");
+}

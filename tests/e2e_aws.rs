@@ -241,3 +241,103 @@ fn poison_messages_are_dead_lettered_and_the_worker_keeps_serving() {
     assert!(aws.exists("out/_SUCCESS"), "the real shard was still served");
     assert_eq!(rt().block_on(aws.queue().depth()).unwrap().dead, Some(3));
 }
+
+/// A real bucket notification (S3 → SQS on moto): objects landing start
+/// jobs through `hourglass watch`, once per object, and the jobs run.
+#[test]
+fn s3_events_start_jobs_once() {
+    let aws = Aws::new(3);
+    let events = String::from_utf8(hourglass_ok(&["queue", "create", "--name", &unique("ev")]).stdout).unwrap();
+    let events = events.trim().to_string();
+    rt().block_on(async {
+        let sdk = hourglass_core::aws::sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&events)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+        use aws_sdk_s3::types::*;
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
+        let prefix = FilterRule::builder().name(FilterRuleName::Prefix).value("drops/").build();
+        let notification = NotificationConfiguration::builder()
+            .queue_configurations(
+                QueueConfiguration::builder()
+                    .queue_arn(arn)
+                    .events(Event::from("s3:ObjectCreated:*"))
+                    .filter(
+                        NotificationConfigurationFilter::builder()
+                            .key(S3KeyFilter::builder().filter_rules(prefix).build())
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        s3.put_bucket_notification_configuration()
+            .bucket(&aws.bucket)
+            .notification_configuration(notification)
+            .send()
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    let model = aws.url("models/ctr_gbdt.onnx");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n\
+             - name: daily\n  prefix: drops/daily/\n  ready: _READY\n  model: {model}\n  output: s3://{b}/scores/{{dir}}\n  deadline: +1h\n\
+             - name: files\n  prefix: drops/files/\n  suffix: .csv\n  model: {model}\n  output: s3://{b}/scores/files/{{stem}}/\n",
+            b = aws.bucket
+        ),
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap().to_string();
+    let mut watch = WorkerProc::spawn_command(
+        &["watch", "--events-queue", &events, "--rules", &rules, "--queue", &aws.queue, "--poll-wait", "1s"],
+        &[],
+    );
+    // The notification's test event reached the queue.
+    watch.wait_for_line("S3 test event", LONG);
+    let worker = aws.worker(&["--poll-wait", "1s"], &[]);
+
+    // A directory of files waits for its marker; the marker starts one job over it.
+    hourglass_ok(&["gen-data", "--output", &aws.url("drops/daily/d1/"), "--rows", "3000", "--files", "2"]);
+    rt().block_on(aws.store.put("drops/daily/d1/_READY", bytes::Bytes::new())).unwrap();
+    let started = watch.wait_for_line("job started", LONG);
+    assert!(started.contains("drops/daily/d1/_READY"), "{started}");
+    // One object, one job.
+    hourglass_ok(&["gen-data", "--output", &aws.url("drops/files/"), "--rows", "1000", "--files", "1"]);
+    let started = watch.wait_for_line("job started", LONG);
+    assert!(started.contains("drops/files/"), "{started}");
+
+    for out in ["scores/drops/daily/d1/", "scores/files/part-00000/"] {
+        let deadline = std::time::Instant::now() + LONG;
+        while !aws.exists(&format!("{out}_SUCCESS")) {
+            assert!(std::time::Instant::now() < deadline, "{out} not done");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        hourglass_ok(&["verify", &aws.url(out)]);
+    }
+    let st: serde_json::Value =
+        serde_json::from_slice(&hourglass_ok(&["status", &aws.url("scores/drops/daily/d1/"), "--json"]).stdout)
+            .unwrap();
+    assert_eq!((st["rows_done"].as_u64(), st["state"].as_str()), (Some(3000), Some("succeeded")), "{st}");
+    assert!(st["job"].as_str().unwrap().starts_with("daily-"), "{st}");
+
+    // The same marker again (same bytes, same ETag) is the same job: not a second one.
+    rt().block_on(aws.store.put("drops/daily/d1/_READY", bytes::Bytes::new())).unwrap();
+    let dup = watch.wait_for_line("job already started", LONG);
+    assert!(dup.contains("drops/daily/d1/_READY"), "{dup}");
+    let shards =
+        rt().block_on(hourglass_core::store::list_all(aws.store.as_ref(), "scores/drops/daily/d1/part-")).unwrap();
+    assert_eq!(shards.len() as u64, st["shards_total"].as_u64().unwrap(), "no second job's outputs");
+    drop(worker);
+    let _ = watch.child.kill();
+    assert!(watch.log.iter().all(|l| !l.contains("\"level\":\"ERROR\"")), "{}", watch.log.join("\n"));
+}

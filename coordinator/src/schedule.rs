@@ -20,7 +20,8 @@ pub fn time_zone(name: &str) -> Result<TimeZone> {
 /// with today read in `tz` at `now`.
 pub fn run_date(spec: &str, now: Timestamp, tz: &TimeZone) -> Result<Date> {
     let today = now.to_zoned(tz.clone()).date();
-    let bad = |why: &str| Error::Request(format!("--date {spec:?}: {why}; use today, yesterday, today-N or YYYY-MM-DD"));
+    let bad =
+        |why: &str| Error::Request(format!("--date {spec:?}: {why}; use today, yesterday, today-N or YYYY-MM-DD"));
     let back = match spec {
         "today" => 0,
         "yesterday" => 1,

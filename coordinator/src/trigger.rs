@@ -166,7 +166,9 @@ impl Rule {
                     Some(rel) => {
                         let rel = humantime::parse_duration(rel)
                             .map_err(|e| Error::Request(format!("rule {:?}: deadline {d:?}: {e}", self.name)))?;
-                        e.time.checked_add(rel).map_err(|x| Error::Request(format!("rule {:?}: deadline {d:?}: {x}", self.name)))?
+                        e.time
+                            .checked_add(rel)
+                            .map_err(|x| Error::Request(format!("rule {:?}: deadline {d:?}: {x}", self.name)))?
                     }
                     None => {
                         let tz = schedule::time_zone(self.tz.as_deref().unwrap_or("UTC"))?;
@@ -209,7 +211,12 @@ impl Event {
     }
 
     fn probe() -> Self {
-        Event { bucket: "bucket".into(), key: "dir/file.csv".into(), etag: String::new(), time: jiff::Timestamp::UNIX_EPOCH }
+        Event {
+            bucket: "bucket".into(),
+            key: "dir/file.csv".into(),
+            etag: String::new(),
+            time: jiff::Timestamp::UNIX_EPOCH,
+        }
     }
 }
 
@@ -487,7 +494,12 @@ rules:
 "#;
 
     fn event(bucket: &str, key: &str) -> Event {
-        Event { bucket: bucket.into(), key: key.into(), etag: "e1".into(), time: "2026-11-22T01:00:00Z".parse().unwrap() }
+        Event {
+            bucket: bucket.into(),
+            key: key.into(),
+            etag: "e1".into(),
+            time: "2026-11-22T01:00:00Z".parse().unwrap(),
+        }
     }
 
     #[test]
@@ -538,17 +550,29 @@ rules:
         let (_, spec) = rule.job(&marker, input).unwrap();
         assert_eq!(spec.output.to_string(), "s3://scores/daily/drops/daily/2026-11-22/");
         // 06:00 Berlin (UTC+1 in November) after 01:00 UTC.
-        assert_eq!(spec.deadline_unix_ms, Some("2026-11-22T05:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond() as u64));
+        assert_eq!(
+            spec.deadline_unix_ms,
+            Some("2026-11-22T05:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond() as u64)
+        );
     }
 
     #[test]
     fn bad_rules_name_the_file_and_rule() {
         let cases = [
             ("rules: []", "no rules"),
-            ("rules:\n  - name: a\n    model: s3://m/x.onnx\n    output: s3://o/{bogus}/\n", "unknown placeholder {bogus}"),
+            (
+                "rules:\n  - name: a\n    model: s3://m/x.onnx\n    output: s3://o/{bogus}/\n",
+                "unknown placeholder {bogus}",
+            ),
             ("rules:\n  - name: a b\n    model: s3://m/x.onnx\n    output: s3://o/\n", "rule 1 (\"a b\"): name"),
-            ("rules:\n  - name: a\n    model: s3://m/x.onnx\n    output: s3://o/\n    deadline: soon\n", "deadline \"soon\""),
-            ("rules:\n  - name: a\n    model: s3://m/x.onnx\n    output: s3://o/\n    colour: red\n", "unknown field `colour`"),
+            (
+                "rules:\n  - name: a\n    model: s3://m/x.onnx\n    output: s3://o/\n    deadline: soon\n",
+                "deadline \"soon\"",
+            ),
+            (
+                "rules:\n  - name: a\n    model: s3://m/x.onnx\n    output: s3://o/\n    colour: red\n",
+                "unknown field `colour`",
+            ),
         ];
         for (text, want) in cases {
             let err = Rules::parse("rules.yaml", text).unwrap_err().to_string();

@@ -112,11 +112,7 @@ impl Metrics {
             "Worker pods bound to a node (running or starting)",
             self.scheduled.clone(),
         );
-        r.register(
-            format!("{p}_worker_pods_pending"),
-            "Worker pods waiting for a node",
-            self.pending.clone(),
-        );
+        r.register(format!("{p}_worker_pods_pending"), "Worker pods waiting for a node", self.pending.clone());
         r.register(
             format!("{p}_job_shards"),
             "Shards of the watched job by state: total, done (from the ledger)",

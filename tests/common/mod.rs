@@ -101,9 +101,16 @@ impl WorkerProc {
 
     /// A worker on any queue, with extra environment.
     pub fn spawn_on(queue: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut args = vec!["worker", "--queue", queue, "--concurrency", "1", "--threads", "1"];
+        args.extend(extra);
+        Self::spawn_command(&args, env)
+    }
+
+    /// Any `hourglass` command, logging JSON lines.
+    pub fn spawn_command(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "worker", "--queue", queue, "--concurrency", "1", "--threads", "1"])
-            .args(extra)
+            .args(["--log-format", "json"])
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -73,11 +73,7 @@ impl WorkerMetrics {
         );
         r.register(format!("{p}_errors"), "Failed shard attempts by error kind", self.errors.clone());
         r.register(format!("{p}_shards_in_flight"), "Shards leased and not yet settled", self.in_flight.clone());
-        r.register(
-            format!("{p}_inference_seconds"),
-            "ONNX Runtime time per batch",
-            self.inference_seconds.clone(),
-        );
+        r.register(format!("{p}_inference_seconds"), "ONNX Runtime time per batch", self.inference_seconds.clone());
         r.register(format!("{p}_shard_seconds"), "Time to score one shard", self.shard_seconds.clone());
         r.register(format!("{p}_receive_failures"), "Failed queue receives", self.receive_failures.clone());
     }
