@@ -251,7 +251,7 @@ fn s3_events_start_jobs_once() {
     let events = events.trim().to_string();
     rt().block_on(async {
         let sdk = hourglass_core::aws::sdk_config().await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         let attrs = sqs
             .get_queue_attributes()
             .queue_url(&events)

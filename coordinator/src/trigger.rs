@@ -104,15 +104,15 @@ impl Rules {
             if let Some(tz) = &r.tz {
                 schedule::time_zone(tz).map_err(|e| at(e.to_string()))?;
             }
-            if let Some(d) = &r.deadline {
-                if !(d.starts_with('+') || schedule::is_time_of_day(d)) {
-                    return Err(at(format!("deadline {d:?}: use +DURATION (after the event) or HH:MM")));
-                }
+            if let Some(d) = &r.deadline
+                && !(d.starts_with('+') || schedule::is_time_of_day(d))
+            {
+                return Err(at(format!("deadline {d:?}: use +DURATION (after the event) or HH:MM")));
             }
-            if let Some(marker) = &r.ready {
-                if marker.is_empty() || marker.contains('/') {
-                    return Err(at(format!("ready {marker:?}: a file name, like _READY")));
-                }
+            if let Some(marker) = &r.ready
+                && (marker.is_empty() || marker.contains('/'))
+            {
+                return Err(at(format!("ready {marker:?}: a file name, like _READY")));
             }
         }
         Ok(rules)
@@ -444,13 +444,13 @@ impl Watcher {
             self.metrics.count(&rule.name, if is_passing(&e) { "retried" } else { "rejected" });
             (rule.name.clone(), e)
         };
-        let (job, spec) = rule.job(event, input).map_err(|e| fail(e))?;
+        let (job, spec) = rule.job(event, input).map_err(&fail)?;
         let ledger = Ledger::new(store::open(&spec.output).map_err(|e| fail(e.into()))?, &spec.output);
-        if let Some(existing) = ledger.read_job().await.map_err(|e| fail(e.into()))? {
-            if existing.job == job {
-                self.metrics.count(&rule.name, "duplicate");
-                return Ok(Handled::Duplicate(job));
-            }
+        if let Some(existing) = ledger.read_job().await.map_err(|e| fail(e.into()))?
+            && existing.job == job
+        {
+            self.metrics.count(&rule.name, "duplicate");
+            return Ok(Handled::Duplicate(job));
         }
         let (signature, model_sha256) = self.models.read(&spec.model).await.map_err(fail)?;
         let request = SubmitRequest { spec, job_id: Some(job), signature, model_sha256 };
