@@ -183,26 +183,26 @@ struct WorkerArgs {
     queue: String,
     /// Shards scored at once; default: the cores divided by --threads (one
     /// shard per core, measured fastest: see README Performance).
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_CONCURRENCY")]
     concurrency: Option<usize>,
     /// Shards leased ahead, waiting for a CPU slot with their input streaming in.
-    #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS)]
+    #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS, env = "HOURGLASS_PREFETCH_SHARDS")]
     prefetch_shards: usize,
     /// ONNX Runtime intra-op threads per shard; default: the cores divided by
     /// --concurrency when that is given, else 1.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_THREADS")]
     threads: Option<usize>,
     /// Rows per inference batch.
-    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE, env = "HOURGLASS_BATCH_SIZE")]
     batch_size: usize,
     /// Lease length; heartbeats extend it every third of it.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "HOURGLASS_VISIBILITY_TIMEOUT")]
     visibility_timeout: Duration,
     /// Deliveries before a failing shard is recorded as failed and dead-lettered.
-    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS, env = "HOURGLASS_MAX_ATTEMPTS")]
     max_attempts: u32,
     /// After SIGTERM, how long held shards may finish before they are released.
-    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration, env = "HOURGLASS_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
     /// Long-poll wait per receive; default 1s on the local queue, 20s on SQS
     /// (where a stop request interrupts the poll).
@@ -212,7 +212,7 @@ struct WorkerArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     exit_when_idle: Option<Duration>,
     /// Load this model before taking any message, so a bad model fails fast.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_MODEL")]
     model: Option<String>,
     /// Name in done and failed records (default: host-pid).
     #[arg(long)]

@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
@@ -40,6 +41,9 @@ pub struct WorkerMetrics {
     /// One shard from a pool thread taking it to its outcome.
     pub shard_seconds: Histogram,
     pub receive_failures: Counter,
+    /// When this process started (Unix seconds): a restart changes it, so
+    /// `changes()` over it counts crash loops.
+    pub start_time: Gauge<f64, AtomicU64>,
 }
 
 impl Default for WorkerMetrics {
@@ -57,6 +61,12 @@ impl Default for WorkerMetrics {
             inference_seconds: Histogram::new(batch_buckets),
             shard_seconds: Histogram::new(shard_buckets),
             receive_failures: Counter::default(),
+            start_time: {
+                let g = Gauge::<f64, AtomicU64>::default();
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                g.set(now.as_secs_f64());
+                g
+            },
         }
     }
 }
@@ -76,6 +86,7 @@ impl WorkerMetrics {
         r.register(format!("{p}_inference_seconds"), "ONNX Runtime time per batch", self.inference_seconds.clone());
         r.register(format!("{p}_shard_seconds"), "Time to score one shard", self.shard_seconds.clone());
         r.register(format!("{p}_receive_failures"), "Failed queue receives", self.receive_failures.clone());
+        r.register(format!("{p}_start_time_seconds"), "Process start, Unix time", self.start_time.clone());
     }
 
     pub(crate) fn outcome(&self, outcome: &str) {
