@@ -12,7 +12,7 @@ DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
 DEMO_WORKERS ?= 2
 
-.PHONY: setup build demo test kube models clean
+.PHONY: setup build demo test kube tools models clean
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
@@ -34,11 +34,16 @@ demo: build
 # Kubernetes tests to etcd + kube-apiserver on loopback, both started for the
 # run. kube-apiserver is built once from Debian's kubernetes source package
 # (scripts/kube-build, ~6-10 min) and cached under ~/.cache/hourglass.
-test: setup kube
-	scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked
+# The chart, alert and metrics tests use helm, promtool and prometheus,
+# installed once under ~/.cache/hourglass/tools by scripts/tools.
+test: setup kube tools
+	HOURGLASS_TOOLS=$$(scripts/tools) scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked
 
 kube:
 	scripts/kube-build >/dev/null
+
+tools: setup
+	scripts/tools >/dev/null
 
 # Regenerates the reference models, cards and golden predictions (committed;
 # tests never need this).

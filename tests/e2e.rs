@@ -59,32 +59,6 @@ fn parquet_job_scores_every_row_exactly_once() {
     scored_job("parquet", "1MiB");
 }
 
-/// Writes a CSV of the reference shape with ids `from..to`; `bad` puts a
-/// non-number into column I5 of that row index.
-fn write_csv(path: &std::path::Path, from: u64, to: u64, bad: Option<u64>) {
-    let mut text = String::from("id");
-    for i in 1..=13 {
-        text.push_str(&format!(",I{i}"));
-    }
-    for i in 1..=26 {
-        text.push_str(&format!(",C{i}"));
-    }
-    text.push('\n');
-    for id in from..to {
-        text.push_str(&id.to_string());
-        for f in 0..39u64 {
-            if Some(id) == bad && f == 4 {
-                text.push_str(",abc");
-            } else {
-                text.push_str(&format!(",{}", (id * 7 + f * 13) % 97));
-            }
-        }
-        text.push('\n');
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 #[test]
 fn sigkill_mid_shard_loses_and_duplicates_nothing() {
     let s = Scratch::new();

@@ -317,3 +317,55 @@ fn placeholder_pods_get_their_negative_priority_from_the_priority_class() {
         k.admin(&["delete", "pod", name, "-n", "batch", "--wait=false"], None);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaler_exports_what_the_dashboard_and_alerts_use() {
+    let _one = SERIAL.lock().await;
+    let k = kube();
+    let s = Scratch::new();
+    gen_data(&s, 2000, 2, "csv");
+    assert!(submit(&s, &["--shard-size", "32KiB", "--deadline", "+1h"]).status.success());
+    let (queue, output, kubeconfig) = (s.queue(), s.output(), k.kubeconfig("scaler"));
+    // Runs the scaler until its metrics show `needle`; returns them.
+    let scrape_when = |placeholders: &str, needle: &str| {
+        let mut scaler = common::WorkerProc::spawn_command(
+            &[
+                "scaler",
+                "--kubeconfig",
+                &kubeconfig,
+                "--queue",
+                &queue,
+                "--deployment",
+                "batch/hourglass-worker",
+                "--placeholders",
+                placeholders,
+                "--ledger",
+                &output,
+                "--interval",
+                "1s",
+                "--dry-run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        let addr = common::metrics_addr(&mut scaler);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let text = common::scrape(&addr);
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {needle:?} in:\n{text}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let healthy = scrape_when("batch/hourglass-capacity", r#"hourglass_scaler_job_shards{hourglass_job="#);
+    assert!(healthy.contains(r#"state="total"} "#), "{healthy}");
+    assert!(healthy.contains(r#"hourglass_scaler_queue_messages{state="visible"}"#), "{healthy}");
+    // A placeholder Deployment the Role does not cover: a failed call, counted.
+    let failing = scrape_when("batch/not-ours", "hourglass_scaler_errors_total{");
+    assert!(failing.contains(r#"op="get_scale""#), "{failing}");
+    let text = format!("{healthy}\n{failing}");
+    common::assert_exports("the scaler", "hourglass_scaler_", &text);
+}

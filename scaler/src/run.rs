@@ -78,7 +78,8 @@ struct StateLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStateLabels {
-    job: String,
+    /// Not `job`: Prometheus' own target label would shadow it.
+    hourglass_job: String,
     state: String,
 }
 
@@ -234,7 +235,7 @@ impl Scaler {
         }
         if let Some(job) = &progress.job {
             for (state, n) in [("total", progress.shards_total), ("done", progress.shards_done)] {
-                let labels = JobStateLabels { job: job.to_string(), state: state.into() };
+                let labels = JobStateLabels { hourglass_job: job.to_string(), state: state.into() };
                 self.metrics.job_shards.get_or_create(&labels).set(n.min(i64::MAX as u64) as i64);
             }
         }

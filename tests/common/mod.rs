@@ -295,3 +295,158 @@ pub fn assert_exactly_once(outputs: &HashMap<String, (u32, f32)>, expected: &Has
         }
     }
 }
+
+/// Writes a CSV of the reference shape with ids `from..to`; `bad` puts a
+/// non-number into column I5 of that row index.
+pub fn write_csv(path: &std::path::Path, from: u64, to: u64, bad: Option<u64>) {
+    let mut text = String::from("id");
+    for i in 1..=13 {
+        text.push_str(&format!(",I{i}"));
+    }
+    for i in 1..=26 {
+        text.push_str(&format!(",C{i}"));
+    }
+    text.push('\n');
+    for id in from..to {
+        text.push_str(&id.to_string());
+        for f in 0..39u64 {
+            if Some(id) == bad && f == 4 {
+                text.push_str(",abc");
+            } else {
+                text.push_str(&format!(",{}", (id * 7 + f * 13) % 97));
+            }
+        }
+        text.push('\n');
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A plain HTTP/1.1 GET on loopback (metrics endpoints, Prometheus' API).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.into() };
+    Ok((status, body))
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The address a process logged for its metrics endpoint (`serving metrics`).
+pub fn metrics_addr(proc: &mut WorkerProc) -> String {
+    let line = proc.wait_for_line("serving metrics", Duration::from_secs(60));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    v["bound"].as_str().unwrap_or_else(|| panic!("no bound address in {line}")).to_string()
+}
+
+/// Metric names in an exposition (`# TYPE` families expanded to the series
+/// names PromQL sees: counters' `_total`, histograms' `_bucket/_sum/_count`).
+pub fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            match kind {
+                "counter" => names.insert(format!("{name}_total")),
+                "histogram" => {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{s}"));
+                    }
+                    true
+                }
+                _ => names.insert(name.to_string()),
+            };
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+/// Every `hourglass_*` metric the Grafana dashboard and the alert rules query.
+pub fn metrics_used_by_dashboards_and_alerts() -> std::collections::BTreeSet<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/hourglass/files");
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("dashboard.json")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => walk(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut exprs);
+    exprs.push(std::fs::read_to_string(root.join("alerts.yaml")).unwrap());
+    let mut names = std::collections::BTreeSet::new();
+    for e in exprs {
+        let b = e.as_bytes();
+        let mut i = 0;
+        while let Some(at) = e[i..].find("hourglass_") {
+            let start = i + at;
+            let end =
+                start + e[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(e.len() - start);
+            // `hourglass_job` is a label (Prometheus' own `job` would shadow `job`).
+            let word = &e[start..end];
+            if word != "hourglass_job"
+                && (start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_'))
+            {
+                names.insert(word.to_string());
+            }
+            i = end;
+        }
+    }
+    names
+}
+
+/// A tool `make test` installs (scripts/tools): helm, promtool, prometheus.
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var("HOURGLASS_TOOLS").expect(
+        "HOURGLASS_TOOLS is not set: these tests need helm, promtool and prometheus, which `make test` installs (scripts/tools)",
+    );
+    let path = PathBuf::from(dir).join(name);
+    assert!(path.is_file(), "{} missing: run scripts/tools", path.display());
+    path
+}
+
+pub fn scrape(addr: &str) -> String {
+    let (status, body) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Fails unless the exposition has every dashboard/alert metric with `prefix`.
+pub fn assert_exports(component: &str, prefix: &str, exposition: &str) {
+    let exported = exported_names(exposition);
+    let used = metrics_used_by_dashboards_and_alerts();
+    let missing: Vec<_> = used.iter().filter(|n| n.starts_with(prefix) && !exported.contains(*n)).collect();
+    assert!(missing.is_empty(), "{component} does not export {missing:?}; it exports {exported:?}");
+}

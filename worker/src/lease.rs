@@ -305,7 +305,7 @@ impl Worker {
                 self.ack(&message).await;
                 self.counters.done.fetch_add(1, Ordering::Relaxed);
                 self.counters.rows.fetch_add(done.rows, Ordering::Relaxed);
-                let job = JobLabels { job: task.job.to_string() };
+                let job = JobLabels { hourglass_job: task.job.to_string() };
                 self.metrics.rows.get_or_create(&job).inc_by(done.rows);
                 if done.bad_rows > 0 {
                     self.metrics.bad_rows.get_or_create(&job).inc_by(done.bad_rows);

@@ -1,0 +1,204 @@
+//! The deployment artifacts, checked with the real tools `make test`
+//! installs (scripts/tools): the Helm chart lints strictly and renders
+//! manifests that validate against the Kubernetes 1.33 schemas, with the
+//! production properties the chart promises; the alert rules pass
+//! `promtool check rules` and their unit tests.
+
+mod common;
+
+use common::tool;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("deploy/helm/hourglass")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn helm(args: &[&str]) -> Command {
+    let mut c = Command::new(tool("helm"));
+    // No user's helm state leaks in, none is written outside a temp dir.
+    let home = std::env::temp_dir().join("hourglass-helm-home");
+    c.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .args(args);
+    c
+}
+
+/// The chart rendered with every component on (ci/full-values.yaml).
+fn render() -> (String, Vec<Value>) {
+    let values = chart().join("ci/full-values.yaml");
+    let out =
+        run(&mut helm(&["template", "hg", chart().to_str().unwrap(), "-n", "batch", "-f", values.to_str().unwrap()]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    (text, docs)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[test]
+fn chart_lints_strictly() {
+    let c = chart();
+    run(&mut helm(&["lint", "--strict", c.to_str().unwrap()]));
+    let values = c.join("ci/full-values.yaml");
+    run(&mut helm(&["lint", "--strict", c.to_str().unwrap(), "-f", values.to_str().unwrap()]));
+}
+
+#[test]
+fn chart_renders_manifests_valid_for_kubernetes_1_33() {
+    let (text, docs) = render();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let validator = root().join(".venv/bin/kubernetes-validate");
+    let out = run(Command::new(&validator).args(["--strict", "-k", "1.33.0", file.to_str().unwrap()]));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let builtin = docs.iter().filter(|d| !d["apiVersion"].as_str().unwrap().contains("monitoring.coreos.com")).count();
+    assert_eq!(report.matches(" passed for resource ").count(), builtin, "{report}");
+    assert!(!report.contains("ERROR"), "{report}");
+    let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in ["Deployment", "PodDisruptionBudget", "CronJob", "PriorityClass", "Role", "RoleBinding", "PodMonitor"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+}
+
+#[test]
+fn chart_workers_are_safe_on_spot() {
+    let (_, docs) = render();
+    let worker = find(&docs, "Deployment", "hg-hourglass-worker");
+    assert!(worker["spec"]["replicas"].is_null(), "the scaler owns replicas; helm upgrade must not reset them");
+    let pod = &worker["spec"]["template"]["spec"];
+    let config = find(&docs, "ConfigMap", "hg-hourglass-config");
+    let drain: u64 = config["data"]["HOURGLASS_DRAIN_TIMEOUT"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain, "{pod}");
+    assert_eq!(config["data"]["AWS_EC2_METADATA_DISABLED"], "true", "no node instance role fallback");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["envFrom"][0]["configMapRef"]["name"], "hg-hourglass-config");
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    assert_eq!(c["resources"]["requests"], c["resources"]["limits"], "a Guaranteed pod owns its cores");
+    let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    assert_eq!(terms[0]["matchExpressions"][0]["key"], "karpenter.sh/capacity-type");
+    assert_eq!(pod["tolerations"][0]["key"], "hourglass.dev/spot");
+    // Placeholders land where workers do and are room for exactly one.
+    let capacity = &find(&docs, "Deployment", "hg-hourglass-capacity")["spec"]["template"]["spec"];
+    assert_eq!(capacity["affinity"], pod["affinity"]);
+    assert_eq!(capacity["tolerations"], pod["tolerations"]);
+    assert_eq!(capacity["containers"][0]["resources"], c["resources"]);
+    assert!(find(&docs, "PriorityClass", "hg-hourglass-capacity")["value"].as_i64().unwrap() < 0);
+    let pdb = find(&docs, "PodDisruptionBudget", "hg-hourglass-worker");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], worker["spec"]["selector"]["matchLabels"]);
+    // Every service account is an IAM role (IRSA), one per component.
+    for sa in ["worker", "scaler", "nightly", "watcher"] {
+        let account = find(&docs, "ServiceAccount", &format!("hg-hourglass-{sa}"));
+        let arn = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str().unwrap_or_default();
+        assert!(
+            arn.ends_with(&format!("role/hourglass-{}", if sa == "nightly" { "submit" } else { sa })),
+            "{sa}: {arn}"
+        );
+    }
+    let cron = find(&docs, "CronJob", "hg-hourglass-nightly");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let args: Vec<_> = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--job-id=ctr-{date}") && args.contains(&"--tz=Europe/Berlin"), "{args:?}");
+}
+
+#[test]
+fn chart_scaler_role_is_the_minimal_one() {
+    let (_, docs) = render();
+    let role = find(&docs, "Role", "hg-hourglass-scaler");
+    let shipped: Value = serde_yaml_ng::Deserializer::from_str(
+        &std::fs::read_to_string(root().join("deploy/scaler-rbac.yaml")).unwrap(),
+    )
+    .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+    .find(|d| d["kind"] == "Role")
+    .unwrap();
+    // The same verbs on the same resources as the Role tests/scaler_kube.rs
+    // proves minimal, for this release's two Deployments.
+    let mut rules = shipped["rules"].clone();
+    rules[0]["resourceNames"] = serde_json::json!(["hg-hourglass-worker", "hg-hourglass-capacity"]);
+    assert_eq!(role["rules"], rules);
+    let scaler = &find(&docs, "Deployment", "hg-hourglass-scaler")["spec"];
+    assert_eq!(scaler["replicas"], 1);
+    let args = scaler["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--deployment=batch/hg-hourglass-worker"), "{args}");
+    assert!(args.contains("--placeholders=batch/hg-hourglass-capacity"), "{args}");
+}
+
+#[test]
+fn chart_prometheus_rule_is_the_tested_rules_file() {
+    let (_, docs) = render();
+    let rule = find(&docs, "PrometheusRule", "hg-hourglass");
+    let file: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("files/alerts.yaml")).unwrap()).unwrap();
+    assert_eq!(rule["spec"], file);
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = dir.path().join("rules.yaml");
+    std::fs::write(&rendered, serde_yaml_ng::to_string(&rule["spec"]).unwrap()).unwrap();
+    run(Command::new(tool("promtool")).args(["check", "rules", rendered.to_str().unwrap()]));
+    let dashboard = find(&docs, "ConfigMap", "hg-hourglass-dashboard");
+    let json: Value = serde_json::from_str(dashboard["data"]["hourglass.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["uid"], "hourglass");
+}
+
+#[test]
+fn chart_names_a_missing_required_value() {
+    let out = helm(&["template", "hg", chart().to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is required"), "{err}");
+    let values = chart().join("ci/full-values.yaml");
+    let out = helm(&["template", "hg", chart().to_str().unwrap(), "-f", values.to_str().unwrap()])
+        .args(["--set", "worker.terminationGraceExtraSeconds=0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grace period must outlast the drain timeout"));
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let rules = chart().join("files/alerts.yaml");
+    let out = run(Command::new(tool("promtool")).args(["check", "rules", rules.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 5 rules found"));
+    let tests = root().join("deploy/prometheus/alerts.test.yaml");
+    let out = run(Command::new(tool("promtool")).args(["test", "rules", tests.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"), "{}", String::from_utf8_lossy(&out.stdout));
+}
