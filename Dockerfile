@@ -1,0 +1,34 @@
+# The Hourglass image: one static-ish binary plus ONNX Runtime's shared
+# library, run as a non-root user. Every component (worker, scaler, submit,
+# watch) is this image with different arguments (see deploy/helm/hourglass).
+#
+# Not built in CI: the development machines have no Docker engine. Build it
+# with `docker build -t hourglass:0.1.0 .` (or buildah/kaniko) and push it
+# where your cluster pulls from.
+
+# 1. The binary, built as `make build` does.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin hourglass
+
+# 2. ONNX Runtime 1.31.1 from its wheel, the same library the tests use.
+#    For the CUDA execution provider, install onnxruntime-gpu instead and
+#    base stage 3 on an nvidia/cuda runtime image.
+FROM python:3.11-slim-bookworm AS ort
+RUN pip install --no-cache-dir --target /ort onnxruntime==1.31.1
+
+# 3. Runtime: CA certificates for S3/SQS over TLS, nothing else.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 hourglass \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hourglass
+COPY --from=build /src/target/release/hourglass /usr/local/bin/hourglass
+COPY --from=ort /ort/onnxruntime/capi/libonnxruntime.so.1.31.1 /usr/local/lib/libonnxruntime.so.1.31.1
+ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1
+# Numeric, so Kubernetes can check runAsNonRoot.
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/hourglass"]
+CMD ["--help"]
