@@ -253,7 +253,9 @@ struct StatusArgs {
     output: String,
     #[arg(long)]
     json: bool,
-    /// Redraw a progress line until the job succeeds or fails.
+    /// Live view until the job succeeds or fails: progress, rows/s, ETA vs
+    /// deadline, failures and a map of every shard (a progress line per
+    /// refresh when stderr is not a terminal).
     #[arg(long)]
     watch: bool,
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -464,16 +466,31 @@ async fn cmd_status(a: StatusArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // On a terminal the whole view is redrawn in place; otherwise (logs, CI)
+    // one progress line per refresh.
+    let live = !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut drawn_lines = 0;
+    let mut last: Option<(std::time::Instant, u64)> = None;
     loop {
         let s = status::status(&output).await?;
+        let recent =
+            last.map(|(at, rows)| s.rows_done.saturating_sub(rows) as f64 / at.elapsed().as_secs_f64().max(1e-3));
+        last = Some((std::time::Instant::now(), s.rows_done));
         if a.json {
             println!("{}", serde_json::to_string(&s)?);
+        } else if live {
+            let view = s.live_view(recent);
+            // Up to the first line drawn, clear to the end, draw again.
+            if drawn_lines > 0 {
+                eprint!("\x1b[{drawn_lines}A");
+            }
+            eprint!("\r\x1b[J{view}");
+            drawn_lines = view.lines().count();
         } else {
-            eprint!("\r\x1b[2K{}", s.progress_line());
+            eprintln!("{}", s.progress_line());
         }
         if s.state != status::JobState::Running {
-            if !a.json {
-                eprintln!();
+            if !a.json && !live {
                 print!("{}", s.render());
             }
             return Ok(());

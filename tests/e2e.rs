@@ -411,3 +411,27 @@ fn nightly_submit_expands_the_run_date_and_resumes_on_retry() {
     let err = String::from_utf8_lossy(&typo.stderr);
     assert!(!typo.status.success() && err.contains("--input") && err.contains("{day}"), "{err}");
 }
+
+#[test]
+fn status_watch_follows_a_job_to_the_end() {
+    let s = Scratch::new();
+    gen_data(&s, 4000, 2, "csv");
+    assert!(submit(&s, &["--shard-size", "64KiB", "--deadline", "+1h"]).status.success());
+    let mut w =
+        WorkerProc::spawn(&s, &["--exit-when-idle", "1s", "--batch-size", "500", "--fault-batch-delay", "20ms"]);
+    // Not a terminal: a progress line per refresh, then the summary.
+    let plain = hourglass_ok(&["status", &s.output(), "--watch", "--interval", "200ms"]);
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(err.lines().last().unwrap_or_default().contains("100%"), "{err}");
+    let summary = String::from_utf8_lossy(&plain.stdout);
+    assert!(summary.contains("state    Succeeded") && summary.contains("slack"), "{summary}");
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    // On a terminal (a pty from script(1)): the live view with its shard map.
+    let cmd = format!("{BIN} status {} --watch --interval 200ms", s.output());
+    let tty = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let view = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{view}");
+    assert!(view.contains("shards   # done  ! failed  . pending"), "{view}");
+    let shards = status_json(&s)["shards_total"].as_u64().unwrap() as usize;
+    assert!(view.contains(&format!("         {}\r\n", "#".repeat(shards))), "{view}");
+}

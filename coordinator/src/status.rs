@@ -46,6 +46,16 @@ pub struct JobStatus {
     /// Deadline minus the projected finish; negative means late.
     pub slack_secs: Option<f64>,
     pub failures: Vec<Failure>,
+    /// Each planned shard's state in shard order, for the live view.
+    #[serde(skip)]
+    pub shard_states: Vec<ShardState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardState {
+    Done,
+    Failed,
+    Pending,
 }
 
 pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
@@ -90,6 +100,20 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
         JobState::Running if rows_per_sec > 0.0 => Some(remaining as f64 / rows_per_sec),
         JobState::Running => None,
     };
+    let failed_ids: std::collections::BTreeSet<_> = failed.iter().map(|f| f.shard.clone()).collect();
+    let shard_states = job
+        .shards
+        .iter()
+        .map(|s| {
+            if done_ids.contains(&s.shard) {
+                ShardState::Done
+            } else if failed_ids.contains(&s.shard) {
+                ShardState::Failed
+            } else {
+                ShardState::Pending
+            }
+        })
+        .collect();
     let deadline = job.spec.deadline_unix_ms;
     let slack_secs = match (deadline, state) {
         (Some(d), JobState::Succeeded) => Some((d as f64 - end as f64) / 1000.0),
@@ -121,6 +145,7 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
                 attempts: f.attempts,
             })
             .collect(),
+        shard_states,
     })
 }
 
@@ -150,6 +175,45 @@ impl JobStatus {
             self.rows_done,
             self.rows_per_sec
         )
+    }
+
+    /// The live view `status --watch` redraws: the summary, the recent
+    /// rate (rows/s since the last refresh, when known) and a map of every
+    /// shard (`#` done, `!` failed, `.` pending; one cell stands for several
+    /// shards on big jobs, showing the worst of them).
+    pub fn live_view(&self, recent_rows_per_sec: Option<f64>) -> String {
+        const CELLS: usize = 320;
+        const ROW: usize = 64;
+        let mut out = self.progress_line();
+        out.push('\n');
+        if let Some(r) = recent_rows_per_sec {
+            out.push_str(&format!("now      {r:.0} rows/s (since the last refresh)\n"));
+        }
+        out.push_str(&self.render());
+        let per_cell = self.shard_states.len().div_ceil(CELLS).max(1);
+        out.push_str(&format!(
+            "shards   # done  ! failed  . pending{}\n",
+            if per_cell > 1 { format!("  (one cell = {per_cell} shards)") } else { String::new() }
+        ));
+        let cells: Vec<char> = self
+            .shard_states
+            .chunks(per_cell)
+            .map(|c| {
+                if c.contains(&ShardState::Failed) {
+                    '!'
+                } else if c.contains(&ShardState::Pending) {
+                    '.'
+                } else {
+                    '#'
+                }
+            })
+            .collect();
+        for line in cells.chunks(ROW) {
+            out.push_str("         ");
+            out.extend(line.iter());
+            out.push('\n');
+        }
+        out
     }
 
     /// The human summary printed by `hourglass status`.
@@ -185,5 +249,53 @@ impl JobStatus {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(states: Vec<ShardState>) -> JobStatus {
+        let done = states.iter().filter(|s| **s == ShardState::Done).count() as u64;
+        let failed = states.iter().filter(|s| **s == ShardState::Failed).count() as u64;
+        JobStatus {
+            job: JobId::new("j-1"),
+            output: "s3://out/".into(),
+            state: JobState::Running,
+            shards_total: states.len() as u64,
+            shards_done: done,
+            shards_failed: failed,
+            shards_pending: states.len() as u64 - done - failed,
+            rows_done: done * 100,
+            rows_estimate: states.len() as u64 * 100,
+            bad_rows: 0,
+            elapsed_secs: 10.0,
+            rows_per_sec: 50.0,
+            eta_secs: Some(20.0),
+            deadline_unix_ms: Some(now_ms() + 3_600_000),
+            slack_secs: Some(3580.0),
+            failures: vec![],
+            shard_states: states,
+        }
+    }
+
+    #[test]
+    fn live_view_maps_every_shard() {
+        use ShardState::*;
+        let view = status(vec![Done, Done, Failed, Pending]).live_view(Some(1234.0));
+        assert!(view.contains("         ##!.\n"), "{view}");
+        assert!(view.contains("now      1234 rows/s"), "{view}");
+        assert!(view.contains("eta      20s") && view.contains("slack"), "{view}");
+        // 1000 shards: 4 per cell, a cell shows its worst shard.
+        let mut many = vec![Done; 1000];
+        many[5] = Failed;
+        many[999] = Pending;
+        let view = status(many).live_view(None);
+        assert!(view.contains("one cell = 4 shards"), "{view}");
+        let map: String = view.lines().filter(|l| l.starts_with("         ")).map(str::trim).collect();
+        assert_eq!(map.len(), 250);
+        assert_eq!(&map[..3], "#!#");
+        assert!(map.ends_with('.'), "{map}");
     }
 }
