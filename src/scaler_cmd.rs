@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use hourglass_coordinator::schedule;
 use hourglass_core::ledger::Ledger;
 use hourglass_core::{BlobUrl, queue, store};
 use hourglass_scaler::kube::{DeploymentRef, Kube};
@@ -137,9 +138,13 @@ struct RunArgs {
     #[arg(long)]
     placeholders: Option<DeploymentRef>,
     /// The current job's output prefix: rows left, deadline and measured
-    /// throughput come from its ledger.
+    /// throughput come from its ledger. `{date}` (today in --tz) follows a
+    /// nightly run's job from night to night.
     #[arg(long)]
     ledger: Option<String>,
+    /// Time zone of `{date}` in --ledger.
+    #[arg(long, default_value = "UTC")]
+    tz: String,
     /// Deadline (RFC 3339) when the ledger has none or to override it.
     #[arg(long)]
     deadline: Option<String>,
@@ -303,7 +308,22 @@ async fn live(a: RunArgs) -> Result<()> {
     };
     let policy = a.policy.config(a.rows_per_message);
     let queue = queue::open(&queue_url)?;
+    let mut follow: Option<hourglass_scaler::run::LedgerFor> = None;
     let ledger = match &a.ledger {
+        Some(template) if schedule::is_template(template) => {
+            let tz = schedule::time_zone(&a.tz)?;
+            let template = template.clone();
+            let expand = move |now: SystemTime| -> Result<BlobUrl> {
+                let date = schedule::run_date("today", jiff::Timestamp::try_from(now)?, &tz)?;
+                Ok(BlobUrl::parse(&schedule::expand("--ledger", &template, date)?)?.as_prefix())
+            };
+            // A bad template fails here, not on every tick.
+            expand(SystemTime::now())?;
+            follow = Some(Box::new(move |now| {
+                expand(now).map_err(|e| tracing::warn!(error = %e, "--ledger: cannot expand")).ok()
+            }));
+            None
+        }
         Some(url) => {
             let url = BlobUrl::parse(url)?.as_prefix();
             Some(LedgerWatch::new(Ledger::new(store::open(&url)?, &url)))
@@ -354,6 +374,9 @@ async fn live(a: RunArgs) -> Result<()> {
         dry_run: a.dry_run,
     };
     let mut scaler = Scaler::new(cfg, queue, ledger, kube);
+    if let Some(f) = follow {
+        scaler = scaler.follow_ledger(f);
+    }
     let _metrics = crate::serve_metrics(a.metrics_addr, |r| scaler.metrics().register(r)).await?;
     if a.once {
         let report = scaler.tick(SystemTime::now()).await.map_err(anyhow::Error::msg)?;

@@ -160,6 +160,7 @@ fn chart_scaler_role_is_the_minimal_one() {
     let args = scaler["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("--deployment=batch/hg-hourglass-worker"), "{args}");
     assert!(args.contains("--placeholders=batch/hg-hourglass-capacity"), "{args}");
+    assert!(args.contains("--ledger=s3://scores/ctr/dt={date}/") && args.contains("--tz=Europe/Berlin"), "{args}");
 }
 
 #[test]

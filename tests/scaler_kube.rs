@@ -369,3 +369,42 @@ async fn scaler_exports_what_the_dashboard_and_alerts_use() {
     let text = format!("{healthy}\n{failing}");
     common::assert_exports("the scaler", "hourglass_scaler_", &text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaler_follows_a_nightly_ledger_by_date() {
+    let _one = SERIAL.lock().await;
+    let k = kube();
+    k.set_replicas("hourglass-worker", 0);
+    let s = Scratch::new();
+    gen_data(&s, 20_000, 2, "csv");
+    // The nightly submit and the scaler expand {date} the same way (today, UTC).
+    let nightly = s.s("preds/dt={date}/");
+    let model = common::model_path();
+    let (input, queue) = (s.input(), s.queue());
+    let out = hourglass(&[
+        "submit",
+        "--input",
+        &input,
+        "--model",
+        model.to_str().unwrap(),
+        "--output",
+        &nightly,
+        "--queue",
+        &queue,
+        "--deadline",
+        "+10m",
+        "--shard-size",
+        "64KiB",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let policy = ["--pod-rows-per-sec", "10", "--safety-margin", "0s", "--pod-start", "30s", "--node-boot", "3m"];
+    let mut args = vec!["--ledger", &nightly];
+    args.extend(policy);
+    let out = ok(&k.scaler_once(&queue, &args));
+    // Sized from that night's ledger (rows left), as with a fixed --ledger.
+    assert_eq!(k.replicas("hourglass-worker"), 6, "{out}");
+    assert!(k.events("hourglass-worker", "ScaledUp").last().unwrap().contains("rows left"));
+    let bad = k.scaler_once(&queue, &["--ledger", &s.s("preds/{dat}/")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("{dat}"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

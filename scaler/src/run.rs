@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hourglass_core::BlobUrl;
+use hourglass_core::ledger::Ledger;
 use hourglass_core::queue::Queue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -178,7 +180,14 @@ pub struct Scaler {
     metrics: Arc<Metrics>,
     history: History,
     last_verdict: Option<Verdict>,
+    follow: Option<LedgerFor>,
 }
+
+/// Which ledger to follow at a time: a nightly run's output prefix holds its
+/// date (`s3://preds/dt={date}/`), so the scaler moves to the next night's
+/// job when the date turns. Errors (a bad template) are the CLI's to catch
+/// before the loop starts.
+pub type LedgerFor = Box<dyn Fn(SystemTime) -> Option<BlobUrl> + Send + Sync>;
 
 fn unix(t: SystemTime) -> Duration {
     t.duration_since(UNIX_EPOCH).unwrap_or_default()
@@ -199,6 +208,28 @@ impl Scaler {
             metrics: Arc::new(Metrics::default()),
             history: History::default(),
             last_verdict: None,
+            follow: None,
+        }
+    }
+
+    /// Follows the ledger `f` names at each tick instead of a fixed one.
+    pub fn follow_ledger(mut self, f: LedgerFor) -> Self {
+        self.follow = Some(f);
+        self
+    }
+
+    fn switch_ledger(&mut self, now: SystemTime) {
+        let Some(url) = self.follow.as_ref().and_then(|f| f(now)) else { return };
+        if self.ledger.as_ref().is_some_and(|w| w.root() == &url) {
+            return;
+        }
+        match hourglass_core::store::open(&url) {
+            Ok(store) => {
+                tracing::info!(ledger = %url, "following a new ledger");
+                self.metrics.job_shards.clear();
+                self.ledger = Some(LedgerWatch::new(Ledger::new(store, &url)));
+            }
+            Err(e) => tracing::warn!(ledger = %url, error = %e, "cannot open the ledger; keeping the last one"),
         }
     }
 
@@ -210,6 +241,7 @@ impl Scaler {
     /// the writes (never act on half a picture); the next tick retries.
     pub async fn tick(&mut self, now: SystemTime) -> Result<TickReport, String> {
         self.metrics.ticks.inc();
+        self.switch_ledger(now);
         let depth = self.queue.depth().await.map_err(|e| {
             self.metrics.error("queue_depth", e.kind().as_str());
             format!("reading queue depth: {e}")

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hourglass_core::ledger::{DoneRecord, JobRecord, Ledger};
-use hourglass_core::{JobId, Result, ShardId};
+use hourglass_core::{BlobUrl, JobId, Result, ShardId};
 
 use crate::policy::{History, PolicyConfig, Signals, decide};
 
@@ -39,6 +39,11 @@ pub struct LedgerWatch {
 impl LedgerWatch {
     pub fn new(ledger: Ledger) -> Self {
         Self { ledger, job: None, done: HashMap::new(), ewma: None }
+    }
+
+    /// The output prefix this watch follows.
+    pub fn root(&self) -> &BlobUrl {
+        self.ledger.root()
     }
 
     pub async fn refresh(&mut self) -> Result<Progress> {
