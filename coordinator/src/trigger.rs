@@ -379,8 +379,10 @@ impl Watcher {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(error = %e, "receiving events failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.cancelled() => break,
+                    }
                 }
             };
             for m in messages {
