@@ -345,31 +345,12 @@ fn nightly_submit_expands_the_run_date_and_resumes_on_retry() {
     let s = Scratch::new();
     let night = s.s("input/2026-11-21/");
     hourglass_ok(&["gen-data", "--output", &night, "--rows", "3000", "--files", "1", "--format", "csv"]);
-    let model = model_path();
     let input = s.s("input/{date}/");
     let output = s.s("output/dt={date:%Y%m%d}/");
     let queue = s.queue();
     let nightly = |date: &str| {
-        hourglass(&[
-            "submit",
-            "--input",
-            &input,
-            "--model",
-            model.to_str().unwrap(),
-            "--output",
-            &output,
-            "--queue",
-            &queue,
-            "--job-id",
-            "ctr-{date}",
-            "--date",
-            date,
-            "--deadline",
-            "06:00",
-            "--tz",
-            "Europe/Berlin",
-            "--json",
-        ])
+        let when = ["--job-id", "ctr-{date}", "--date", date, "--deadline", "06:00", "--tz", "Europe/Berlin", "--json"];
+        submit_to(&input, &output, &queue, &when)
     };
     let first = nightly("2026-11-21");
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -399,15 +380,7 @@ fn nightly_submit_expands_the_run_date_and_resumes_on_retry() {
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("2026-11-22"), "{err}");
-    let typo = hourglass(&[
-        "submit",
-        "--input",
-        &s.s("input/{day}/"),
-        "--model",
-        model.to_str().unwrap(),
-        "--output",
-        &output,
-    ]);
+    let typo = submit_to(&s.s("input/{day}/"), &output, &queue, &[]);
     let err = String::from_utf8_lossy(&typo.stderr);
     assert!(!typo.status.success() && err.contains("--input") && err.contains("{day}"), "{err}");
 }

@@ -379,23 +379,8 @@ async fn scaler_follows_a_nightly_ledger_by_date() {
     gen_data(&s, 20_000, 2, "csv");
     // The nightly submit and the scaler expand {date} the same way (today, UTC).
     let nightly = s.s("preds/dt={date}/");
-    let model = common::model_path();
-    let (input, queue) = (s.input(), s.queue());
-    let out = hourglass(&[
-        "submit",
-        "--input",
-        &input,
-        "--model",
-        model.to_str().unwrap(),
-        "--output",
-        &nightly,
-        "--queue",
-        &queue,
-        "--deadline",
-        "+10m",
-        "--shard-size",
-        "64KiB",
-    ]);
+    let queue = s.queue();
+    let out = common::submit_to(&s.input(), &nightly, &queue, &["--deadline", "+10m", "--shard-size", "64KiB"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let policy = ["--pod-rows-per-sec", "10", "--safety-margin", "0s", "--pod-start", "30s", "--node-boot", "3m"];
     let mut args = vec!["--ledger", &nightly];

@@ -53,10 +53,15 @@ pub fn hourglass(args: &[&str]) -> Output {
 }
 
 pub fn hourglass_ok(args: &[&str]) -> Output {
-    let out = hourglass(args);
+    run_ok(Command::new(BIN).args(args).stdin(Stdio::null()))
+}
+
+/// Runs a command; fails the test with its output unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "hourglass {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -79,10 +84,14 @@ pub fn gen_data(s: &Scratch, rows: u64, files: usize, format: &str) {
 }
 
 pub fn submit(s: &Scratch, extra: &[&str]) -> Output {
+    submit_to(&s.input(), &s.output(), &s.queue(), extra)
+}
+
+/// `hourglass submit` of the reference model from `input` to `output`.
+pub fn submit_to(input: &str, output: &str, queue: &str, extra: &[&str]) -> Output {
     let model = model_path();
-    let (input, output, queue) = (s.input(), s.output(), s.queue());
     let mut args =
-        vec!["submit", "--input", &input, "--model", model.to_str().unwrap(), "--output", &output, "--queue", &queue];
+        vec!["submit", "--input", input, "--model", model.to_str().unwrap(), "--output", output, "--queue", queue];
     args.extend(extra);
     hourglass(&args)
 }
