@@ -105,7 +105,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     }
     let live = std::io::stderr().is_terminal();
     let final_status = loop {
-        let s = status::status(&output).await?;
+        let s = status::status(&output, None).await?;
         if live {
             eprint!("\r\x1b[2K{}", s.progress_line());
         }
@@ -189,6 +189,7 @@ pub(crate) fn job_spec(
         id_column: "id".into(),
         shard_bytes,
         max_bad_rows: 0,
+        max_line_bytes: hourglass_core::task::DEFAULT_MAX_LINE_BYTES,
         deadline_unix_ms: None,
     }
 }
@@ -204,6 +205,7 @@ pub(crate) async fn submit_job(
         job_id: None,
         signature: model.signature().clone(),
         model_sha256: model.sha256().to_string(),
+        replace: false,
     };
     Ok(submit::submit(request, queue).await?)
 }

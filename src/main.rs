@@ -68,6 +68,44 @@ enum Command {
     /// Manage SQS queues.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Least-privilege IAM policies for each component.
+    #[command(subcommand)]
+    Iam(IamCommand),
+}
+
+#[derive(Subcommand)]
+enum IamCommand {
+    /// Print a component's IAM policy (deploy/iam/ROLE.json) scoped to a
+    /// job's prefixes and queues, ready for `aws iam put-role-policy`.
+    Policy(IamPolicyArgs),
+}
+
+#[derive(Args)]
+struct IamPolicyArgs {
+    /// worker, submit, scaler or watcher.
+    #[arg(long)]
+    role: String,
+    /// Input prefix (s3://bucket/prefix/), above any {date} part.
+    #[arg(long)]
+    input: Option<String>,
+    /// Output prefix: outputs and the job ledger.
+    #[arg(long)]
+    output: Option<String>,
+    /// Model object or prefix.
+    #[arg(long)]
+    model: Option<String>,
+    /// The work queue's URL or ARN.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Its dead-letter queue (default: the queue's name + `-dlq`).
+    #[arg(long)]
+    dlq: Option<String>,
+    /// The S3 event notification queue (watcher).
+    #[arg(long)]
+    events_queue: Option<String>,
+    /// Region of queue URLs that do not name one.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
 }
 
 #[derive(Subcommand)]
@@ -78,10 +116,10 @@ enum QueueCommand {
     /// (workers pass their own on every receive and extend it while they
     /// work); long polling of 20 s (the SQS maximum) is the default wait;
     /// messages and dead letters are kept 14 days (the SQS maximum), so a
-    /// paused job survives a long weekend; after --max-attempts receives a
-    /// message moves to the dead-letter queue (a RedrivePolicy), a backstop
-    /// for shards whose workers die every time: workers themselves give up
-    /// at their own --max-attempts and record why.
+    /// paused job survives a long weekend; after --max-attempts + 2
+    /// receives a message moves to the dead-letter queue (a RedrivePolicy),
+    /// a backstop for shards whose workers die every time: workers
+    /// themselves give up at their own --max-attempts and record why.
     Create(QueueCreateArgs),
 }
 
@@ -89,7 +127,11 @@ enum QueueCommand {
 struct QueueCreateArgs {
     #[arg(long)]
     name: String,
-    /// Receives before SQS moves a message to the dead-letter queue.
+    /// The workers' --max-attempts. SQS's redrive moves a message to the
+    /// dead-letter queue after max-attempts + 2 receives: a worker must see
+    /// the delivery past its last attempt to record the shard as failed
+    /// (kind `lost`) before it goes, or the job would wait forever; the
+    /// second spare covers a worker that dies while recording it.
     #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -171,6 +213,22 @@ struct SubmitArgs {
     /// and options, so submitting the same job again resumes it.
     #[arg(long)]
     job_id: Option<String>,
+    /// Longest CSV line (e.g. 4MiB). A cut point with no line end within
+    /// it, or a longer line, is an error naming the file and line.
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    max_line_bytes: u64,
+    /// If --output holds another job's ledger, delete that job's outputs
+    /// and ledger first (a prefix belongs to one job; without this the
+    /// submit is refused, naming both jobs).
+    #[arg(long)]
+    replace: bool,
+    /// Wait until the job ends and exit like `hourglass status` (0
+    /// succeeded, 3 failed, 5 could not read).
+    #[arg(long)]
+    wait: bool,
+    /// How often --wait reads the ledger.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -223,6 +281,11 @@ struct WorkerArgs {
     /// Fault injection for tests: sleep before each batch.
     #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
     fault_batch_delay: Duration,
+    /// Prefixes this worker may read or write (repeatable, or
+    /// comma-separated in the environment variable). A task whose input,
+    /// model or output lies elsewhere is dead-lettered. Default: any.
+    #[arg(long = "allow-prefix", env = "HOURGLASS_ALLOW_PREFIXES", value_delimiter = ',')]
+    allow_prefixes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -251,6 +314,10 @@ struct WatchArgs {
 struct StatusArgs {
     /// The job's output prefix.
     output: String,
+    /// The job's queue: shards whose messages are gone are reported as
+    /// lost (the job as failed), and the dead-letter depth is shown.
+    #[arg(long, env = "HOURGLASS_QUEUE")]
+    queue: Option<String>,
     #[arg(long)]
     json: bool,
     /// Live view until the job succeeds or fails: progress, rows/s, ETA vs
@@ -348,6 +415,7 @@ async fn cmd_submit(a: SubmitArgs) -> Result<()> {
         id_column: a.id_column,
         shard_bytes: a.shard_size,
         max_bad_rows: a.max_bad_rows,
+        max_line_bytes: a.max_line_bytes,
         deadline_unix_ms,
     };
     let queue = queue::open(&a.queue)?;
@@ -360,6 +428,7 @@ async fn cmd_submit(a: SubmitArgs) -> Result<()> {
         job_id,
         signature: runtime.signature().clone(),
         model_sha256: runtime.sha256().to_string(),
+        replace: a.replace,
     };
     let report = submit::submit(request, queue.as_ref()).await?;
     if a.json {
@@ -376,8 +445,55 @@ async fn cmd_submit(a: SubmitArgs) -> Result<()> {
             report.output,
             queue.name()
         );
+        for s in &report.skipped_files {
+            println!("skipped {} ({})", s.url, s.reason);
+        }
+        for f in &report.new_files {
+            println!("not in this job (added after it was planned): {f}");
+        }
     }
-    Ok(())
+    if !a.wait {
+        return Ok(());
+    }
+    let output = BlobUrl::parse(&report.output)?;
+    loop {
+        let s =
+            status::status(&output, Some(queue.as_ref())).await.map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?;
+        eprintln!("{}", s.progress_line());
+        if s.state != status::JobState::Running {
+            print!("{}", s.render());
+            return finished(s.state);
+        }
+        tokio::time::sleep(a.interval).await;
+    }
+}
+
+/// Ends a command with a code other than 0 or 1 (see the README's exit
+/// code table); `message`, if any, is printed as the error.
+#[derive(Debug)]
+struct ExitWith {
+    code: u8,
+    message: Option<String>,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message.as_deref().unwrap_or(""))
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+fn exit_with(code: u8, cause: impl std::fmt::Display) -> anyhow::Error {
+    ExitWith { code, message: Some(format!("{cause:#}")) }.into()
+}
+
+/// The exit of a command that read a job to its end: 0 if it succeeded.
+fn finished(state: status::JobState) -> Result<()> {
+    match state.exit_code() {
+        0 => Ok(()),
+        code => Err(ExitWith { code, message: None }.into()),
+    }
 }
 
 /// The CPU budget as (shards at once, ORT threads per shard): what is not
@@ -413,6 +529,13 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
         preload_model: a.model.as_deref().map(BlobUrl::parse).transpose()?,
         worker_id: a.worker_id.unwrap_or_else(config::default_worker_id),
         fault_batch_delay: a.fault_batch_delay,
+        allow_prefixes: a
+            .allow_prefixes
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| BlobUrl::parse(p.trim()))
+            .collect::<hourglass_core::Result<_>>()
+            .context("--allow-prefix")?,
     };
     if let Err(e) = config.validate() {
         bail!(e);
@@ -456,15 +579,24 @@ async fn stop_on_signal(token: CancellationToken) {
 }
 
 async fn cmd_status(a: StatusArgs) -> Result<()> {
+    let unreadable = |e: hourglass_coordinator::Error| exit_with(status::EXIT_UNREADABLE, e);
     let output = BlobUrl::parse(&a.output)?;
+    let queue = match a.queue.as_deref() {
+        Some(q) => Some(queue::open(q).map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?),
+        None => None,
+    };
+    let queue = queue.as_deref();
     if !a.watch {
-        let s = status::status(&output).await?;
+        let s = status::status(&output, queue).await.map_err(unreadable)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else {
             print!("{}", s.render());
         }
-        return Ok(());
+        return match s.state {
+            status::JobState::Running => Err(ExitWith { code: status::EXIT_RUNNING, message: None }.into()),
+            state => finished(state),
+        };
     }
     // On a terminal the whole view is redrawn in place; otherwise (logs, CI)
     // one progress line per refresh.
@@ -472,7 +604,7 @@ async fn cmd_status(a: StatusArgs) -> Result<()> {
     let mut drawn_lines = 0;
     let mut last: Option<(std::time::Instant, u64)> = None;
     loop {
-        let s = status::status(&output).await?;
+        let s = status::status(&output, queue).await.map_err(unreadable)?;
         let recent =
             last.map(|(at, rows)| s.rows_done.saturating_sub(rows) as f64 / at.elapsed().as_secs_f64().max(1e-3));
         last = Some((std::time::Instant::now(), s.rows_done));
@@ -493,7 +625,7 @@ async fn cmd_status(a: StatusArgs) -> Result<()> {
             if !a.json && !live {
                 print!("{}", s.render());
             }
-            return Ok(());
+            return finished(s.state);
         }
         tokio::select! {
             _ = tokio::time::sleep(a.interval) => {}
@@ -503,22 +635,25 @@ async fn cmd_status(a: StatusArgs) -> Result<()> {
 }
 
 async fn cmd_verify(a: VerifyArgs) -> Result<()> {
-    let report = verify::verify(&BlobUrl::parse(&a.output)?).await?;
+    let report =
+        verify::verify(&BlobUrl::parse(&a.output)?).await.map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "input rows {}, output rows {}, missing {}, duplicates {}, unexpected {}, skipped as bad {}",
+            "input rows {}, output rows {}, missing {}, duplicates {}, unexpected {}, skipped as bad {}, other jobs' records {}, altered outputs {}",
             report.input_rows,
             report.output_rows,
             report.missing,
             report.duplicates,
             report.unexpected,
-            report.bad_rows
+            report.bad_rows,
+            report.foreign_records,
+            report.altered_outputs
         );
     }
     if !report.ok() {
-        bail!("verification failed: outputs do not match inputs one to one");
+        return Err(exit_with(status::EXIT_MISMATCH, "verification failed: outputs do not match inputs one to one"));
     }
     Ok(())
 }
@@ -557,10 +692,25 @@ async fn cmd_queue(c: QueueCommand) -> Result<()> {
     match c {
         QueueCommand::Create(a) => {
             let options =
-                queue::CreateOptions { visibility_timeout: a.visibility_timeout, max_receives: a.max_attempts };
+                queue::CreateOptions { visibility_timeout: a.visibility_timeout, max_receives: a.max_attempts + 2 };
             println!("{}", queue::SqsQueue::create(&a.name, &options).await?);
         }
     }
+    Ok(())
+}
+
+fn cmd_iam_policy(a: IamPolicyArgs) -> Result<()> {
+    let url = |u: Option<String>| u.as_deref().map(BlobUrl::parse).transpose();
+    let targets = hourglass_core::iam::Targets {
+        input: url(a.input)?,
+        output: url(a.output)?.map(|u| u.as_prefix()),
+        model: url(a.model)?,
+        queue: a.queue,
+        dlq: a.dlq,
+        events_queue: a.events_queue,
+        region: a.region,
+    };
+    println!("{}", hourglass_core::iam::render(hourglass_core::iam::Role::parse(&a.role)?, &targets)?);
     Ok(())
 }
 
@@ -588,6 +738,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd_status(a).await,
             Command::Verify(a) => cmd_verify(a).await,
             Command::Queue(c) => cmd_queue(c).await,
+            Command::Iam(IamCommand::Policy(a)) => cmd_iam_policy(a),
             Command::Watch(a) => cmd_watch(a).await,
             Command::Scaler(a) => scaler_cmd::run(*a).await,
             Command::Bench(a) => bench::run(*a).await,
@@ -595,9 +746,17 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<ExitWith>() {
+            Some(ExitWith { code, message }) => {
+                if let Some(m) = message {
+                    eprintln!("error: {m}");
+                }
+                ExitCode::from(*code)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -114,23 +114,41 @@ fn poison_shard_is_dead_lettered_and_reported() {
     assert_eq!(st["failures"][0]["attempts"], 2);
     assert!(st["failures"][0]["message"].as_str().unwrap().contains(want), "{st}");
     assert!(!s.path("output/_SUCCESS").exists());
-    let text = hourglass_ok(&["status", &s.output()]);
+    let text = hourglass(&["status", &s.output()]);
+    assert_eq!(text.status.code(), Some(3), "a failed job's status exits 3");
     assert!(String::from_utf8_lossy(&text.stdout).contains(want));
 
-    // Fix the row in place and submit again: only the failed shard runs.
-    let fixed = std::fs::read_to_string(s.path("input/b.csv")).unwrap().replacen(",abc", ",123", 1);
-    std::fs::write(s.path("input/b.csv"), fixed).unwrap();
+    // A resubmit with nothing changed retries only the failed shard (it
+    // fails again the same way, as its input is still bad).
     let again = submit(&s, &["--json"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!((report["resumed"].as_bool(), report["enqueued"].as_u64()), (Some(true), Some(1)), "{report}");
     assert_eq!(status_json(&s)["shards_failed"], 0, "a resubmitted shard is no longer failed");
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s", "--max-attempts", "1"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert_eq!(status_json(&s)["state"], "failed");
+
+    // Fixing the row in place (same size) rewrites the file: the planned
+    // byte ranges may no longer hold, so the job cannot resume...
+    let fixed = std::fs::read_to_string(s.path("input/b.csv")).unwrap().replacen(",abc", ",123", 1);
+    std::fs::write(s.path("input/b.csv"), fixed).unwrap();
+    let refused = submit(&s, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("cannot resume: input") && err.contains("b.csv was rewritten"), "{err}");
+    // ...and --replace plans it again from the fixed files.
+    let replaced = submit(&s, &["--replace", "--json"]);
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&replaced.stdout).unwrap();
+    assert_eq!(report["resumed"], false, "{report}");
+    assert!(report["replaced_objects"].as_u64().unwrap() >= 3, "{report}");
     let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
     assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
     assert_eq!(status_json(&s)["state"], "succeeded");
     hourglass_ok(&["verify", &s.output()]);
 
-    // A changed input cannot resume a planned job.
+    // A grown input cannot resume either.
     write_csv(&s.path("input/a.csv"), 0, 600, None);
     let refused = submit(&s, &[]);
     assert!(!refused.status.success());

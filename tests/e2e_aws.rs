@@ -89,7 +89,7 @@ impl Aws {
         })
     }
     fn status(&self) -> serde_json::Value {
-        serde_json::from_slice(&hourglass_ok(&["status", &self.url("out/"), "--json"]).stdout).unwrap()
+        status_json_of(&self.url("out/"), &[])
     }
     fn queue(&self) -> SqsQueue {
         SqsQueue::new(self.queue.clone())
@@ -324,9 +324,7 @@ fn s3_events_start_jobs_once() {
         }
         hourglass_ok(&["verify", &aws.url(out)]);
     }
-    let st: serde_json::Value =
-        serde_json::from_slice(&hourglass_ok(&["status", &aws.url("scores/drops/daily/d1/"), "--json"]).stdout)
-            .unwrap();
+    let st = status_json_of(&aws.url("scores/drops/daily/d1/"), &[]);
     assert_eq!((st["rows_done"].as_u64(), st["state"].as_str()), (Some(3000), Some("succeeded")), "{st}");
     assert!(st["job"].as_str().unwrap().starts_with("daily-"), "{st}");
 
@@ -340,4 +338,51 @@ fn s3_events_start_jobs_once() {
     drop(worker);
     let _ = watch.child.kill();
     assert!(watch.log.iter().all(|l| !l.contains("\"level\":\"ERROR\"")), "{}", watch.log.join("\n"));
+}
+
+/// The frozen-worker case on S3 and SQS: a worker stopped (SIGSTOP) past
+/// its lease while another completes the job is resumed, notices by its own
+/// clock that its lease ran out (SQS may accept a stale receipt's
+/// extension), and writes nothing.
+#[test]
+fn a_frozen_worker_on_sqs_writes_nothing_after_success() {
+    let aws = Aws::new(3);
+    hourglass_ok(&["gen-data", "--output", &aws.url("in/"), "--rows", "6000", "--files", "1", "--format", "csv"]);
+    assert!(aws.submit(&[], &[]).status.success());
+    let slow = [
+        "--visibility-timeout",
+        "3s",
+        "--batch-size",
+        "500",
+        "--fault-batch-delay",
+        "300ms",
+        "--prefetch-shards",
+        "0",
+        "--poll-wait",
+        "1s",
+    ];
+    let mut frozen = aws.worker(&slow, &[]);
+    frozen.wait_for_line("shard started", LONG);
+    frozen.signal("STOP");
+    let mut rescuer = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    assert!(rescuer.wait_exit(LONG).success(), "{}", rescuer.log.join("\n"));
+    assert!(aws.exists("out/_SUCCESS"));
+    let listing = || {
+        rt().block_on(store::list_all(aws.store.as_ref(), "out/"))
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.key, m.version, m.last_modified))
+            .collect::<Vec<_>>()
+    };
+    let before = listing();
+    // S3 times objects to the second: let one pass, so a rewrite with the
+    // same bytes (same ETag) would still show.
+    std::thread::sleep(Duration::from_millis(1100));
+    frozen.signal("CONT");
+    let line = frozen.wait_for_line("lease lost", LONG);
+    assert!(line.contains("nothing was written"), "{line}");
+    frozen.signal("TERM");
+    assert!(frozen.wait_exit(LONG).success(), "{}", frozen.log.join("\n"));
+    assert_eq!(listing(), before, "an object under the prefix changed after _SUCCESS");
+    hourglass_ok(&["verify", &aws.url("out/")]);
 }

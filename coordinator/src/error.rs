@@ -10,6 +10,9 @@ pub enum Error {
     /// The request itself is wrong (no inputs, conflicting job).
     #[error("{0}")]
     Request(String),
+    /// No line end within the line limit after byte `at` (planning).
+    #[error("no line end within the line limit after byte {at}")]
+    LineTooLong { at: u64 },
 }
 
 impl Error {

@@ -23,12 +23,15 @@ use parquet::file::metadata::ParquetMetaDataReader;
 const PROBE_BYTES: u64 = 64 * 1024;
 /// Data rows of each CSV file checked for numbers at plan time.
 const SAMPLE_ROWS: usize = 100;
+pub use hourglass_core::task::DEFAULT_MAX_LINE_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct InputFile {
     pub url: BlobUrl,
     pub size: u64,
     pub format: Format,
+    /// `ObjectMeta::version`: shards pin it.
+    pub version: String,
 }
 
 /// Lists the input: one file, or every CSV/Parquet file under a prefix
@@ -44,7 +47,7 @@ pub async fn list_inputs(store: &dyn BlobStore, input: &BlobUrl, format: Option<
         if format.is_some_and(|f| f != fmt) {
             return None;
         }
-        Some(InputFile { url, size: meta.size, format: fmt })
+        Some(InputFile { url, size: meta.size, format: fmt, version: meta.version.clone() })
     };
     if !input.key().ends_with('/') {
         match store.head(input.key()).await {
@@ -78,17 +81,47 @@ pub struct CheckedFile {
     pub bytes_per_row: f64,
     /// Parquet: rows and compressed bytes per row group.
     pub row_groups: Vec<(u64, u64)>,
+    /// Why the file holds no rows (empty, header only, no rows in its row
+    /// groups): it gets no shard and is recorded as skipped.
+    pub skip: Option<String>,
 }
 
-/// Reads a file's schema and checks it against the model.
+impl CheckedFile {
+    fn skipped(file: &InputFile, reason: &str) -> Self {
+        CheckedFile {
+            file: file.clone(),
+            columns: vec![],
+            bindings: vec![],
+            data_start: 0,
+            bytes_per_row: 0.0,
+            row_groups: vec![],
+            skip: Some(reason.to_string()),
+        }
+    }
+}
+
+/// A carriage return that does not end a line: the file's line endings are
+/// CR only (classic Mac) or mixed, and rows would run together.
+fn stray_cr(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    memchr::memchr(b'\r', line).is_some()
+}
+
+const CR_HINT: &str =
+    "a carriage return inside a line: the file has CR-only or mixed line endings; convert it to LF or CRLF";
+
+/// Reads a file's schema and checks it against the model. CSV lines may be
+/// at most `max_line_bytes` long.
 pub async fn check_file(
     store: &dyn BlobStore,
     file: &InputFile,
     signature: &ModelSignature,
     id_column: &str,
+    max_line_bytes: u64,
 ) -> Result<CheckedFile> {
     match file.format {
-        Format::Csv => check_csv(store, file, signature, id_column).await,
+        Format::Csv => check_csv(store, file, signature, id_column, max_line_bytes).await,
         Format::Parquet => check_parquet(store, file, signature, id_column).await,
     }
 }
@@ -98,17 +131,44 @@ async fn check_csv(
     file: &InputFile,
     signature: &ModelSignature,
     id_column: &str,
+    max_line_bytes: u64,
 ) -> Result<CheckedFile> {
     let key = file.url.key();
+    if file.size == 0 {
+        return Ok(CheckedFile::skipped(file, "empty file (0 bytes)"));
+    }
     let head = read_range(store, key, 0..PROBE_BYTES.min(file.size)).await?;
-    let header_end = csv_data_start(store, key, file.size).await?;
+    let header_end = match next_line_start(store, key, file.size, 0, PROBE_BYTES, max_line_bytes).await? {
+        Some(end) => end,
+        // One line and no newline: a header without rows, or rows that
+        // never end in `\n`.
+        None if file.size <= max_line_bytes => file.size,
+        None => {
+            return Err(Error::input(
+                &file.url,
+                format!(
+                    "line 1: no line end within the first {max_line_bytes} bytes (--max-line-bytes){}",
+                    if memchr::memchr(b'\r', &head).is_some() { format!("; {CR_HINT}") } else { String::new() }
+                ),
+            ));
+        }
+    };
     let header_bytes = if header_end as usize <= head.len() {
         head[..header_end as usize].to_vec()
     } else {
         read_range(store, key, 0..header_end).await?
     };
+    if stray_cr(&header_bytes) {
+        return Err(Error::input(&file.url, format!("line 1: {CR_HINT}")));
+    }
     let columns = parse_header(&header_bytes).map_err(|m| Error::input(&file.url, format!("line 1: {m}")))?;
     let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
+    if header_end == file.size
+        || head[(header_end as usize).min(head.len())..].iter().all(|b| b.is_ascii_whitespace())
+            && head.len() as u64 == file.size
+    {
+        return Ok(CheckedFile::skipped(file, "no data rows (a header only)"));
+    }
     // Check that the first rows hold numbers where the model wants them.
     let sample = &head[(header_end as usize).min(head.len())..];
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(sample);
@@ -121,6 +181,13 @@ async fn check_csv(
     } else {
         sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
     };
+    // The csv crate takes a lone CR as a line end, so look at raw lines:
+    // the workers split at `\n` only.
+    for (i, raw) in sample[..complete].split(|&b| b == b'\n').take(SAMPLE_ROWS).enumerate() {
+        if stray_cr(raw) {
+            return Err(Error::input(&file.url, format!("line {}: {CR_HINT}", i + 2)));
+        }
+    }
     while rows < SAMPLE_ROWS {
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
@@ -132,6 +199,12 @@ async fn check_csv(
             break;
         }
         let line = pos.line() + 1;
+        if std::str::from_utf8(&rec[bindings_id(&columns, id_column)]).is_err() {
+            return Err(Error::input(
+                &file.url,
+                format!("line {line}, column {id_column:?}: the id is not valid UTF-8 (ids must be text)"),
+            ));
+        }
         if rec.len() != columns.len() {
             return Err(Error::input(
                 &file.url,
@@ -165,7 +238,19 @@ async fn check_csv(
         sampled_bytes = rdr.position().byte();
     }
     let bytes_per_row = if rows > 0 { sampled_bytes as f64 / rows as f64 } else { 1.0 };
-    Ok(CheckedFile { file: file.clone(), columns, bindings, data_start: header_end, bytes_per_row, row_groups: vec![] })
+    Ok(CheckedFile {
+        file: file.clone(),
+        columns,
+        bindings,
+        data_start: header_end,
+        bytes_per_row,
+        row_groups: vec![],
+        skip: None,
+    })
+}
+
+fn bindings_id(columns: &[String], id_column: &str) -> usize {
+    columns.iter().position(|c| c == id_column).expect("bind checks the id column")
 }
 
 fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
@@ -219,59 +304,77 @@ async fn check_parquet(
     for b in &bindings {
         for &c in &b.columns {
             let f = schema.field(c);
-            let dt = f.data_type();
-            let numeric = dt.is_numeric() && !matches!(dt, arrow_schema::DataType::Float16)
-                || *dt == arrow_schema::DataType::Boolean;
-            if !numeric {
+            if !hourglass_core::model::column_feeds(f.data_type(), b.dtype) {
                 return Err(bad(&format!(
-                    "column {:?} has type {dt}; model input {:?} takes {} (numeric columns only)",
+                    "column {:?} has type {}; model input {:?} takes {}",
                     f.name(),
+                    f.data_type(),
                     b.input,
                     b.dtype.as_str()
                 )));
             }
         }
     }
-    let row_groups = meta.row_groups().iter().map(|rg| (rg.num_rows() as u64, rg.compressed_size() as u64)).collect();
-    Ok(CheckedFile { file: file.clone(), columns, bindings, data_start: 0, bytes_per_row: 0.0, row_groups })
+    let row_groups: Vec<(u64, u64)> =
+        meta.row_groups().iter().map(|rg| (rg.num_rows() as u64, rg.compressed_size() as u64)).collect();
+    if row_groups.iter().all(|&(rows, _)| rows == 0) {
+        return Ok(CheckedFile::skipped(file, "no rows (every row group is empty)"));
+    }
+    Ok(CheckedFile { file: file.clone(), columns, bindings, data_start: 0, bytes_per_row: 0.0, row_groups, skip: None })
 }
 
-fn memchr(hay: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?.iter().position(|&b| b == b'\n').map(|i| i + from)
-}
-
-/// Where a CSV file's data starts: just after its header line.
+/// Where a CSV file's data starts: just after its header line (the file
+/// size when there is no newline).
 pub async fn csv_data_start(store: &dyn BlobStore, key: &str, size: u64) -> Result<u64> {
-    next_line_start(store, key, size, 0, PROBE_BYTES).await
+    Ok(next_line_start(store, key, size, 0, PROBE_BYTES, u64::MAX).await?.unwrap_or(size))
 }
 
 /// The start of the line after the one holding byte `at`: one past the
-/// first newline at or after `at`, or the file size if there is none. Reads
-/// `probe_bytes` at a time.
-pub async fn next_line_start(store: &dyn BlobStore, key: &str, size: u64, at: u64, probe_bytes: u64) -> Result<u64> {
+/// first newline at or after `at`. `None` when the file ends first, or when
+/// `max_line_bytes` pass without one (the caller tells which by `size`).
+/// Reads `probe_bytes` at a time, so a line without end is never buffered.
+pub async fn next_line_start(
+    store: &dyn BlobStore,
+    key: &str,
+    size: u64,
+    at: u64,
+    probe_bytes: u64,
+    max_line_bytes: u64,
+) -> Result<Option<u64>> {
     let mut pos = at;
-    while pos < size {
-        let end = (pos + probe_bytes.max(1)).min(size);
+    let limit = at.saturating_add(max_line_bytes).min(size);
+    while pos < limit {
+        let end = (pos + probe_bytes.max(1)).min(limit);
         let window = read_range(store, key, pos..end).await?;
-        if let Some(i) = memchr(&window, 0) {
-            return Ok(pos + i as u64 + 1);
+        if let Some(i) = memchr::memchr(b'\n', &window) {
+            return Ok(Some(pos + i as u64 + 1));
         }
         pos = end;
     }
-    Ok(size)
+    Ok(None)
 }
 
 /// Cuts `[data_start, size)` into line-aligned ranges of about
 /// `shard_bytes`. The union of the ranges is exactly `[data_start, size)`
 /// and each starts at a line start, so every line is in exactly one range.
 pub async fn cut_csv(
+    file: &InputFile,
     store: &dyn BlobStore,
-    key: &str,
-    size: u64,
     data_start: u64,
     shard_bytes: u64,
+    max_line_bytes: u64,
 ) -> Result<Vec<[u64; 2]>> {
-    cut_csv_with_probe(store, key, size, data_start, shard_bytes, PROBE_BYTES).await
+    cut_csv_with_probe(store, file.url.key(), file.size, data_start, shard_bytes, PROBE_BYTES, max_line_bytes)
+        .await
+        .map_err(|e| match e {
+            Error::LineTooLong { at } => Error::input(
+                &file.url,
+                format!(
+                    "no line end within {max_line_bytes} bytes after byte {at} (--max-line-bytes): a line that long, or CR-only line endings"
+                ),
+            ),
+            other => other,
+        })
 }
 
 /// `cut_csv` with the probe window as a parameter, so tests can make lines
@@ -283,6 +386,7 @@ pub async fn cut_csv_with_probe(
     data_start: u64,
     shard_bytes: u64,
     probe_bytes: u64,
+    max_line_bytes: u64,
 ) -> Result<Vec<[u64; 2]>> {
     let shard_bytes = shard_bytes.max(1);
     let mut ranges = Vec::new();
@@ -290,8 +394,15 @@ pub async fn cut_csv_with_probe(
     while start < size {
         let target = start + shard_bytes;
         // The line holding byte `target - 1` ends this shard.
-        let end =
-            if target >= size { size } else { next_line_start(store, key, size, target - 1, probe_bytes).await? };
+        let end = if target >= size {
+            size
+        } else {
+            match next_line_start(store, key, size, target - 1, probe_bytes, max_line_bytes).await? {
+                Some(end) => end,
+                None if target - 1 + max_line_bytes >= size => size,
+                None => return Err(Error::LineTooLong { at: target - 1 }),
+            }
+        };
         ranges.push([start, end]);
         start = end;
     }
@@ -299,11 +410,12 @@ pub async fn cut_csv_with_probe(
 }
 
 /// Groups row groups into shards of about `shard_bytes` (at least one group).
+/// Row groups without rows are left out: they score nothing.
 pub fn cut_parquet(row_groups: &[(u64, u64)], shard_bytes: u64) -> Vec<(Vec<usize>, u64)> {
     let mut shards = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let (mut bytes, mut rows) = (0u64, 0u64);
-    for (i, &(n, size)) in row_groups.iter().enumerate() {
+    for (i, &(n, size)) in row_groups.iter().enumerate().filter(|(_, g)| g.0 > 0) {
         if !current.is_empty() && bytes + size > shard_bytes {
             shards.push((std::mem::take(&mut current), rows));
             bytes = 0;
@@ -319,13 +431,20 @@ pub fn cut_parquet(row_groups: &[(u64, u64)], shard_bytes: u64) -> Vec<(Vec<usiz
     shards
 }
 
-/// The shards of checked files, numbered in file order.
-pub async fn cut_shards(store: &dyn BlobStore, files: &[CheckedFile], shard_bytes: u64) -> Result<Vec<ShardPlan>> {
+/// The shards of checked files, numbered in file order; skipped files get
+/// none.
+pub async fn cut_shards(
+    store: &dyn BlobStore,
+    files: &[CheckedFile],
+    shard_bytes: u64,
+    max_line_bytes: u64,
+) -> Result<Vec<ShardPlan>> {
     let mut plans = Vec::new();
-    for f in files {
+    for f in files.iter().filter(|f| f.skip.is_none()) {
+        let version = Some(f.file.version.clone());
         match f.file.format {
             Format::Csv => {
-                for [start, end] in cut_csv(store, f.file.url.key(), f.file.size, f.data_start, shard_bytes).await? {
+                for [start, end] in cut_csv(&f.file, store, f.data_start, shard_bytes, max_line_bytes).await? {
                     plans.push(ShardPlan {
                         shard: ShardId::from_index(plans.len()),
                         input: ShardInput {
@@ -334,6 +453,7 @@ pub async fn cut_shards(store: &dyn BlobStore, files: &[CheckedFile], shard_byte
                             range: Some([start, end]),
                             columns: Some(f.columns.clone()),
                             row_groups: None,
+                            version: version.clone(),
                         },
                         rows_estimate: ((end - start) as f64 / f.bytes_per_row.max(1.0)).round() as u64,
                     });
@@ -349,6 +469,7 @@ pub async fn cut_shards(store: &dyn BlobStore, files: &[CheckedFile], shard_byte
                             range: None,
                             columns: None,
                             row_groups: Some(groups),
+                            version: version.clone(),
                         },
                         rows_estimate: rows,
                     });
@@ -367,5 +488,8 @@ mod tests {
     fn parquet_groups_pack_up_to_the_target() {
         let groups = [(10, 40), (10, 40), (10, 40), (10, 200)];
         assert_eq!(cut_parquet(&groups, 100), vec![(vec![0, 1], 20), (vec![2], 10), (vec![3], 10)]);
+        let with_empty = [(0, 5), (10, 40), (0, 5)];
+        assert_eq!(cut_parquet(&with_empty, 100), vec![(vec![1], 10)]);
+        assert!(cut_parquet(&[(0, 5)], 100).is_empty());
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::{Error, Result};
 use hourglass_core::ledger::{Ledger, now_ms};
+use hourglass_core::queue::Queue;
 use hourglass_core::{BlobUrl, JobId, store};
 use serde::Serialize;
 
@@ -14,10 +15,31 @@ pub enum JobState {
     Running,
     /// Every shard is done and `_SUCCESS` is written.
     Succeeded,
-    /// Every shard is done or failed, and some failed: the job cannot
-    /// finish without a fix and a resubmit.
+    /// Every shard is done, failed or lost, and some failed or were lost:
+    /// the job cannot finish without a fix and a resubmit.
     Failed,
 }
+
+impl JobState {
+    /// The exit code of `status`, `submit --wait` and `status --watch`:
+    /// what an orchestrator (CronJob, Airflow, Argo) branches on.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            JobState::Succeeded => 0,
+            JobState::Failed => EXIT_FAILED,
+            JobState::Running => EXIT_RUNNING,
+        }
+    }
+}
+
+/// The job failed: some shard has a failed record or was lost.
+pub const EXIT_FAILED: u8 = 3;
+/// The job is still running (plain `status`).
+pub const EXIT_RUNNING: u8 = 4;
+/// The ledger (or the queue) could not be read, or holds no job.
+pub const EXIT_UNREADABLE: u8 = 5;
+/// `verify`: outputs do not match inputs one to one.
+pub const EXIT_MISMATCH: u8 = 6;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
@@ -46,6 +68,16 @@ pub struct JobStatus {
     /// Deadline minus the projected finish; negative means late.
     pub slack_secs: Option<f64>,
     pub failures: Vec<Failure>,
+    /// Shards with neither a done nor a failed record while the queue holds
+    /// no message at all: their messages are gone (dead-lettered by the
+    /// queue's redrive, or deleted), so nothing will ever finish them.
+    pub shards_lost: u64,
+    /// Messages in the queue's dead-letter queue (all jobs), when known.
+    pub dead_letters: Option<u64>,
+    /// Input files with no rows, planned as no shard.
+    pub skipped_files: Vec<hourglass_core::ledger::SkippedFile>,
+    /// Records under the prefix that belong to another job (ignored).
+    pub foreign_records: u64,
     /// Each planned shard's state in shard order, for the live view.
     #[serde(skip)]
     pub shard_states: Vec<ShardState>,
@@ -58,7 +90,10 @@ pub enum ShardState {
     Pending,
 }
 
-pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
+/// The job at `output`, from its ledger. With the job's `queue`, shards
+/// whose messages are gone are reported as lost and the dead-letter depth
+/// is shown.
+pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobStatus> {
     let ledger = Ledger::new(store::open(output)?, output);
     let job = ledger.read_job().await?.ok_or_else(|| {
         Error::Request(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json")))
@@ -66,10 +101,14 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
     let done = ledger.done_records().await?;
     let failed = ledger.failed_records().await?;
     let planned: std::collections::BTreeSet<_> = job.shards.iter().map(|s| s.shard.clone()).collect();
-    let done: Vec<_> = done.into_iter().filter(|d| planned.contains(&d.shard)).collect();
+    let foreign_records =
+        (done.iter().filter(|d| d.job != job.job).count() + failed.iter().filter(|f| f.job != job.job).count()) as u64;
+    let done: Vec<_> = done.into_iter().filter(|d| d.job == job.job && planned.contains(&d.shard)).collect();
     let done_ids: std::collections::BTreeSet<_> = done.iter().map(|d| d.shard.clone()).collect();
-    let failed: Vec<_> =
-        failed.into_iter().filter(|f| planned.contains(&f.shard) && !done_ids.contains(&f.shard)).collect();
+    let failed: Vec<_> = failed
+        .into_iter()
+        .filter(|f| f.job == job.job && planned.contains(&f.shard) && !done_ids.contains(&f.shard))
+        .collect();
     let mut success = ledger.success().await?;
     if success.is_none() && done.len() == job.shards.len() {
         // A worker died between its done record and `_SUCCESS`: repair.
@@ -87,9 +126,21 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
     let rows_per_sec = if elapsed_secs > 0.0 { rows_done as f64 / elapsed_secs } else { 0.0 };
     // Estimate what remains from the plan of the shards not yet done.
     let remaining: u64 = job.shards.iter().filter(|s| !done_ids.contains(&s.shard)).map(|s| s.rows_estimate).sum();
+    let open_shards = job.shards.len() - done.len() - failed.len();
+    let (mut shards_lost, mut dead_letters) = (0u64, None);
+    if let Some(queue) = queue {
+        let depth = queue.depth().await?;
+        dead_letters = depth.dead;
+        // Nothing queued, leased or delayed, yet shards without a result:
+        // their messages are gone. A shared queue with other work in it
+        // cannot say which job a message is for, so then nothing is lost.
+        if success.is_none() && open_shards > 0 && depth.visible + depth.in_flight + depth.delayed == 0 {
+            shards_lost = open_shards as u64;
+        }
+    }
     let state = if success.is_some() {
         JobState::Succeeded
-    } else if !failed.is_empty() && done.len() + failed.len() == job.shards.len() {
+    } else if (!failed.is_empty() || shards_lost > 0) && open_shards as u64 == shards_lost {
         JobState::Failed
     } else {
         JobState::Running
@@ -127,7 +178,7 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
         shards_total: total,
         shards_done: done.len() as u64,
         shards_failed: failed.len() as u64,
-        shards_pending: total - done.len() as u64 - failed.len() as u64,
+        shards_pending: total - done.len() as u64 - failed.len() as u64 - shards_lost,
         rows_done,
         rows_estimate: job.rows_estimate,
         bad_rows: done.iter().map(|d| d.bad_rows).sum(),
@@ -145,6 +196,10 @@ pub async fn status(output: &BlobUrl) -> Result<JobStatus> {
                 attempts: f.attempts,
             })
             .collect(),
+        shards_lost,
+        dead_letters,
+        skipped_files: job.skipped_files.clone(),
+        foreign_records,
         shard_states,
     })
 }
@@ -221,9 +276,31 @@ impl JobStatus {
         let mut out = String::new();
         out.push_str(&format!("job      {}\noutput   {}\nstate    {:?}\n", self.job, self.output, self.state));
         out.push_str(&format!(
-            "shards   {} done, {} failed, {} pending, {} total\n",
-            self.shards_done, self.shards_failed, self.shards_pending, self.shards_total
+            "shards   {} done, {} failed, {} pending, {} total{}\n",
+            self.shards_done,
+            self.shards_failed,
+            self.shards_pending,
+            self.shards_total,
+            if self.shards_lost > 0 { format!(", {} LOST", self.shards_lost) } else { String::new() }
         ));
+        if self.shards_lost > 0 {
+            out.push_str(&format!(
+                "lost     {} shard(s) have no result and the queue holds no message: killed too often (OOM, spot) and dead-lettered by the queue, or deleted; resubmit to retry them\n",
+                self.shards_lost
+            ));
+        }
+        if let Some(d) = self.dead_letters {
+            out.push_str(&format!("dlq      {d} message(s) in the dead-letter queue\n"));
+        }
+        for s in &self.skipped_files {
+            out.push_str(&format!("skipped  {} ({})\n", s.url, s.reason));
+        }
+        if self.foreign_records > 0 {
+            out.push_str(&format!(
+                "warning  {} record(s) under the prefix belong to another job and are ignored\n",
+                self.foreign_records
+            ));
+        }
         out.push_str(&format!(
             "rows     {} done of ~{} planned ({} bad rows skipped)\n",
             self.rows_done, self.rows_estimate, self.bad_rows
@@ -260,7 +337,7 @@ mod tests {
         let done = states.iter().filter(|s| **s == ShardState::Done).count() as u64;
         let failed = states.iter().filter(|s| **s == ShardState::Failed).count() as u64;
         JobStatus {
-            job: JobId::new("j-1"),
+            job: JobId::parse("j-1").unwrap(),
             output: "s3://out/".into(),
             state: JobState::Running,
             shards_total: states.len() as u64,
@@ -276,6 +353,10 @@ mod tests {
             deadline_unix_ms: Some(now_ms() + 3_600_000),
             slack_secs: Some(3580.0),
             failures: vec![],
+            shards_lost: 0,
+            dead_letters: None,
+            skipped_files: vec![],
+            foreign_records: 0,
             shard_states: states,
         }
     }

@@ -186,6 +186,7 @@ impl Rule {
             id_column: self.id_column.clone(),
             shard_bytes: self.shard_bytes,
             max_bad_rows: self.max_bad_rows,
+            max_line_bytes: hourglass_core::task::DEFAULT_MAX_LINE_BYTES,
             deadline_unix_ms,
         };
         Ok((job, spec))
@@ -455,7 +456,7 @@ impl Watcher {
             return Ok(Handled::Duplicate(job));
         }
         let (signature, model_sha256) = self.models.read(&spec.model).await.map_err(fail)?;
-        let request = SubmitRequest { spec, job_id: Some(job), signature, model_sha256 };
+        let request = SubmitRequest { spec, job_id: Some(job), signature, model_sha256, replace: false };
         let report = submit(request, self.work.as_ref()).await.map_err(fail)?;
         self.metrics.count(&rule.name, "submitted");
         Ok(Handled::Submitted(report))

@@ -15,6 +15,7 @@ use hourglass_core::{BlobUrl, store};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
+use sha2::Digest;
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -29,12 +30,27 @@ pub struct VerifyReport {
     pub unexpected: u64,
     /// Rows the workers skipped as bad (recorded in `_hourglass/bad/`).
     pub bad_rows: u64,
+    /// Done records of another job under the prefix (their outputs are not
+    /// counted).
+    pub foreign_records: u64,
+    /// Outputs whose bytes are not those their done record names (sha256):
+    /// written over after the shard was recorded.
+    pub altered_outputs: u64,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.duplicates == 0 && self.unexpected == 0 && self.missing == self.bad_rows
+        self.duplicates == 0
+            && self.unexpected == 0
+            && self.missing == self.bad_rows
+            && self.foreign_records == 0
+            && self.altered_outputs == 0
     }
+}
+
+/// Waits for blocking work; a panic in it propagates.
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Reads one column of a Parquet object as strings.
@@ -87,12 +103,11 @@ fn csv_ids(body: &[u8], id_column: &str, what: &str) -> Result<Vec<String>> {
 async fn input_ids(store: &dyn BlobStore, url: &BlobUrl, format: Format, id_column: &str) -> Result<Vec<String>> {
     let body = store.get(url.key()).await?;
     let (what, id) = (url.to_string(), id_column.to_string());
-    tokio::task::spawn_blocking(move || match format {
+    joined(tokio::task::spawn_blocking(move || match format {
         Format::Csv => csv_ids(&body, &id, &what),
         Format::Parquet => parquet_column_as_strings(body, &id, &what),
-    })
+    }))
     .await
-    .map_err(|e| Error::Request(format!("verify failed: {e}")))?
 }
 
 pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
@@ -114,13 +129,19 @@ pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
     let mut output_rows = 0u64;
     let mut unexpected = 0u64;
     let mut bad_rows = 0u64;
+    let (mut foreign_records, mut altered_outputs) = (0u64, 0u64);
     for done in ledger.done_records().await? {
+        if done.job != job.job {
+            foreign_records += 1;
+            continue;
+        }
         bad_rows += done.bad_rows;
         let body = ledger.store().get(done.output.key()).await?;
+        if hex::encode(sha2::Sha256::digest(&body)) != done.sha256 {
+            altered_outputs += 1;
+        }
         let (what, id) = (done.output.to_string(), id_column.clone());
-        let ids = tokio::task::spawn_blocking(move || parquet_column_as_strings(body, &id, &what))
-            .await
-            .map_err(|e| Error::Request(format!("verify failed: {e}")))??;
+        let ids = joined(tokio::task::spawn_blocking(move || parquet_column_as_strings(body, &id, &what))).await?;
         for id in ids {
             output_rows += 1;
             match counts.get_mut(&id) {
@@ -131,5 +152,14 @@ pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
     }
     let missing = counts.values().filter(|&&c| c > 0).map(|&c| c as u64).sum();
     let duplicates = counts.values().filter(|&&c| c < 0).map(|&c| (-c) as u64).sum();
-    Ok(VerifyReport { input_rows, output_rows, missing, duplicates, unexpected, bad_rows })
+    Ok(VerifyReport {
+        input_rows,
+        output_rows,
+        missing,
+        duplicates,
+        unexpected,
+        bad_rows,
+        foreign_records,
+        altered_outputs,
+    })
 }

@@ -38,7 +38,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let (start, ranges) = rt.block_on(async {
             let start = csv_data_start(&store as &dyn BlobStore, &key, size).await.unwrap();
-            let ranges = cut_csv_with_probe(&store, &key, size, start, shard_bytes, probe_bytes).await.unwrap();
+            let ranges = cut_csv_with_probe(&store, &key, size, start, shard_bytes, probe_bytes, u64::MAX).await.unwrap();
             (start, ranges)
         });
         let bytes = text.as_bytes();

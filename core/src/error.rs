@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Permanent,
     /// The input itself is wrong (malformed message, unknown version).
     Invalid,
+    /// The object is no longer the version that was pinned (`If-Match`).
+    Changed,
 }
 
 impl ErrorKind {
@@ -29,6 +31,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Permanent => "permanent",
             ErrorKind::Invalid => "invalid",
+            ErrorKind::Changed => "changed",
         }
     }
 

@@ -140,9 +140,9 @@ impl BlobStore for UnreliableStore {
         self.check("get", key).await?;
         self.inner.get(key).await
     }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream> {
         self.check("get", key).await?;
-        self.inner.get_range(key, range).await
+        self.inner.get_range_if(key, range, if_match).await
     }
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         self.check("put", key).await?;

@@ -12,7 +12,7 @@
 //! ```
 
 use crate::store::{BlobStore, list_all};
-use crate::task::{Format, ShardInput};
+use crate::task::{Format, ModelRef, ShardInput, ShardTask, TASK_VERSION};
 use crate::{BlobUrl, Error, JobId, Result, ShardId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -32,8 +32,38 @@ pub struct JobSpec {
     pub id_column: String,
     pub shard_bytes: u64,
     pub max_bad_rows: u64,
+    /// Longest CSV line; left out when it is the default, so job ids of
+    /// jobs planned before the field existed stay the same.
+    #[serde(default = "default_max_line_bytes", skip_serializing_if = "is_default_max_line_bytes")]
+    pub max_line_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_unix_ms: Option<u64>,
+}
+
+fn default_max_line_bytes() -> u64 {
+    crate::task::DEFAULT_MAX_LINE_BYTES
+}
+
+fn is_default_max_line_bytes(n: &u64) -> bool {
+    *n == crate::task::DEFAULT_MAX_LINE_BYTES
+}
+
+impl JobSpec {
+    /// The first field in which `other` plans a different job (the
+    /// deadline may change between submits), as `(field, ours, theirs)`.
+    pub fn differs_from(&self, other: &JobSpec) -> Option<(&'static str, String, String)> {
+        let fields: [(&'static str, String, String); 8] = [
+            ("input", self.input.to_string(), other.input.to_string()),
+            ("model", self.model.to_string(), other.model.to_string()),
+            ("output", self.output.as_prefix().to_string(), other.output.as_prefix().to_string()),
+            ("format", format!("{:?}", self.format), format!("{:?}", other.format)),
+            ("id_column", self.id_column.clone(), other.id_column.clone()),
+            ("shard_bytes", self.shard_bytes.to_string(), other.shard_bytes.to_string()),
+            ("max_bad_rows", self.max_bad_rows.to_string(), other.max_bad_rows.to_string()),
+            ("max_line_bytes", self.max_line_bytes.to_string(), other.max_line_bytes.to_string()),
+        ];
+        fields.into_iter().find(|(_, a, b)| a != b)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +82,18 @@ pub struct ShardPlan {
 pub struct InputFileRecord {
     pub url: BlobUrl,
     pub size: u64,
+    /// `ObjectMeta::version` at planning (ETag on S3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// An input file that holds no rows (0 bytes, a header only, no rows in
+/// its row groups): planned as no shard, recorded so `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedFile {
+    pub url: BlobUrl,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +106,8 @@ pub struct JobRecord {
     pub submitted_at_ms: u64,
     pub rows_estimate: u64,
     pub files: Vec<InputFileRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<SkippedFile>,
     pub shards: Vec<ShardPlan>,
 }
 
@@ -106,6 +150,49 @@ pub struct SuccessRecord {
     pub shards: u64,
     pub rows: u64,
     pub finished_at_ms: u64,
+}
+
+impl JobRecord {
+    /// The task of one planned shard. Everything in it comes from this
+    /// record, which is how a worker checks a task against its job.
+    pub fn task_for(&self, plan: &ShardPlan) -> ShardTask {
+        ShardTask {
+            v: TASK_VERSION,
+            job: self.job.clone(),
+            shard: plan.shard.clone(),
+            input: plan.input.clone(),
+            model: ModelRef { url: self.spec.model.clone(), sha256: self.model_sha256.clone() },
+            output: self.spec.output.as_prefix(),
+            id_column: self.spec.id_column.clone(),
+            max_bad_rows: self.spec.max_bad_rows,
+            max_line_bytes: self.spec.max_line_bytes,
+            deadline_unix_ms: self.spec.deadline_unix_ms,
+        }
+    }
+
+    /// Why `task` is not a task of this job, or `None` when it is exactly
+    /// the task `task_for` makes of its shard (the deadline may differ: a
+    /// resubmit can move it).
+    pub fn refuses(&self, task: &ShardTask) -> Option<String> {
+        if task.job != self.job {
+            return Some(format!("the prefix holds job {}, this task is for job {}", self.job, task.job));
+        }
+        let Some(plan) = self.shards.iter().find(|s| s.shard == task.shard) else {
+            return Some(format!("job {} has no shard {}", self.job, task.shard));
+        };
+        let expected = self.task_for(plan);
+        let fields: [(&str, bool); 6] = [
+            ("input", expected.input == task.input),
+            ("model", expected.model == task.model),
+            ("output", expected.output == task.output),
+            ("id_column", expected.id_column == task.id_column),
+            ("max_bad_rows", expected.max_bad_rows == task.max_bad_rows),
+            ("max_line_bytes", expected.max_line_bytes == task.max_line_bytes),
+        ];
+        fields.iter().find(|(_, same)| !same).map(|(field, _)| {
+            format!("its {field} differs from the plan of shard {} in job {}'s job.json", task.shard, self.job)
+        })
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -173,41 +260,105 @@ impl Ledger {
         Ok(out)
     }
 
-    pub async fn read_job(&self) -> Result<Option<JobRecord>> {
-        self.read_json(&self.key("_hourglass/job.json")).await
+    fn job_key(&self) -> String {
+        self.key("_hourglass/job.json")
     }
 
-    pub async fn write_job(&self, job: &JobRecord) -> Result<()> {
-        self.write_json(&self.key("_hourglass/job.json"), job).await
+    pub async fn read_job(&self) -> Result<Option<JobRecord>> {
+        self.read_json(&self.job_key()).await
+    }
+
+    /// The job record and its version (to tell a changed record from the
+    /// one a worker cached), or `None` when the prefix holds no job.
+    pub async fn read_job_versioned(&self) -> Result<Option<(JobRecord, String)>> {
+        let version = match self.store.head(&self.job_key()).await {
+            Ok(meta) => meta.version,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(self.read_job().await?.map(|r| (r, version)))
+    }
+
+    /// The version of `job.json`, or `None` when there is none.
+    pub async fn job_version(&self) -> Result<Option<String>> {
+        match self.store.head(&self.job_key()).await {
+            Ok(meta) => Ok(Some(meta.version)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates `job.json` unless the prefix already holds one: a prefix
+    /// belongs to one job. Returns whether this call created it.
+    pub async fn create_job(&self, job: &JobRecord) -> Result<bool> {
+        let body = serde_json::to_vec_pretty(job).expect("ledger records serialize");
+        self.store.put_if_absent(&self.job_key(), Bytes::from(body)).await
+    }
+
+    /// Rewrites the record of the job the prefix already holds (a resume
+    /// with a new deadline); never used to take a prefix over.
+    pub async fn update_job(&self, job: &JobRecord) -> Result<()> {
+        self.write_json(&self.job_key(), job).await
+    }
+
+    /// Deletes what a job wrote under the prefix (outputs, ledger,
+    /// `_SUCCESS`), leaving other objects alone; for `submit --replace`.
+    pub async fn clear(&self) -> Result<usize> {
+        let root = self.root.key().to_string();
+        let mut deleted = 0;
+        for meta in list_all(self.store.as_ref(), &root).await? {
+            let rel = &meta.key[root.len()..];
+            let ours =
+                rel.starts_with("_hourglass/") || rel == "_SUCCESS" || (rel.starts_with("part-") && !rel.contains('/'));
+            if ours {
+                self.store.delete(&meta.key).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     pub async fn read_done(&self, shard: &ShardId) -> Result<Option<DoneRecord>> {
         self.read_json(&self.key(&format!("_hourglass/done/{shard}.json"))).await
     }
 
-    /// Writes the done record and clears any failed record of the shard
-    /// (a resubmitted job may succeed where an earlier attempt gave up).
-    pub async fn write_done(&self, done: &DoneRecord) -> Result<()> {
-        self.write_json(&self.key(&format!("_hourglass/done/{}.json", done.shard)), done).await?;
-        self.store.delete(&self.key(&format!("_hourglass/failed/{}.json", done.shard))).await
+    /// Creates the done record unless the shard has one: of two attempts
+    /// that both scored the shard, exactly one records it. Returns whether
+    /// this call did. A failed record of the shard may stay behind: a done
+    /// record always wins over it, so nothing is deleted here (a worker
+    /// needs no delete right).
+    pub async fn create_done(&self, done: &DoneRecord) -> Result<bool> {
+        let body = serde_json::to_vec_pretty(done).expect("ledger records serialize");
+        self.store.put_if_absent(&self.key(&format!("_hourglass/done/{}.json", done.shard)), Bytes::from(body)).await
     }
 
     pub async fn write_failed(&self, failed: &FailedRecord) -> Result<()> {
         self.write_json(&self.key(&format!("_hourglass/failed/{}.json", failed.shard)), failed).await
     }
 
-    /// Removes a shard's failed record (it is being tried again).
+    /// Removes a shard's failed record (it is being tried again). Call it
+    /// only for shards listed by `failed_shards`: deleting what does not
+    /// exist needs rights a least-privilege role may lack.
     pub async fn clear_failed(&self, shard: &ShardId) -> Result<()> {
         self.store.delete(&self.key(&format!("_hourglass/failed/{shard}.json"))).await
     }
 
     /// Shards with a done record, from a listing alone.
     pub async fn done_shards(&self) -> Result<BTreeSet<ShardId>> {
-        let prefix = self.key("_hourglass/done/");
+        self.shards_in("_hourglass/done/").await
+    }
+
+    /// Shards with a failed record, from a listing alone.
+    pub async fn failed_shards(&self) -> Result<BTreeSet<ShardId>> {
+        self.shards_in("_hourglass/failed/").await
+    }
+
+    async fn shards_in(&self, folder: &str) -> Result<BTreeSet<ShardId>> {
+        let prefix = self.key(folder);
         Ok(list_all(self.store.as_ref(), &prefix)
             .await?
             .into_iter()
-            .filter_map(|m| m.key.strip_prefix(&prefix)?.strip_suffix(".json").map(ShardId::new))
+            .filter_map(|m| ShardId::parse(m.key.strip_prefix(&prefix)?.strip_suffix(".json")?).ok())
             .collect())
     }
 
@@ -223,9 +374,11 @@ impl Ledger {
         self.read_json(&self.key("_SUCCESS")).await
     }
 
-    /// Writes `_SUCCESS` if every planned shard has a done record. Returns
-    /// whether this call wrote it: with `put_if_absent`, of any number of
-    /// workers finishing the last shards at once, exactly one does.
+    /// Writes `_SUCCESS` if every planned shard has a done record of this
+    /// job. Returns whether this call wrote it: with `put_if_absent`, of any
+    /// number of workers finishing the last shards at once, exactly one
+    /// does. A done record of another job under the prefix is an error:
+    /// the prefix's outputs cannot be trusted.
     pub async fn try_finalize(&self, job: &JobRecord) -> Result<bool> {
         let done = self.done_shards().await?;
         if !job.shards.iter().all(|s| done.contains(&s.shard)) {
@@ -234,7 +387,19 @@ impl Ledger {
         if self.success().await?.is_some() {
             return Ok(false);
         }
-        let rows = self.done_records().await?.iter().map(|d| d.rows).sum();
+        let planned: BTreeSet<&ShardId> = job.shards.iter().map(|s| &s.shard).collect();
+        let mut rows = 0;
+        for record in self.done_records().await? {
+            if record.job != job.job {
+                return Err(Error::invalid(
+                    self.root.join(&format!("_hourglass/done/{}.json", record.shard)).to_string(),
+                    format!("done record of job {}, but the prefix holds job {}", record.job, job.job),
+                ));
+            }
+            if planned.contains(&record.shard) {
+                rows += record.rows;
+            }
+        }
         let record = SuccessRecord {
             v: LEDGER_VERSION,
             job: job.job.clone(),

@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod error;
 pub mod fault;
+pub mod iam;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;

@@ -36,6 +36,22 @@ impl DType {
     }
 }
 
+/// Whether a column of Arrow type `column` can feed a model input of
+/// element type `input`: the one table the planner (at submit) and the
+/// worker (per batch) both consult, so a file accepted at submit is never
+/// refused by every worker. Integer inputs take integers that fit an i64
+/// (not u64) and booleans; float inputs take any integer, float32/64 and
+/// booleans. Decimals, float16, strings and nested types are refused.
+pub fn column_feeds(column: &arrow_schema::DataType, input: DType) -> bool {
+    use arrow_schema::DataType as T;
+    let int =
+        matches!(column, T::Int8 | T::Int16 | T::Int32 | T::Int64 | T::UInt8 | T::UInt16 | T::UInt32 | T::Boolean);
+    match input {
+        DType::Int32 | DType::Int64 => int,
+        DType::Float32 | DType::Float64 => int || matches!(column, T::UInt64 | T::Float32 | T::Float64),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
     pub name: String,
@@ -200,5 +216,25 @@ mod tests {
         assert!(e.contains("takes 2 features but the file has 3"), "{e}");
         let e = sig(None).bind("f.csv", &cols(&["a", "b"]), "id").unwrap_err().to_string();
         assert!(e.contains("id column"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod type_table_tests {
+    use super::*;
+    use arrow_schema::DataType as T;
+
+    #[test]
+    fn integer_inputs_refuse_floats_decimals_and_u64() {
+        for t in [T::Float32, T::Float64, T::Decimal128(10, 2), T::UInt64, T::Utf8, T::Float16] {
+            assert!(!column_feeds(&t, DType::Int64), "{t}");
+        }
+        assert!(column_feeds(&T::Int32, DType::Int64));
+        for t in [T::Float32, T::Float64, T::Int64, T::UInt64, T::Boolean] {
+            assert!(column_feeds(&t, DType::Float32), "{t}");
+        }
+        for t in [T::Decimal128(10, 2), T::Float16, T::Utf8, T::Date32] {
+            assert!(!column_feeds(&t, DType::Float32), "{t}");
+        }
     }
 }

@@ -5,6 +5,10 @@
 use crate::{BlobUrl, Error, JobId, Result, ShardId};
 use serde::{Deserialize, Serialize};
 
+/// Longest CSV line accepted by default: a cut point looks this far for a
+/// line end, and a worker buffers no more than this of one line.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
+
 /// The version this build writes and the only one it reads.
 pub const TASK_VERSION: u32 = 1;
 /// SQS refuses bodies over 256 KiB; the local queue holds itself to the same
@@ -62,6 +66,11 @@ pub struct ShardInput {
     /// Parquet: the row groups of this shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<Vec<usize>>,
+    /// The file's version when the job was planned (`ObjectMeta::version`):
+    /// reads send it as `If-Match`, so a file rewritten under a running job
+    /// fails its shards (kind `changed`) instead of being misread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,8 +95,15 @@ pub struct ShardTask {
     pub id_column: String,
     /// Malformed rows a shard may skip (recorded, never dropped silently).
     pub max_bad_rows: u64,
+    /// Longest CSV line the worker buffers.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_unix_ms: Option<u64>,
+}
+
+fn default_max_line_bytes() -> u64 {
+    DEFAULT_MAX_LINE_BYTES
 }
 
 impl ShardTask {
@@ -152,7 +168,7 @@ mod tests {
     fn task() -> ShardTask {
         ShardTask {
             v: TASK_VERSION,
-            job: JobId::new("j1"),
+            job: JobId::parse("j1").unwrap(),
             shard: ShardId::from_index(3),
             input: ShardInput {
                 url: BlobUrl::parse("s3://in/a.csv").unwrap(),
@@ -160,11 +176,13 @@ mod tests {
                 range: Some([10, 20]),
                 columns: Some(vec!["id".into(), "x".into()]),
                 row_groups: None,
+                version: None,
             },
             model: ModelRef { url: BlobUrl::parse("s3://m/model.onnx").unwrap(), sha256: "ab".into() },
             output: BlobUrl::parse("s3://out/p/").unwrap(),
             id_column: "id".into(),
             max_bad_rows: 0,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             deadline_unix_ms: None,
         }
     }

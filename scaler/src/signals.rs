@@ -57,7 +57,10 @@ impl LedgerWatch {
         let listed = self.ledger.done_shards().await?;
         let mut fresh = Vec::new();
         for shard in listed.iter().filter(|s| !self.done.contains_key(*s)) {
-            if let Some(record) = self.ledger.read_done(shard).await? {
+            // Records of another job under the prefix are not progress.
+            if let Some(record) = self.ledger.read_done(shard).await?
+                && self.job.as_ref().is_some_and(|j| j.job == record.job)
+            {
                 fresh.push(record);
             }
         }
@@ -135,8 +138,8 @@ mod tests {
     fn done(shard: &str, rows: u64, seconds: f64, finished: u64) -> DoneRecord {
         DoneRecord {
             v: 1,
-            job: JobId::new("j"),
-            shard: ShardId::new(shard),
+            job: JobId::parse("j").unwrap(),
+            shard: ShardId::parse(shard).unwrap(),
             rows,
             bad_rows: 0,
             seconds,
@@ -153,7 +156,7 @@ mod tests {
         let url = BlobUrl::parse(&format!("file://{}/", dir.display())).unwrap();
         JobRecord {
             v: 1,
-            job: JobId::new("j"),
+            job: JobId::parse("j").unwrap(),
             spec: JobSpec {
                 input: url.clone(),
                 model: url.clone(),
@@ -162,21 +165,24 @@ mod tests {
                 id_column: "id".into(),
                 shard_bytes: 1,
                 max_bad_rows: 0,
+                max_line_bytes: hourglass_core::task::DEFAULT_MAX_LINE_BYTES,
                 deadline_unix_ms: deadline,
             },
             model_sha256: String::new(),
             submitted_at_ms: 1_000_000,
             rows_estimate: shards as u64 * rows_each,
             files: vec![],
+            skipped_files: vec![],
             shards: (0..shards)
                 .map(|i| ShardPlan {
-                    shard: ShardId::new(format!("s{i:03}")),
+                    shard: ShardId::parse(&format!("s{i:03}")).unwrap(),
                     input: ShardInput {
                         url: url.clone(),
                         format: Format::Csv,
                         range: None,
                         columns: None,
                         row_groups: None,
+                        version: None,
                     },
                     rows_estimate: rows_each,
                 })
@@ -200,12 +206,12 @@ mod tests {
         let mut watch = LedgerWatch::new(ledger.clone());
         assert_eq!(watch.refresh().await.unwrap().backlog_rows, None);
 
-        ledger.write_job(&job(dir.path(), 4, 1000, Some(5_000_000))).await.unwrap();
+        ledger.create_job(&job(dir.path(), 4, 1000, Some(5_000_000))).await.unwrap();
         let p = watch.refresh().await.unwrap();
         assert_eq!((p.backlog_rows, p.shards_total, p.shards_done, p.rows_per_sec), (Some(4000), 4, 0, None));
         assert_eq!(p.deadline_unix_ms, Some(5_000_000));
 
-        ledger.write_done(&done("s001", 1000, 2.0, 2_000_000)).await.unwrap();
+        ledger.create_done(&done("s001", 1000, 2.0, 2_000_000)).await.unwrap();
         let p = watch.refresh().await.unwrap();
         assert_eq!((p.backlog_rows, p.shards_done, p.rows_per_sec), (Some(3000), 1, Some(500.0)));
         // Nothing new: same answer, no re-read.

@@ -193,9 +193,25 @@ impl Drop for WorkerProc {
     }
 }
 
+/// `hourglass status --json` of a job that exists: exit 0 (succeeded), 3
+/// (failed) or 4 (running), matching the state it prints.
 pub fn status_json(s: &Scratch) -> serde_json::Value {
-    let out = hourglass_ok(&["status", &s.output(), "--json"]);
-    serde_json::from_slice(&out.stdout).unwrap()
+    status_json_of(&s.output(), &[])
+}
+
+pub fn status_json_of(output: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["status", output, "--json"];
+    args.extend(extra);
+    let out = hourglass(&args);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status: {e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let code = match st["state"].as_str() {
+        Some("succeeded") => 0,
+        Some("failed") => 3,
+        _ => 4,
+    };
+    assert_eq!(out.status.code(), Some(code), "status exit code for {st}");
+    st
 }
 
 /// Every output row: id → (count, probability of click).

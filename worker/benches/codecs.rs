@@ -51,7 +51,14 @@ fn bindings() -> Vec<InputBinding> {
 fn csv_decode(c: &mut Criterion) {
     let data = csv_bytes();
     let (columns, bindings) = (names(), bindings());
-    let shard = CsvShard { columns: &columns, id_column: 0, bindings: &bindings, batch_size: BATCH, max_bad_rows: 0 };
+    let shard = CsvShard {
+        columns: &columns,
+        id_column: 0,
+        bindings: &bindings,
+        batch_size: BATCH,
+        max_bad_rows: 0,
+        max_line_bytes: 1 << 20,
+    };
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(ROWS as u64));
     g.bench_function("csv", |b| {
@@ -107,7 +114,7 @@ fn parquet_decode(c: &mut Criterion) {
     g.bench_function("parquet", |b| {
         b.iter(|| {
             let reader =
-                handle.block_on(StoreFileReader::open_with_metadata(store.clone(), url.key(), "bench")).unwrap();
+                handle.block_on(StoreFileReader::open_with_metadata(store.clone(), url.key(), None, "bench")).unwrap();
             let shard = ParquetShard {
                 file: &file,
                 row_groups: (0..groups).collect(),

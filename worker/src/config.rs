@@ -39,6 +39,11 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Fault injection for tests; zero in production.
     pub fault_batch_delay: Duration,
+    /// Prefixes this worker may read or write at all (empty: any). A task
+    /// whose input, model or output lies elsewhere is dead-lettered: a
+    /// forged message cannot make the worker's role read or overwrite
+    /// other data.
+    pub allow_prefixes: Vec<BlobUrl>,
 }
 
 /// Rows per batch: large enough that ONNX Runtime's per-call overhead is
@@ -72,11 +77,24 @@ impl Default for WorkerConfig {
             preload_model: None,
             worker_id: default_worker_id(),
             fault_batch_delay: Duration::ZERO,
+            allow_prefixes: Vec::new(),
         }
     }
 }
 
 impl WorkerConfig {
+    /// Whether `url` lies under an allowed prefix (any, when none is set).
+    /// A prefix given without a trailing `/` still matches whole path
+    /// segments only: `s3://b/in` allows `s3://b/in/x`, not `s3://b/input`.
+    pub fn allows(&self, url: &BlobUrl) -> bool {
+        let url = url.to_string();
+        self.allow_prefixes.is_empty()
+            || self.allow_prefixes.iter().any(|p| {
+                let p = p.to_string();
+                url == p || url.starts_with(&p) && (p.ends_with('/') || url[p.len()..].starts_with('/'))
+            })
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 || self.threads == 0 || self.batch_size == 0 {
             return Err("--concurrency, --threads and --batch-size must be at least 1".into());

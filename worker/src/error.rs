@@ -28,12 +28,22 @@ pub enum Error {
     /// The worker is stopping and gave the shard up.
     #[error("shard abandoned: the worker is shutting down")]
     Cancelled,
+    /// The lease ran out or was taken over: another worker owns the shard.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+    /// Delivered more times than allowed without any attempt recording a
+    /// result: its workers died while holding it.
+    #[error(
+        "delivered {deliveries} times without a result (max attempts {max_attempts}): OOM kill or spot interruption?"
+    )]
+    Lost { deliveries: u32, max_attempts: u32 },
 }
 
 impl Error {
     /// A short label for failed records and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Core(e) if e.kind() == ErrorKind::Changed => "input_changed",
             Error::Core(e) => e.kind().as_str(),
             Error::RuntimeLibrary(_) => "runtime_library",
             Error::Model { .. } => "model",
@@ -42,6 +52,8 @@ impl Error {
             Error::Decode { .. } => "decode",
             Error::Encode { .. } => "encode",
             Error::Cancelled => "cancelled",
+            Error::LeaseLost(_) => "lease_lost",
+            Error::Lost { .. } => "lost",
         }
     }
 

@@ -3,10 +3,20 @@
 //! receiving, let held shards finish within the drain timeout and release
 //! the rest.
 //!
-//! Exactly-once in effect rests on three orderings: the output is written
-//! (to a deterministic key) before the done record, the done record before
-//! the ack, and a delivery whose done record exists is acked without work.
-//! A redelivered shard overwrites identical bytes.
+//! Exactly-once in effect rests on these rules, enforced here:
+//! - a task is checked before any work: its URLs lie under the worker's
+//!   allowed prefixes, its output prefix holds a `job.json` of the task's
+//!   job, and the task is exactly what that record plans for its shard;
+//!   anything else is dead-lettered with the reason and writes nothing;
+//! - the output is written (to a deterministic key) before the done
+//!   record, the done record before the ack, and a delivery whose done
+//!   record exists is acked (and the job finalized) without work;
+//! - a worker writes only while it holds the lease: a lease extension
+//!   refused as stale, or a lease past its visibility timeout by the
+//!   worker's own clock (a frozen process, a partition), cancels the shard
+//!   at once; before writing, the worker checks that its lease has time
+//!   left and that no other attempt recorded the shard, and the done record
+//!   is created only if absent, so of two attempts exactly one is recorded.
 
 use crate::pool::CpuPool;
 use crate::runtime::{ModelRuntime, RuntimeOptions};
@@ -16,7 +26,7 @@ use bytes::Bytes;
 use hourglass_core::ledger::{DoneRecord, FailedRecord, JobRecord, LEDGER_VERSION, Ledger, now_ms};
 use hourglass_core::queue::{Message, Queue, backoff};
 use hourglass_core::task::ShardTask;
-use hourglass_core::{BlobUrl, JobId, store};
+use hourglass_core::{BlobUrl, store};
 use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +62,8 @@ pub struct Worker {
     config: WorkerConfig,
     pool: CpuPool,
     models: tokio::sync::Mutex<HashMap<String, Arc<ModelRuntime>>>,
-    jobs: Mutex<HashMap<JobId, Arc<JobRecord>>>,
+    /// Job records by output prefix, with the `job.json` version read.
+    jobs: Mutex<HashMap<String, (String, Arc<JobRecord>)>>,
     counters: Counters,
     metrics: Arc<WorkerMetrics>,
 }
@@ -115,13 +126,23 @@ impl Worker {
         Ok(model)
     }
 
-    async fn job_record(&self, ledger: &Ledger, job: &JobId) -> Result<Option<Arc<JobRecord>>> {
-        if let Some(r) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job) {
+    /// The job record of a prefix, as it is now: one HEAD per shard tells
+    /// whether the cached record is still the prefix's (a prefix cleared
+    /// and given to another job has a new `job.json`).
+    async fn job_record(&self, ledger: &Ledger) -> Result<Option<Arc<JobRecord>>> {
+        let root = ledger.root().to_string();
+        let Some(version) = ledger.job_version().await? else {
+            self.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&root);
+            return Ok(None);
+        };
+        if let Some((v, r)) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&root)
+            && *v == version
+        {
             return Ok(Some(r.clone()));
         }
-        let Some(record) = ledger.read_job().await? else { return Ok(None) };
+        let Some((record, version)) = ledger.read_job_versioned().await? else { return Ok(None) };
         let record = Arc::new(record);
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job.clone(), record.clone());
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(root, (version, record.clone()));
         Ok(Some(record))
     }
 
@@ -243,7 +264,10 @@ impl Worker {
     async fn queue_is_drained(&self) -> bool {
         match self.queue.depth().await {
             Ok(d) => d.visible == 0 && d.in_flight == 0 && d.delayed == 0,
-            Err(_) => false,
+            Err(e) => {
+                warn!(error = %e, "queue depth unreadable; not exiting while idle");
+                false
+            }
         }
     }
 
@@ -271,37 +295,54 @@ impl Worker {
     }
 
     async fn handle_task(&self, message: Message, task: ShardTask, abandon: CancellationToken) {
+        for (what, url) in [("input", &task.input.url), ("model", &task.model.url), ("output", &task.output)] {
+            if !self.config.allows(url) {
+                let reason = format!("its {what} {url} is outside this worker's --allow-prefix");
+                return self.refuse(&message, &reason).await;
+            }
+        }
         let ledger = match store::open(&task.output) {
             Ok(s) => Ledger::new(s, &task.output),
             Err(e) => return self.fail(&message, &task, None, &e.into()).await,
         };
+        let record = match self.job_record(&ledger).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let reason = format!(
+                    "{} holds no job.json: the task is stale (its prefix was cleared) or forged",
+                    ledger.root()
+                );
+                return self.refuse(&message, &reason).await;
+            }
+            Err(e) => return self.retry_later(&message, &e).await,
+        };
+        if let Some(reason) = record.refuses(&task) {
+            return self.refuse(&message, &format!("stale or forged task: {reason}")).await;
+        }
         match ledger.read_done(&task.shard).await {
             Ok(Some(_)) => {
                 info!("already done; acking the redelivery");
                 self.metrics.outcome("skipped");
                 self.ack(&message).await;
-                return;
+                // The attempt that recorded it may have died before
+                // finalizing: every completing path finalizes.
+                return self.finalize(&ledger, &record).await;
             }
             Ok(None) => {}
             Err(e) => return self.retry_later(&message, &e.into()).await,
         }
         if message.receive_count > self.config.max_attempts {
-            let err = Error::Core(hourglass_core::Error::invalid(
-                format!("shard {}", task.shard),
-                format!(
-                    "delivered {} times without a result (max attempts {}): the workers holding it stopped or died",
-                    message.receive_count, self.config.max_attempts
-                ),
-            ));
+            let err = Error::Lost { deliveries: message.receive_count, max_attempts: self.config.max_attempts };
             return self.fail(&message, &task, Some(&ledger), &err).await;
         }
         info!(input = %task.input.url, "shard started");
-        let (stop_heartbeat, heartbeat) = self.heartbeat(&message);
-        let result = self.score(&task, &ledger, message.receive_count, abandon.clone()).await;
-        stop_heartbeat.cancel();
+        let lease = Lease::new(self.config.visibility_timeout, abandon.child_token());
+        let heartbeat = self.heartbeat(&message, lease.clone());
+        let result = self.score(&task, &ledger, message.receive_count, &lease).await;
+        lease.stop.cancel();
         propagate(heartbeat.await);
         match result {
-            Ok(done) => {
+            Ok(Some(done)) => {
                 self.ack(&message).await;
                 self.counters.done.fetch_add(1, Ordering::Relaxed);
                 self.counters.rows.fetch_add(done.rows, Ordering::Relaxed);
@@ -313,7 +354,20 @@ impl Worker {
                 self.metrics.shard_seconds.observe(done.seconds);
                 self.metrics.outcome("done");
                 info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "shard done");
-                self.finalize(&ledger, &task.job).await;
+                self.finalize(&ledger, &record).await;
+            }
+            Ok(None) => {
+                // Another attempt recorded the shard first; this delivery's
+                // receipt is most likely stale, and the ack only tidies up.
+                info!("another attempt recorded the shard first; nothing written");
+                self.metrics.outcome("superseded");
+                self.ack(&message).await;
+                self.finalize(&ledger, &record).await;
+            }
+            Err(Error::LeaseLost(why)) => {
+                self.counters.released.fetch_add(1, Ordering::Relaxed);
+                self.metrics.outcome("lease_lost");
+                warn!(reason = %why, "lease lost; the shard was cancelled and nothing was written");
             }
             Err(Error::Cancelled) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
@@ -324,56 +378,78 @@ impl Worker {
                 }
             }
             Err(e) if e.is_retryable() || message.receive_count < self.config.max_attempts => {
-                warn!(error = %e, kind = e.kind(), "shard failed; it will be retried");
                 self.retry_later(&message, &e).await
             }
             Err(e) => self.fail(&message, &task, Some(&ledger), &e).await,
         }
     }
 
+    /// Dead-letters a task that must not run here, with the reason; it
+    /// writes nothing under the prefix it names (which may not be its own).
+    async fn refuse(&self, message: &Message, reason: &str) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.outcome("refused");
+        self.metrics.error("refused");
+        warn!(message = %message.id, reason, "task refused; dead-lettering");
+        if let Err(e) = self.queue.dead_letter(message, &format!("task refused: {reason}")).await {
+            warn!(error = %e, "dead-letter failed; the queue's redrive will move it");
+        }
+    }
+
     /// Extends the lease every third of the visibility timeout until
-    /// cancelled. Extension is retried hard: losing the lease means another
-    /// worker redoes the shard.
-    fn heartbeat(&self, message: &Message) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let stop = CancellationToken::new();
+    /// stopped. Extension is retried while the lease lasts; a refusal
+    /// (stale receipt: another consumer has the message) or a lease run
+    /// past its end by this process's clock (it was frozen or cut off)
+    /// marks the lease lost and cancels the shard.
+    fn heartbeat(&self, message: &Message, lease: Lease) -> tokio::task::JoinHandle<()> {
         let queue = self.queue.clone();
         let receipt = message.receipt.clone();
         let visibility = self.config.visibility_timeout;
         let every = visibility / 3;
-        let token = stop.clone();
-        let handle = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = token.cancelled() => return,
+                    _ = lease.stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
+                if lease.expired() {
+                    return lease.lose("the lease ran past its visibility timeout before it could be extended");
+                }
                 let mut attempt = 0;
-                while let Err(e) = queue.extend(&receipt, visibility).await {
-                    attempt += 1;
-                    if !e.is_retryable() || attempt >= 5 {
-                        warn!(error = %e, "lease extension failed; the shard may be redelivered");
-                        break;
+                loop {
+                    let sent_at = Instant::now();
+                    match queue.extend(&receipt, visibility).await {
+                        Ok(()) => {
+                            lease.extended(sent_at + visibility);
+                            break;
+                        }
+                        Err(e) if e.is_retryable() && !lease.expired() => {
+                            attempt += 1;
+                            warn!(error = %e, attempt, "lease extension failed; retrying");
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
+                        Err(e) => return lease.lose(&format!("lease extension refused: {e}")),
                     }
-                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
-        });
-        (stop, handle)
+        })
     }
 
+    /// Scores a shard and records it. `Ok(None)`: another attempt recorded
+    /// it first, and this one wrote nothing after noticing.
     async fn score(
         &self,
         task: &ShardTask,
         ledger: &Ledger,
         attempt: u32,
-        abandon: CancellationToken,
-    ) -> Result<DoneRecord> {
+        lease: &Lease,
+    ) -> Result<Option<DoneRecord>> {
         let model = self.model_for(task).await?;
         let job = ShardJob {
             task: task.clone(),
             model,
             batch_size: self.config.batch_size,
-            cancel: abandon.child_token(),
+            cancel: lease.cancel.clone(),
             fault_batch_delay: self.config.fault_batch_delay,
             decode_only: false,
             inference_seconds: Some(self.metrics.inference_seconds.clone()),
@@ -383,9 +459,12 @@ impl Worker {
         let input = OpenedInput::open(task).await?;
         // Started when a pool thread takes it, not while it waits for one.
         let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job, Some(input)))).await;
-        let outcome = outcome?;
-        if abandon.is_cancelled() {
-            return Err(Error::Cancelled);
+        let outcome = lease.check(outcome)?;
+        // Write only with lease time left, and only if no other attempt
+        // recorded the shard meanwhile.
+        lease.check_writable()?;
+        if ledger.read_done(&task.shard).await?.is_some() {
+            return Ok(None);
         }
         let out_url = ledger.output_url(&task.shard);
         let sha256 = hex::encode(sha2::Sha256::digest(&outcome.output));
@@ -393,6 +472,7 @@ impl Worker {
         if let Some(bad) = outcome.bad_rows_csv {
             ledger.store().put(ledger.bad_rows_url(&task.shard).key(), Bytes::from(bad)).await?;
         }
+        lease.check_writable()?;
         let done = DoneRecord {
             v: LEDGER_VERSION,
             job: task.job.clone(),
@@ -407,8 +487,7 @@ impl Worker {
             output: out_url,
             sha256,
         };
-        ledger.write_done(&done).await?;
-        Ok(done)
+        Ok(ledger.create_done(&done).await?.then_some(done))
     }
 
     async fn ack(&self, message: &Message) {
@@ -423,6 +502,7 @@ impl Worker {
 
     /// Hides the message for a backoff, then another attempt follows.
     async fn retry_later(&self, message: &Message, err: &Error) {
+        warn!(error = %err, kind = err.kind(), "shard failed; it will be retried");
         self.metrics.outcome("retried");
         self.metrics.error(err.kind());
         let delay = Duration::from_secs(1u64 << message.receive_count.min(5)).min(self.config.visibility_timeout);
@@ -461,17 +541,77 @@ impl Worker {
     }
 
     /// Writes `_SUCCESS` when this was the last shard.
-    async fn finalize(&self, ledger: &Ledger, job: &JobId) {
-        let record = match self.job_record(ledger, job).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return warn!("job record missing; cannot finalize"),
-            Err(e) => return warn!(error = %e, "job record unreadable; cannot finalize"),
-        };
-        match ledger.try_finalize(&record).await {
+    async fn finalize(&self, ledger: &Ledger, record: &JobRecord) {
+        match ledger.try_finalize(record).await {
             Ok(true) => info!(output = %ledger.root(), "all shards done; wrote _SUCCESS"),
             Ok(false) => {}
             Err(e) => warn!(error = %e, "finalize failed; `hourglass status` retries it"),
         }
+    }
+}
+
+/// One held lease: when it ends by this process's clock, whether it was
+/// lost, and the shard's cancellation (also cancelled on drain timeout).
+#[derive(Clone)]
+struct Lease {
+    valid_until: Arc<Mutex<Instant>>,
+    /// Cancels the shard's work: lease lost, or the drain timeout passed.
+    cancel: CancellationToken,
+    lost: Arc<Mutex<Option<String>>>,
+    /// Stops the heartbeat once the shard is settled.
+    stop: CancellationToken,
+    /// Writes need this much lease left: a put must not outlive the lease.
+    margin: Duration,
+}
+
+impl Lease {
+    fn new(visibility: Duration, cancel: CancellationToken) -> Self {
+        Self {
+            // Counted from now, a little after the queue started it.
+            valid_until: Arc::new(Mutex::new(Instant::now() + visibility)),
+            cancel,
+            lost: Default::default(),
+            stop: CancellationToken::new(),
+            margin: visibility / 6,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() >= *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn extended(&self, until: Instant) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    fn lose(&self, why: &str) {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| why.to_string());
+        self.cancel.cancel();
+    }
+
+    fn lost_error(&self) -> Option<Error> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone().map(Error::LeaseLost)
+    }
+
+    /// A shard's result, unless the lease was lost meanwhile (then any
+    /// error, cancellation included, is the lost lease).
+    fn check<T>(&self, result: Result<T>) -> Result<T> {
+        if let Some(lost) = self.lost_error() {
+            return Err(lost);
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        result
+    }
+
+    /// Whether the lease has time left for a write.
+    fn check_writable(&self) -> Result<()> {
+        let until = *self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
+        if Instant::now() + self.margin >= until {
+            self.lose("too little of the lease is left to write the shard's output");
+        }
+        self.check(Ok(()))
     }
 }
 

@@ -67,12 +67,17 @@ impl OpenedInput {
         match task.input.format {
             Format::Csv => {
                 let [start, end] = task.input.range.unwrap_or_default();
-                let stream = store.get_range(url.key(), start..end).await?;
+                let stream = store.get_range_if(url.key(), start..end, task.input.version.as_deref()).await?;
                 Ok(Self::Csv(store, stream))
             }
             Format::Parquet => {
-                let (reader, metadata) =
-                    StoreFileReader::open_with_metadata(store, url.key(), &url.to_string()).await?;
+                let (reader, metadata) = StoreFileReader::open_with_metadata(
+                    store,
+                    url.key(),
+                    task.input.version.as_deref(),
+                    &url.to_string(),
+                )
+                .await?;
                 Ok(Self::Parquet(reader, metadata))
             }
         }
@@ -107,6 +112,10 @@ impl Read for StreamReader<'_> {
         Ok(n)
     }
 }
+
+/// Raw row text a shard's bad-rows file holds at most; rows past it are
+/// listed with line, column and reason only.
+pub const MAX_BAD_ROWS_FILE_BYTES: usize = 1 << 20;
 
 /// Lines before byte `offset` of the file: the shard's first line is this
 /// plus one. Only computed when a row is bad, so planning never has to read
@@ -178,6 +187,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
                 bindings: &bindings,
                 batch_size: job.batch_size,
                 max_bad_rows: task.max_bad_rows,
+                max_line_bytes: task.max_line_bytes,
             };
             let result = decoder.decode(reader, |b| score(&mut writer, b));
             match result {
@@ -192,6 +202,18 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
                         line: base + row.line_in_shard,
                         column: row.column,
                         message: row.message,
+                    });
+                }
+                Err(CsvError::LineTooLong { line_in_shard }) => {
+                    let base = lines_before(handle, store.as_ref(), &key, start)?;
+                    return Err(Error::BadRow {
+                        file,
+                        line: base + line_in_shard,
+                        column: None,
+                        message: format!(
+                            "no line end within {} bytes (the job's max line length): a runaway line, or CR-only line endings",
+                            task.max_line_bytes
+                        ),
                     });
                 }
                 Err(CsvError::Other(e)) => {
@@ -222,11 +244,12 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
     let bad_rows_csv = (!bad.is_empty()).then(|| {
         let mut out = String::from("line,column,reason,row\n");
         for (line, r) in &bad {
+            // Past the cap every row is still listed, without its text.
+            let raw = if out.len() < MAX_BAD_ROWS_FILE_BYTES { csv_field(&r.raw) } else { String::new() };
             out.push_str(&format!(
-                "{line},{},{},{}\n",
+                "{line},{},{},{raw}\n",
                 csv_field(r.column.as_deref().unwrap_or("")),
                 csv_field(&r.message),
-                csv_field(&r.raw)
             ));
         }
         out.into_bytes()

@@ -22,7 +22,14 @@ fn golden_inputs(runtime: &ModelRuntime) -> (Vec<InputData>, usize) {
     let bindings: Vec<InputBinding> = runtime.signature().bind("inputs.csv", &columns, "id").unwrap();
     assert_eq!(bindings.len(), 1);
     assert_eq!(bindings[0].dtype, DType::Float32);
-    let shard = CsvShard { columns: &columns, id_column: 0, bindings: &bindings, batch_size: 100_000, max_bad_rows: 0 };
+    let shard = CsvShard {
+        columns: &columns,
+        id_column: 0,
+        bindings: &bindings,
+        batch_size: 100_000,
+        max_bad_rows: 0,
+        max_line_bytes: 1 << 20,
+    };
     let mut batches = Vec::new();
     let bad = shard
         .decode(&text[header_end..], |b| {

@@ -114,10 +114,7 @@ impl SqsQueue {
                 let policy: serde_json::Value = serde_json::from_str(policy)
                     .map_err(|e| Error::queue("read attributes", self.name.clone(), ErrorKind::Permanent, e))?;
                 let arn = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
-                let dlq_name = arn.rsplit(':').next().unwrap_or_default();
-                let out =
-                    client.get_queue_url().queue_name(dlq_name).send().await.map_err(|e| self.err("resolve", &e))?;
-                Ok(out.queue_url().map(String::from))
+                Ok(Some(sibling_queue_url(&url, arn)))
             })
             .await?;
         Ok(dlq.as_deref())
@@ -158,6 +155,18 @@ impl SqsQueue {
             .await
             .map_err(|e| err("create", &aws_smithy_types::error::display::DisplayErrorContext(e)))?;
         Ok(out.queue_url().unwrap_or_default().to_string())
+    }
+}
+
+/// The URL of the queue `arn` names, from the URL of a queue in the same
+/// account and region (SQS requires a dead-letter queue to be both): the
+/// last path segment is the name. No `GetQueueUrl` call, so a worker's
+/// policy needs no rights on the DLQ beyond `SendMessage`.
+fn sibling_queue_url(url: &str, arn: &str) -> String {
+    let name = arn.rsplit(':').next().unwrap_or_default();
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => name.to_string(),
     }
 }
 
@@ -377,5 +386,25 @@ impl Queue for SqsQueue {
             delayed: count(a, QueueAttributeName::ApproximateNumberOfMessagesDelayed),
             dead,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dead_letter_queue_url_comes_from_the_queue_url() {
+        assert_eq!(
+            sibling_queue_url(
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/work",
+                "arn:aws:sqs:eu-west-1:123456789012:work-dlq"
+            ),
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/work-dlq"
+        );
+        assert_eq!(
+            sibling_queue_url("http://127.0.0.1:5000/123456789012/q", "arn:aws:sqs:us-east-1:123456789012:q-dlq"),
+            "http://127.0.0.1:5000/123456789012/q-dlq"
+        );
     }
 }

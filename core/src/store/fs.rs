@@ -56,6 +56,13 @@ impl FsStore {
     }
 }
 
+/// A file's version: size, modification time and inode. A put renames a
+/// new file into place, so its inode changes even within one mtime tick.
+fn version(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}-{}.{:09}-{}", meta.size(), meta.mtime(), meta.mtime_nsec(), meta.ino())
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
@@ -89,7 +96,12 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<
             }
         } else if key.starts_with(prefix) {
             let meta = entry.metadata()?;
-            out.push(ObjectMeta { key, size: meta.len(), last_modified: meta.modified().ok() });
+            out.push(ObjectMeta {
+                key,
+                size: meta.len(),
+                last_modified: meta.modified().ok(),
+                version: version(&meta),
+            });
         }
     }
     Ok(())
@@ -106,10 +118,24 @@ impl BlobStore for FsStore {
         blocking(move || std::fs::read(Self::path(&k)).map(Bytes::from).map_err(|e| Self::err("get", &k, e))).await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream> {
         let k = key.to_string();
+        let if_match = if_match.map(String::from);
         let file = blocking(move || {
             let mut f = std::fs::File::open(Self::path(&k)).map_err(|e| Self::err("get", &k, e))?;
+            // The open file is the version read from here on, whatever is
+            // renamed over the path later.
+            if let Some(want) = if_match {
+                let now = version(&f.metadata().map_err(|e| Self::err("get", &k, e))?);
+                if now != want {
+                    return Err(Error::store(
+                        "get",
+                        format!("file:///{}", k.trim_start_matches('/')),
+                        crate::ErrorKind::Changed,
+                        format!("the file is no longer version {want} (now {now})"),
+                    ));
+                }
+            }
             f.seek(SeekFrom::Start(range.start)).map_err(|e| Self::err("get", &k, e))?;
             Ok(f)
         })
@@ -200,6 +226,7 @@ impl BlobStore for FsStore {
                 key: k.trim_start_matches('/').to_string(),
                 size: meta.len(),
                 last_modified: meta.modified().ok(),
+                version: version(&meta),
             })
         })
         .await

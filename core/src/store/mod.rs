@@ -1,7 +1,6 @@
 //! The `BlobStore` seam: where inputs, models, outputs and the job ledger
-//! live. Backends: the filesystem (here) and S3 (a later backend; the trait
-//! is shaped for it: ranged reads as streams, paged listing, conditional
-//! create).
+//! live. Backends: the filesystem and S3, both shaped by S3's semantics:
+//! ranged reads as streams, paged listing, conditional create.
 
 mod fs;
 mod retry;
@@ -30,6 +29,10 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     pub last_modified: Option<SystemTime>,
+    /// Changes whenever the object is written: the ETag on S3; size,
+    /// modification time and inode on the filesystem (every put renames a
+    /// new file into place). Pins inputs and tells cached records apart.
+    pub version: String,
 }
 
 /// Object storage as S3 shapes it: flat keys in a bucket, whole-object
@@ -52,7 +55,14 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Bytes>;
 
     /// Streams `range` of the object; a range past the end is cut at the end.
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        self.get_range_if(key, range, None).await
+    }
+
+    /// `get_range` of one version of the object: with `if_match`, an object
+    /// whose `ObjectMeta::version` differs fails with kind `Changed` (S3's
+    /// `If-Match`), so a shard never reads a file rewritten under its job.
+    async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream>;
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
 
@@ -80,9 +90,19 @@ pub fn open(url: &BlobUrl) -> Result<Arc<dyn BlobStore>> {
 
 /// Reads a whole range into memory; for small reads (probes, footers).
 pub async fn read_range(store: &dyn BlobStore, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+    read_range_if(store, key, range, None).await
+}
+
+/// `read_range` of one version of the object (see `get_range_if`).
+pub async fn read_range_if(
+    store: &dyn BlobStore,
+    key: &str,
+    range: Range<u64>,
+    if_match: Option<&str>,
+) -> Result<Vec<u8>> {
     use futures::TryStreamExt;
     let mut out = Vec::with_capacity((range.end - range.start).min(1 << 20) as usize);
-    let mut stream = store.get_range(key, range).await?;
+    let mut stream = store.get_range_if(key, range, if_match).await?;
     while let Some(chunk) = stream.try_next().await? {
         out.extend_from_slice(&chunk);
     }

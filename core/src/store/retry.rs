@@ -60,8 +60,8 @@ impl BlobStore for RetryStore {
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.retry(|| self.inner.get(key)).await
     }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
-        self.retry(|| self.inner.get_range(key, range.clone())).await
+    async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream> {
+        self.retry(|| self.inner.get_range_if(key, range.clone(), if_match)).await
     }
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         self.retry(|| self.inner.put(key, body.clone())).await

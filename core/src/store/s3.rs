@@ -171,7 +171,7 @@ impl BlobStore for S3Store {
         Ok(body.into_bytes())
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+    async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream> {
         if range.end <= range.start {
             return Ok(stream::empty().boxed());
         }
@@ -183,6 +183,7 @@ impl BlobStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(String::from))
             .send()
             .await;
         let out = match res {
@@ -192,6 +193,14 @@ impl BlobStore for S3Store {
                 if e.as_service_error().is_some() && e.raw_response().is_some_and(|r| r.status().as_u16() == 416) =>
             {
                 return Ok(stream::empty().boxed());
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                return Err(Error::store(
+                    "get",
+                    target,
+                    ErrorKind::Changed,
+                    format!("the object is no longer version {}", if_match.unwrap_or_default()),
+                ));
             }
             Err(e) => return Err(self.err("get", target, &e)),
         };
@@ -256,6 +265,7 @@ impl BlobStore for S3Store {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             last_modified: to_system_time(out.last_modified()),
+            version: out.e_tag().unwrap_or_default().to_string(),
         })
     }
 
@@ -274,6 +284,7 @@ impl BlobStore for S3Store {
                                 key: o.key().unwrap_or_default().to_string(),
                                 size: o.size().unwrap_or(0).max(0) as u64,
                                 last_modified: to_system_time(o.last_modified()),
+                                version: o.e_tag().unwrap_or_default().to_string(),
                             })
                         })
                         .collect(),

@@ -22,17 +22,28 @@ pub struct BadRow {
     /// The column, when one field is at fault.
     pub column: Option<String>,
     pub message: String,
-    /// The row's fields joined by commas, for the bad-rows file.
+    /// The row's fields joined by commas, for the bad-rows file, cut to
+    /// `MAX_RAW_BYTES` (memory stays bounded by `max_bad_rows` rows).
     pub raw: String,
 }
+
+/// Raw text kept per bad row: enough to find and fix the row, never a
+/// copy of a whole input (a task can point at any file its role reads).
+pub const MAX_RAW_BYTES: usize = 1024;
 
 #[derive(Debug)]
 pub enum CsvError {
     /// A bad row beyond `max_bad_rows`: the shard fails with this row.
     TooManyBadRows { row: BadRow, skipped: Vec<BadRow> },
+    /// No line end within `max_line_bytes`: the shard cannot be cut into
+    /// rows (a runaway line, or CR-only line endings).
+    LineTooLong { line_in_shard: u64 },
     /// Reading or decoding failed (IO, or the batch sink failed).
     Other(Error),
 }
+
+/// A carriage return inside a line: CR-only or mixed line endings.
+pub const STRAY_CR: &str = "a carriage return inside the line: the file has CR-only or mixed line endings";
 
 /// How to decode one CSV shard.
 #[derive(Debug, Clone)]
@@ -42,6 +53,8 @@ pub struct CsvShard<'a> {
     pub bindings: &'a [InputBinding],
     pub batch_size: usize,
     pub max_bad_rows: u64,
+    /// Longest line buffered; more without a `\n` fails the shard.
+    pub max_line_bytes: u64,
 }
 
 enum Buf {
@@ -131,7 +144,14 @@ impl Fields<'_> {
     }
 
     fn raw(&self) -> String {
-        self.ranges.iter().map(|r| String::from_utf8_lossy(&self.data[r.clone()])).collect::<Vec<_>>().join(",")
+        let mut raw =
+            self.ranges.iter().map(|r| String::from_utf8_lossy(&self.data[r.clone()])).collect::<Vec<_>>().join(",");
+        if raw.len() > MAX_RAW_BYTES {
+            let cut = (0..=MAX_RAW_BYTES).rev().find(|&i| raw.is_char_boundary(i)).unwrap_or(0);
+            raw.truncate(cut);
+            raw.push('…');
+        }
+        raw
     }
 }
 
@@ -203,6 +223,9 @@ impl<'a> CsvShard<'a> {
             }
             buf.drain(..start);
             base += start as u64;
+            if buf.len() as u64 > self.max_line_bytes {
+                return Err(CsvError::LineTooLong { line_in_shard: line + 1 });
+            }
         }
         if st.rows > 0 {
             self.flush(&mut st.bufs, &mut st.ids, &mut st.rows, batch_size, &mut on_batch).map_err(CsvError::Other)?;
@@ -224,6 +247,7 @@ impl<'a> CsvShard<'a> {
         if text.is_empty() {
             return Ok(());
         }
+        let stray_cr = memchr::memchr(b'\r', text).is_some();
         let quoted = memchr::memchr(b'"', text).is_some();
         let fields = if quoted {
             let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
@@ -248,9 +272,21 @@ impl<'a> CsvShard<'a> {
             split_plain(text, &mut st.ranges, &mut st.plain);
             Fields { data: text, ranges: &st.ranges, plain: &st.plain }
         };
-        match self.parse_row(&fields, &mut st.bufs, st.rows) {
+        let parsed = if stray_cr {
+            Err((None, STRAY_CR.to_string()))
+        } else {
+            self.parse_row(&fields, &mut st.bufs, st.rows).and_then(|()| {
+                // Ids must be text: a lossy conversion could merge two ids.
+                std::str::from_utf8(fields.get(self.id_column)).map(|_| ()).map_err(|_| {
+                    self.rollback(&mut st.bufs, st.rows);
+                    (Some(self.column_name(self.id_column)), "the id is not valid UTF-8".to_string())
+                })
+            })
+        };
+        match parsed {
             Ok(()) => {
-                st.ids.append_value(String::from_utf8_lossy(fields.get(self.id_column)).trim());
+                let id = std::str::from_utf8(fields.get(self.id_column)).expect("checked above");
+                st.ids.append_value(id.trim());
                 st.rows += 1;
                 if st.rows == batch_size {
                     self.flush(&mut st.bufs, &mut st.ids, &mut st.rows, batch_size, on_batch)
@@ -318,18 +354,28 @@ impl<'a> CsvShard<'a> {
                     Buf::I64(v) => parse_i64(field).map(|x| v.push(x)),
                 };
                 if let Err(msg) = parsed {
-                    for (b2, buf2) in self.bindings.iter().zip(bufs.iter_mut()) {
-                        let keep = rows * b2.columns.len();
-                        match buf2 {
-                            Buf::F32(v) => v.truncate(keep),
-                            Buf::I64(v) => v.truncate(keep),
-                        }
-                    }
-                    return Err((Some(format!("{} ({:?})", col + 1, self.columns[col])), msg));
+                    self.rollback(bufs, rows);
+                    return Err((Some(self.column_name(col)), msg));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Drops a half-parsed row: the buffers keep `rows` complete rows.
+    fn rollback(&self, bufs: &mut [Buf], rows: usize) {
+        for (b, buf) in self.bindings.iter().zip(bufs.iter_mut()) {
+            let keep = rows * b.columns.len();
+            match buf {
+                Buf::F32(v) => v.truncate(keep),
+                Buf::I64(v) => v.truncate(keep),
+            }
+        }
+    }
+
+    /// `3 ("I2")`: the 1-based column and its header name.
+    fn column_name(&self, col: usize) -> String {
+        format!("{} ({:?})", col + 1, self.columns[col])
     }
 }
 
@@ -369,7 +415,7 @@ mod tests {
     use arrow_array::cast::AsArray;
 
     fn shard<'a>(columns: &'a [String], bindings: &'a [InputBinding], max_bad: u64) -> CsvShard<'a> {
-        CsvShard { columns, id_column: 0, bindings, batch_size: 2, max_bad_rows: max_bad }
+        CsvShard { columns, id_column: 0, bindings, batch_size: 2, max_bad_rows: max_bad, max_line_bytes: 1 << 20 }
     }
 
     fn setup() -> (Vec<String>, Vec<InputBinding>) {

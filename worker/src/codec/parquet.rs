@@ -49,12 +49,26 @@ pub struct StoreFileReader {
     store: Arc<dyn BlobStore>,
     key: String,
     size: u64,
+    /// The version every read is pinned to (`If-Match`), when known.
+    version: Option<String>,
 }
 
 impl StoreFileReader {
-    pub async fn open(store: Arc<dyn BlobStore>, key: &str) -> hourglass_core::Result<Self> {
-        let size = store.head(key).await?.size;
-        Ok(Self { store, key: key.to_string(), size })
+    /// Opens `key`; with `version`, a file that is no longer that version
+    /// fails with kind `Changed`, here and on every later read.
+    pub async fn open(store: Arc<dyn BlobStore>, key: &str, version: Option<&str>) -> hourglass_core::Result<Self> {
+        let meta = store.head(key).await?;
+        if let Some(want) = version
+            && meta.version != want
+        {
+            return Err(hourglass_core::Error::store(
+                "get",
+                store.url(key).to_string(),
+                hourglass_core::ErrorKind::Changed,
+                format!("the file was rewritten after the job was planned (version {want} then, {} now)", meta.version),
+            ));
+        }
+        Ok(Self { store, key: key.to_string(), size: meta.size, version: version.map(String::from) })
     }
 
     /// Opens the file and reads its footer: everything a shard needs
@@ -62,9 +76,10 @@ impl StoreFileReader {
     pub async fn open_with_metadata(
         store: Arc<dyn BlobStore>,
         key: &str,
+        version: Option<&str>,
         file: &str,
     ) -> Result<(Self, ArrowReaderMetadata)> {
-        let mut reader = Self::open(store, key).await?;
+        let mut reader = Self::open(store, key, version).await?;
         let metadata =
             ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default()).await.map_err(|e| {
                 match e {
@@ -83,7 +98,7 @@ impl StoreFileReader {
 impl AsyncFileReader for StoreFileReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            hourglass_core::store::read_range(self.store.as_ref(), &self.key, range)
+            hourglass_core::store::read_range_if(self.store.as_ref(), &self.key, range, self.version.as_deref())
                 .await
                 .map(Bytes::from)
                 .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
@@ -96,9 +111,14 @@ impl AsyncFileReader for StoreFileReader {
             let spans = coalesce(&ranges, COALESCE_GAP_BYTES);
             let mut fetched = Vec::with_capacity(spans.len());
             for span in spans {
-                let bytes = hourglass_core::store::read_range(self.store.as_ref(), &self.key, span.clone())
-                    .await
-                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+                let bytes = hourglass_core::store::read_range_if(
+                    self.store.as_ref(),
+                    &self.key,
+                    span.clone(),
+                    self.version.as_deref(),
+                )
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
                 fetched.push((span, Bytes::from(bytes)));
             }
             Ok(ranges
@@ -199,6 +219,11 @@ fn interleave(
     let rows = rb.num_rows();
     let cols: Vec<&ArrayRef> =
         b.columns.iter().map(|&i| rb.column_by_name(fields[i].name()).expect("projected")).collect();
+    for &fi in &b.columns {
+        if !hourglass_core::model::column_feeds(fields[fi].data_type(), b.dtype) {
+            return Err(type_err(&fields[fi], b));
+        }
+    }
     match b.dtype {
         DType::Int64 => {
             let mut out = vec![0i64; rows * width];
@@ -209,7 +234,7 @@ fn interleave(
                         fields[fi].name()
                     ));
                 }
-                let vals = to_i64(col).ok_or_else(|| type_err(&fields[fi]))?;
+                let vals = to_i64(col).ok_or_else(|| type_err(&fields[fi], b))?;
                 for (i, v) in vals.into_iter().enumerate() {
                     out[i * width + j] = v;
                 }
@@ -230,7 +255,7 @@ fn interleave(
                     }
                     continue;
                 }
-                let vals = to_f32(col).ok_or_else(|| type_err(&fields[fi]))?;
+                let vals = to_f32(col).ok_or_else(|| type_err(&fields[fi], b))?;
                 for (i, v) in vals.into_iter().enumerate() {
                     out[i * width + j] = if col.is_null(i) { f32::NAN } else { v };
                 }
@@ -240,8 +265,14 @@ fn interleave(
     }
 }
 
-fn type_err(field: &arrow_schema::Field) -> String {
-    format!("column {:?} has type {}; model inputs need numeric columns", field.name(), field.data_type())
+fn type_err(field: &arrow_schema::Field, b: &InputBinding) -> String {
+    format!(
+        "column {:?} has type {}; model input {:?} takes {}",
+        field.name(),
+        field.data_type(),
+        b.input,
+        b.dtype.as_str()
+    )
 }
 
 macro_rules! convert {
