@@ -399,7 +399,7 @@ pub async fn cut_csv_with_probe(
         } else {
             match next_line_start(store, key, size, target - 1, probe_bytes, max_line_bytes).await? {
                 Some(end) => end,
-                None if target - 1 + max_line_bytes >= size => size,
+                None if (target - 1).saturating_add(max_line_bytes) >= size => size,
                 None => return Err(Error::LineTooLong { at: target - 1 }),
             }
         };

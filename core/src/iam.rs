@@ -12,7 +12,10 @@
 //! yet done) with 404 only to a principal that may list the bucket, and 403
 //! otherwise; only the submitter deletes (`--replace`, failed records of
 //! retried shards). Workers dead-letter with `sqs:SendMessage` on the DLQ,
-//! whose URL they derive from the queue's (no `GetQueueUrl`).
+//! whose URL they derive from the queue's (no `GetQueueUrl`). Batch calls
+//! are authorized as their single actions on AWS (`SendMessage`,
+//! `DeleteMessage`); the policies also name `sqs:SendMessageBatch` and
+//! `sqs:DeleteMessageBatch`, which some implementations (moto) check.
 
 use crate::url::Scheme;
 use crate::{BlobUrl, Error, Result};

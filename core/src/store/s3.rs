@@ -73,6 +73,12 @@ impl S3Store {
     {
         let (kind, message) = classify(e);
         let message = match kind {
+            // S3 answers a read of a missing key with 403, not 404, to a
+            // principal that may not list the bucket.
+            ErrorKind::Permission if matches!(op, "get" | "head") => format!(
+                "{message} (needs s3:GetObject on {target}, and s3:ListBucket on bucket {} where the key may not exist)",
+                self.bucket
+            ),
             ErrorKind::Permission => format!("{message} (needs s3:{} on {target})", s3_action(op)),
             _ => message,
         };

@@ -1,0 +1,257 @@
+//! Least privilege that is proven: whole jobs on a moto server that
+//! enforces IAM (`INITIAL_NO_AUTH_ACTION_COUNT`), each component signing
+//! with the keys of an IAM user that holds nothing but its rendered
+//! `deploy/iam/` policy.
+//!
+//! What moto checks (read from moto 5.2's `moto/iam/access_control.py` and
+//! `moto/core/authorization.py`): the SigV4 signature against the user's
+//! key; for S3 the action and the resource ARN (`arn:aws:s3:::bucket` or
+//! `arn:aws:s3:::bucket/key`); for SQS the action and the queue's ARN. It
+//! does not evaluate `Condition` blocks against request context (a
+//! conditioned statement never allows), nor resource-based (bucket or
+//! queue) policies; it checks SQS batch calls as `sqs:SendMessageBatch` and
+//! `sqs:DeleteMessageBatch` (AWS authorizes them as the single actions).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn venv(bin: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(bin)
+}
+
+/// A moto server of this test's own, enforcing IAM after three requests.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(venv("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server from .venv (make setup installs it)");
+        // Wait for the port with a bare connect: an HTTP request would use
+        // up one of the three unchecked requests.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn env(&self, keys: &Keys) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), keys.0.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), keys.1.clone()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+
+    fn py(&self, keys: Option<&Keys>, args: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto_iam.py");
+        let mut cmd = Command::new(venv("python"));
+        cmd.arg(script).args(args).env("AWS_ENDPOINT_URL", &self.endpoint);
+        // Bootstrap's three unchecked requests still need signing keys.
+        let bootstrap = Keys("bootstrap".into(), "bootstrap".into());
+        cmd.envs(self.env(keys.unwrap_or(&bootstrap)));
+        String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
+    }
+
+    fn user(&self, admin: &Keys, name: &str, policy: &str) -> Keys {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), policy).unwrap();
+        keys_of(&self.py(Some(admin), &["user", name, file.path().to_str().unwrap()]))
+    }
+
+    fn hourglass(&self, keys: &Keys, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).envs(self.env(keys)).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn worker(&self, keys: &Keys, queue: &str, extra: &[&str]) -> WorkerProc {
+        let env = self.env(keys);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        WorkerProc::spawn_on(queue, extra, &env)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Keys(String, String);
+
+fn keys_of(out: &str) -> Keys {
+    let mut parts = out.split_whitespace();
+    Keys(parts.next().unwrap().to_string(), parts.next().unwrap().to_string())
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A bucket with inputs and the model, and a queue; returns the admin's
+/// keys and the queue URL.
+fn world(moto: &Moto, rows: &str, queue_name: &str) -> (Keys, String) {
+    let admin = keys_of(&moto.py(None, &["bootstrap"]));
+    moto.py(Some(&admin), &["bucket", "data"]);
+    moto.py(Some(&admin), &["put", "data", "models/ctr_gbdt.onnx", model_path().to_str().unwrap()]);
+    let generate = ["gen-data", "--output", "s3://data/in/", "--rows", rows, "--files", "2", "--format", "csv"];
+    ok(moto.hourglass(&admin, &generate), "gen-data");
+    let queue = make_queue(moto, &admin, queue_name);
+    (admin, queue)
+}
+
+fn make_queue(moto: &Moto, admin: &Keys, name: &str) -> String {
+    let out = ok(moto.hourglass(admin, &["queue", "create", "--name", name]), "queue create");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn policy(moto: &Moto, admin: &Keys, role: &str, output: &str, queue: &str) -> String {
+    let args = [
+        "iam",
+        "policy",
+        "--role",
+        role,
+        "--input",
+        "s3://data/in/",
+        "--output",
+        output,
+        "--model",
+        "s3://data/models/",
+        "--queue",
+        queue,
+    ];
+    String::from_utf8(ok(moto.hourglass(admin, &args), "iam policy").stdout).unwrap()
+}
+
+fn submit(moto: &Moto, keys: &Keys, output: &str, queue: &str) -> Output {
+    let args = [
+        "submit",
+        "--input",
+        "s3://data/in/",
+        "--model",
+        "s3://data/models/ctr_gbdt.onnx",
+        "--output",
+        output,
+        "--queue",
+        queue,
+        "--shard-size",
+        "256KiB",
+    ];
+    moto.hourglass(keys, &args)
+}
+
+#[test]
+fn the_rendered_policies_run_a_whole_job_with_iam_enforced() {
+    let moto = Moto::start();
+    let (admin, queue) = world(&moto, "3000", "work");
+    let out = "s3://data/out/";
+    let submitter = moto.user(&admin, "submit", &policy(&moto, &admin, "submit", out, &queue));
+    let worker = moto.user(&admin, "worker", &policy(&moto, &admin, "worker", out, &queue));
+    let scaler = moto.user(&admin, "scaler", &policy(&moto, &admin, "scaler", out, &queue));
+    // Enforcement is on: a user without a policy is refused.
+    let nobody = moto.user(
+        &admin,
+        "nobody",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sqs:ListQueues","Resource":"*"}]}"#,
+    );
+    let refused = submit(&moto, &nobody, out, &queue);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("needs s3:"));
+
+    ok(submit(&moto, &submitter, out, &queue), "submit as the submit role");
+    let worker_args = ["--exit-when-idle", "2s", "--poll-wait", "1s"];
+    let mut a = moto.worker(&worker, &queue, &worker_args);
+    let mut b = moto.worker(&worker, &queue, &worker_args);
+    for w in [&mut a, &mut b] {
+        assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+        let log = w.log.join("\n");
+        assert!(!log.contains("AccessDenied") && !log.contains("needs s3:") && !log.contains("needs sqs:"), "{log}");
+    }
+    // The scaler's role reads the ledger and the queue depths.
+    let st = moto.hourglass(&scaler, &["status", out, "--queue", &queue, "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&ok(st, "status as the scaler role").stdout).unwrap();
+    assert_eq!((st["state"].as_str(), st["rows_done"].as_u64()), (Some("succeeded"), Some(3000)), "{st}");
+    assert_eq!(st["dead_letters"], 0);
+    ok(moto.hourglass(&submitter, &["verify", out]), "verify as the submit role");
+    // A resubmit (resume) works with the submit role too.
+    ok(submit(&moto, &submitter, out, &queue), "resubmit");
+    // Scoped: the worker role cannot write outside its output prefix.
+    let other =
+        moto.hourglass(&worker, &["gen-data", "--output", "s3://data/elsewhere/", "--rows", "10", "--files", "1"]);
+    assert!(!other.status.success() && String::from_utf8_lossy(&other.stderr).contains("needs s3:PutObject"));
+}
+
+#[test]
+fn a_worker_missing_any_one_action_fails_naming_it() {
+    let moto = Moto::start();
+    let (admin, _) = world(&moto, "500", "unused");
+    let actions = [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    ];
+    for (i, action) in actions.iter().enumerate() {
+        let queue = make_queue(&moto, &admin, &format!("q{i}"));
+        let out = format!("s3://data/out{i}/");
+        let mut doc: serde_json::Value = serde_json::from_str(&policy(&moto, &admin, "worker", &out, &queue)).unwrap();
+        // On AWS a batch call is authorized as its single action: removing
+        // `sqs:DeleteMessage` removes `sqs:DeleteMessageBatch` with it.
+        for s in doc["Statement"].as_array_mut().unwrap() {
+            s["Action"].as_array_mut().unwrap().retain(|a| !a.as_str().unwrap().starts_with(action));
+        }
+        doc["Statement"].as_array_mut().unwrap().retain(|s| !s["Action"].as_array().unwrap().is_empty());
+        let keys = moto.user(&admin, &format!("worker{i}"), &doc.to_string());
+        ok(submit(&moto, &admin, &out, &queue), "submit");
+        // Slow batches and a short lease: the heartbeat extends it at least once.
+        let args = [
+            "--exit-when-idle",
+            "1s",
+            "--poll-wait",
+            "1s",
+            "--visibility-timeout",
+            "3s",
+            "--batch-size",
+            "100",
+            "--fault-batch-delay",
+            "500ms",
+        ];
+        let mut w = moto.worker(&keys, &queue, &args);
+        let line = w.wait_for_line(action, LONG);
+        assert!(line.contains(&format!("needs {action}")), "{action}: {line}");
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+        // Without these the job cannot finish; the others fail the queue's
+        // bookkeeping (acks, depth) after the job's outputs are complete.
+        if !matches!(*action, "sqs:DeleteMessage" | "sqs:GetQueueAttributes") {
+            let key = format!("out{i}/_SUCCESS");
+            assert_eq!(moto.py(Some(&admin), &["exists", "data", &key]).trim(), "no", "{action}");
+        }
+    }
+}
