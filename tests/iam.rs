@@ -16,7 +16,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -76,8 +76,11 @@ impl Moto {
         keys_of(&self.py(Some(admin), &["user", name, file.path().to_str().unwrap()]))
     }
 
-    fn hourglass(&self, keys: &Keys, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).envs(self.env(keys)).stdin(Stdio::null()).output().unwrap()
+    /// `hourglass ARGS` signing with `keys`; run it with `run_ok` or `.output()`.
+    fn hourglass(&self, keys: &Keys, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).envs(self.env(keys)).stdin(Stdio::null());
+        cmd
     }
 
     fn worker(&self, keys: &Keys, queue: &str, extra: &[&str]) -> WorkerProc {
@@ -101,17 +104,6 @@ fn keys_of(out: &str) -> Keys {
     Keys(parts.next().unwrap().to_string(), parts.next().unwrap().to_string())
 }
 
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A bucket with inputs and the model, and a queue; returns the admin's
 /// keys and the queue URL.
 fn world(moto: &Moto, rows: &str, queue_name: &str) -> (Keys, String) {
@@ -119,13 +111,13 @@ fn world(moto: &Moto, rows: &str, queue_name: &str) -> (Keys, String) {
     moto.py(Some(&admin), &["bucket", "data"]);
     moto.py(Some(&admin), &["put", "data", "models/ctr_gbdt.onnx", model_path().to_str().unwrap()]);
     let generate = ["gen-data", "--output", "s3://data/in/", "--rows", rows, "--files", "2", "--format", "csv"];
-    ok(moto.hourglass(&admin, &generate), "gen-data");
+    run_ok(&mut moto.hourglass(&admin, &generate));
     let queue = make_queue(moto, &admin, queue_name);
     (admin, queue)
 }
 
 fn make_queue(moto: &Moto, admin: &Keys, name: &str) -> String {
-    let out = ok(moto.hourglass(admin, &["queue", "create", "--name", name]), "queue create");
+    let out = run_ok(&mut moto.hourglass(admin, &["queue", "create", "--name", name]));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -144,10 +136,10 @@ fn policy(moto: &Moto, admin: &Keys, role: &str, output: &str, queue: &str) -> S
         "--queue",
         queue,
     ];
-    String::from_utf8(ok(moto.hourglass(admin, &args), "iam policy").stdout).unwrap()
+    String::from_utf8(run_ok(&mut moto.hourglass(admin, &args)).stdout).unwrap()
 }
 
-fn submit(moto: &Moto, keys: &Keys, output: &str, queue: &str) -> Output {
+fn submit(moto: &Moto, keys: &Keys, output: &str, queue: &str) -> Command {
     let args = [
         "submit",
         "--input",
@@ -178,10 +170,10 @@ fn the_rendered_policies_run_a_whole_job_with_iam_enforced() {
         "nobody",
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sqs:ListQueues","Resource":"*"}]}"#,
     );
-    let refused = submit(&moto, &nobody, out, &queue);
+    let refused = submit(&moto, &nobody, out, &queue).output().unwrap();
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("needs s3:"));
 
-    ok(submit(&moto, &submitter, out, &queue), "submit as the submit role");
+    run_ok(&mut submit(&moto, &submitter, out, &queue));
     let worker_args = ["--exit-when-idle", "2s", "--poll-wait", "1s"];
     let mut a = moto.worker(&worker, &queue, &worker_args);
     let mut b = moto.worker(&worker, &queue, &worker_args);
@@ -191,16 +183,18 @@ fn the_rendered_policies_run_a_whole_job_with_iam_enforced() {
         assert!(!log.contains("AccessDenied") && !log.contains("needs s3:") && !log.contains("needs sqs:"), "{log}");
     }
     // The scaler's role reads the ledger and the queue depths.
-    let st = moto.hourglass(&scaler, &["status", out, "--queue", &queue, "--json"]);
-    let st: serde_json::Value = serde_json::from_slice(&ok(st, "status as the scaler role").stdout).unwrap();
+    let st = run_ok(&mut moto.hourglass(&scaler, &["status", out, "--queue", &queue, "--json"]));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!((st["state"].as_str(), st["rows_done"].as_u64()), (Some("succeeded"), Some(3000)), "{st}");
     assert_eq!(st["dead_letters"], 0);
-    ok(moto.hourglass(&submitter, &["verify", out]), "verify as the submit role");
+    run_ok(&mut moto.hourglass(&submitter, &["verify", out]));
     // A resubmit (resume) works with the submit role too.
-    ok(submit(&moto, &submitter, out, &queue), "resubmit");
+    run_ok(&mut submit(&moto, &submitter, out, &queue));
     // Scoped: the worker role cannot write outside its output prefix.
-    let other =
-        moto.hourglass(&worker, &["gen-data", "--output", "s3://data/elsewhere/", "--rows", "10", "--files", "1"]);
+    let other = moto
+        .hourglass(&worker, &["gen-data", "--output", "s3://data/elsewhere/", "--rows", "10", "--files", "1"])
+        .output()
+        .unwrap();
     assert!(!other.status.success() && String::from_utf8_lossy(&other.stderr).contains("needs s3:PutObject"));
 }
 
@@ -228,7 +222,7 @@ fn a_worker_missing_any_one_action_fails_naming_it() {
         }
         doc["Statement"].as_array_mut().unwrap().retain(|s| !s["Action"].as_array().unwrap().is_empty());
         let keys = moto.user(&admin, &format!("worker{i}"), &doc.to_string());
-        ok(submit(&moto, &admin, &out, &queue), "submit");
+        run_ok(&mut submit(&moto, &admin, &out, &queue));
         // Slow batches and a short lease: the heartbeat extends it at least once.
         let args = [
             "--exit-when-idle",

@@ -195,6 +195,28 @@ impl Drop for WorkerProc {
 
 /// `hourglass status --json` of a job that exists: exit 0 (succeeded), 3
 /// (failed) or 4 (running), matching the state it prints.
+/// The frozen-worker case, on any backend: `frozen` is stopped (SIGSTOP)
+/// inside a shard, `rescue` completes the job meanwhile, and once resumed
+/// `frozen` notices by its own clock that its lease ran out and writes
+/// nothing: `snapshot` of the prefix is the same before and after.
+pub fn assert_frozen_worker_writes_nothing<T: PartialEq + std::fmt::Debug>(
+    frozen: &mut WorkerProc,
+    rescue: impl FnOnce(),
+    snapshot: impl Fn() -> T,
+) {
+    let long = Duration::from_secs(180);
+    frozen.wait_for_line("shard started", long);
+    frozen.signal("STOP");
+    rescue();
+    let before = snapshot();
+    frozen.signal("CONT");
+    let line = frozen.wait_for_line("lease lost", long);
+    assert!(line.contains("nothing was written"), "{line}");
+    frozen.signal("TERM");
+    assert!(frozen.wait_exit(long).success(), "{}", frozen.log.join("\n"));
+    assert_eq!(snapshot(), before, "an object under the prefix changed after _SUCCESS");
+}
+
 pub fn status_json(s: &Scratch) -> serde_json::Value {
     status_json_of(&s.output(), &[])
 }
