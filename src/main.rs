@@ -275,7 +275,9 @@ struct WorkerArgs {
     /// Name in done and failed records (default: host-pid).
     #[arg(long)]
     worker_id: Option<String>,
-    /// Serve Prometheus metrics and /healthz here (e.g. 0.0.0.0:9100).
+    /// Serve Prometheus metrics and the probes here (e.g. 0.0.0.0:9100):
+    /// /healthz (the lease loop makes progress), /readyz (model loaded,
+    /// queue reachable).
     #[arg(long, env = "HOURGLASS_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// Fault injection for tests: sleep before each batch.
@@ -546,7 +548,7 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let worker = Arc::new(Worker::new(queue, config));
-    let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r)).await?;
+    let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r), worker.health()).await?;
     worker.run(shutdown).await?;
     Ok(())
 }
@@ -556,11 +558,12 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
 async fn serve_metrics(
     addr: Option<SocketAddr>,
     register: impl FnOnce(&mut Registry),
+    health: Arc<dyn hourglass_core::metrics::Health>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = addr else { return Ok(None) };
     let mut registry = Registry::default();
     register(&mut registry);
-    let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry))
+    let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry), health)
         .await
         .with_context(|| format!("--metrics-addr {addr}"))?;
     tracing::info!(%bound, "serving metrics");
@@ -672,7 +675,8 @@ async fn cmd_watch(a: WatchArgs) -> Result<()> {
         visibility: a.visibility_timeout,
     };
     hourglass_worker::runtime::environment()?;
-    let _metrics = serve_metrics(a.metrics_addr, |r| watcher.metrics.register(r)).await?;
+    let _metrics =
+        serve_metrics(a.metrics_addr, |r| watcher.metrics.register(r), Arc::new(hourglass_core::metrics::Up)).await?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     watcher.run(stop).await?;

@@ -377,7 +377,12 @@ async fn live(a: RunArgs) -> Result<()> {
     if let Some(f) = follow {
         scaler = scaler.follow_ledger(f);
     }
-    let _metrics = crate::serve_metrics(a.metrics_addr, |r| scaler.metrics().register(r)).await?;
+    let _metrics = crate::serve_metrics(
+        a.metrics_addr,
+        |r| scaler.metrics().register(r),
+        std::sync::Arc::new(hourglass_core::metrics::Up),
+    )
+    .await?;
     if a.once {
         let report = scaler.tick(SystemTime::now()).await.map_err(anyhow::Error::msg)?;
         println!(

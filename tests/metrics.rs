@@ -191,3 +191,37 @@ fn the_watcher_exports_its_event_counts() {
     assert!(text.contains(r#"hourglass_watch_events_total{rule="",outcome="test"} 1"#), "{text}");
     assert_exports("the watcher", "hourglass_watch_", &text);
 }
+
+/// Polls `path` on `addr` until its status is `want`, at most a minute.
+fn probe_until(addr: &str, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(addr, path).unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} stayed {status} ({body}), wanted {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn worker_probes_report_the_model_the_queue_and_progress() {
+    // Ready once the preloaded model is loaded and the queue answers; live.
+    let s = Scratch::new();
+    let model = model_path();
+    let mut worker = WorkerProc::spawn(&s, &["--metrics-addr", "127.0.0.1:0", "--model", model.to_str().unwrap()]);
+    let addr = metrics_addr(&mut worker);
+    assert_eq!(probe_until(&addr, "/readyz", 200), "ok\n");
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+    // A queue that cannot be reached: not ready (naming why), still live.
+    let mut cut_off = WorkerProc::spawn_on(
+        "http://127.0.0.1:9/000000000000/nowhere",
+        &["--metrics-addr", "127.0.0.1:0", "--poll-wait", "1s"],
+        &[],
+    );
+    let addr = metrics_addr(&mut cut_off);
+    let why = probe_until(&addr, "/readyz", 503);
+    assert!(why.contains("queue is unreachable"), "{why}");
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+}

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint every long-running binary exposes: a
-//! `prometheus-client` registry served as text on `GET /metrics` (and `200
-//! ok` on `/healthz` for probes) by a small hyper 1 HTTP/1 server.
+//! `prometheus-client` registry served as text on `GET /metrics`, and the
+//! probes, by a small hyper 1 HTTP/1 server: `/healthz` (liveness: the
+//! process makes progress; restart it otherwise) and `/readyz` (readiness:
+//! it can do its work now), each `200 ok` or `503` with the reason.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +21,33 @@ pub use prometheus_client;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds `addr` and serves `registry` until the task is dropped. Returns the
-/// bound address (port 0 picks a free one) once listening.
+/// What the probes ask of a process. Each answer is cheap (no IO): the
+/// process records what it observed, the probe reads it.
+pub trait Health: Send + Sync {
+    /// Liveness: `Err(reason)` when the process is stuck and only a restart
+    /// helps.
+    fn live(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Readiness: `Err(reason)` while it cannot do its work (a model not
+    /// loaded yet, a queue it cannot reach).
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// For processes whose liveness and readiness are their being up.
+pub struct Up;
+
+impl Health for Up {}
+
+/// Binds `addr` and serves `registry` and the probes until the task is
+/// dropped. Returns the bound address (port 0 picks a free one) once
+/// listening.
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
+    health: Arc<dyn Health>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -36,9 +60,9 @@ pub async fn serve(
                     continue;
                 }
             };
-            let registry = registry.clone();
+            let (registry, health) = (registry.clone(), health.clone());
             tokio::spawn(async move {
-                let service = service_fn(move |req| respond(req, registry.clone()));
+                let service = service_fn(move |req| respond(req, registry.clone(), health.clone()));
                 let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "metrics endpoint: connection ended with an error");
@@ -49,7 +73,11 @@ pub async fn serve(
     Ok((local, task))
 }
 
-async fn respond(req: Request<Incoming>, registry: Arc<Registry>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    req: Request<Incoming>,
+    registry: Arc<Registry>,
+    health: Arc<dyn Health>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -64,7 +92,12 @@ async fn respond(req: Request<Incoming>, registry: Arc<Registry>) -> Result<Resp
                 Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding metrics: {e}\n")),
             }
         }
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, path @ ("/healthz" | "/readyz")) => {
+            match if path == "/healthz" { health.live() } else { health.ready() } {
+                Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                Err(reason) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{reason}\n")),
+            }
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics\n".into()),
     }
 }
@@ -90,12 +123,20 @@ mod tests {
         let gauge: Gauge = Gauge::default();
         gauge.set(7);
         registry.register("hourglass_test_things", "Things", gauge);
-        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), Arc::new(registry)).await.unwrap();
+        struct NotReady;
+        impl Health for NotReady {
+            fn ready(&self) -> Result<(), String> {
+                Err("model not loaded yet".into())
+            }
+        }
+        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), Arc::new(registry), Arc::new(NotReady)).await.unwrap();
         let body = get(addr, "/metrics").await;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(body.contains("hourglass_test_things 7"), "{body}");
         assert!(body.contains("# EOF"), "{body}");
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        let ready = get(addr, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("model not loaded yet"), "{ready}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
         task.abort();
     }

@@ -37,6 +37,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::health::WorkerHealth;
 use crate::metrics::{JobLabels, WorkerMetrics};
 
 /// What a worker did, for its exit log and tests.
@@ -66,11 +67,18 @@ pub struct Worker {
     jobs: Mutex<HashMap<String, (String, Arc<JobRecord>)>>,
     counters: Counters,
     metrics: Arc<WorkerMetrics>,
+    health: Arc<WorkerHealth>,
 }
 
 impl Worker {
     pub fn new(queue: Arc<dyn Queue>, config: WorkerConfig) -> Self {
         let pool = CpuPool::new(config.concurrency);
+        // A busy worker extends leases every third of the visibility
+        // timeout and an idle one returns from a receive every poll: twice
+        // the lease plus a poll without either is stuck; 5 minutes at least,
+        // so a slow model load or store hiccup is not taken for it.
+        let stall_after = (config.visibility_timeout * 2 + config.poll_wait).max(Duration::from_secs(300));
+        let health = Arc::new(WorkerHealth::new(stall_after, config.preload_model.is_none()));
         Self {
             queue,
             config,
@@ -79,7 +87,13 @@ impl Worker {
             jobs: Default::default(),
             counters: Counters::default(),
             metrics: Arc::new(WorkerMetrics::default()),
+            health,
         }
+    }
+
+    /// The worker's probes, to serve next to its metrics.
+    pub fn health(&self) -> Arc<WorkerHealth> {
+        self.health.clone()
     }
 
     /// The worker's metrics, to register with the process's registry.
@@ -151,6 +165,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<WorkerSummary> {
         if let Some(url) = self.config.preload_model.clone() {
             self.preload(&url).await?;
+            self.health.model_loaded();
         }
         // Pool threads score `concurrency` shards; `prefetch_shards` more
         // wait in the pool's queue, leased, heartbeated and prefetching.
@@ -188,6 +203,7 @@ impl Worker {
             } else {
                 receive.await
             };
+            self.health.received(received.is_ok());
             let messages = match received {
                 Ok(m) => {
                     receive_failures = 0;
@@ -229,8 +245,10 @@ impl Worker {
                 };
                 let this = self.clone();
                 let abandon = abandon.clone();
+                let health = self.health.clone();
                 held.spawn(async move {
                     this.handle(message, abandon).await;
+                    health.progressed();
                     drop(permit);
                 });
             }
@@ -295,6 +313,8 @@ impl Worker {
     }
 
     async fn handle_task(&self, message: Message, task: ShardTask, abandon: CancellationToken) {
+        // The lease's clock starts at receipt, before the checks' round trips.
+        let lease = Lease::new(self.config.visibility_timeout, abandon.child_token());
         for (what, url) in [("input", &task.input.url), ("model", &task.model.url), ("output", &task.output)] {
             if !self.config.allows(url) {
                 let reason = format!("its {what} {url} is outside this worker's --allow-prefix");
@@ -336,7 +356,6 @@ impl Worker {
             return self.fail(&message, &task, Some(&ledger), &err).await;
         }
         info!(input = %task.input.url, "shard started");
-        let lease = Lease::new(self.config.visibility_timeout, abandon.child_token());
         let heartbeat = self.heartbeat(&message, lease.clone());
         let result = self.score(&task, &ledger, message.receive_count, &lease).await;
         lease.stop.cancel();
@@ -406,6 +425,7 @@ impl Worker {
         let receipt = message.receipt.clone();
         let visibility = self.config.visibility_timeout;
         let every = visibility / 3;
+        let health = self.health.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -421,6 +441,7 @@ impl Worker {
                     match queue.extend(&receipt, visibility).await {
                         Ok(()) => {
                             lease.extended(sent_at + visibility);
+                            health.progressed();
                             break;
                         }
                         Err(e) if e.is_retryable() && !lease.expired() => {

@@ -6,12 +6,13 @@
 //! the model runtime (`runtime`: ONNX Runtime sessions, the one place that
 //! touches `ort`), the codecs (`codec`: CSV and Parquet in, Parquet out) and
 //! the bounded CPU pool that keeps decoding and inference off the async
-//! runtime. It must not plan jobs or decide scale: it never imports the
+//! runtime, and its probes (`health`). It must not plan jobs or decide scale: it never imports the
 //! coordinator or the scaler.
 
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod pool;
