@@ -73,7 +73,16 @@ fn chart_renders_manifests_valid_for_kubernetes_1_33() {
     assert_eq!(report.matches(" passed for resource ").count(), builtin, "{report}");
     assert!(!report.contains("ERROR"), "{report}");
     let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    for kind in ["Deployment", "PodDisruptionBudget", "CronJob", "PriorityClass", "Role", "RoleBinding", "PodMonitor"] {
+    for kind in [
+        "Deployment",
+        "PodDisruptionBudget",
+        "CronJob",
+        "PriorityClass",
+        "Role",
+        "RoleBinding",
+        "PodMonitor",
+        "NetworkPolicy",
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
 }
@@ -93,8 +102,9 @@ fn chart_workers_are_safe_on_spot() {
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["envFrom"][0]["configMapRef"]["name"], "hg-hourglass-config");
-    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")] {
         assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
     }
     assert_eq!(c["resources"]["requests"], c["resources"]["limits"], "a Guaranteed pod owns its cores");
     let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
@@ -126,6 +136,37 @@ fn chart_workers_are_safe_on_spot() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&"--job-id=ctr-{date}") && args.contains(&"--tz=Europe/Berlin"), "{args:?}");
+}
+
+#[test]
+fn chart_never_holds_a_spot_drain_and_lets_only_monitoring_scrape() {
+    // No budget by default: a worker loses nothing when evicted.
+    let values: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    assert_eq!(values["worker"]["pdb"]["enabled"], false);
+    // Enabled, it lets a whole node's workers go at once and never keeps an
+    // unready pod from being evicted.
+    let (_, docs) = render();
+    let pdb = find(&docs, "PodDisruptionBudget", "hg-hourglass-worker");
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), values["scaler"]["podsPerNode"].as_u64(), "{pdb:?}");
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    // NetworkPolicy: only the monitoring namespaces, only the metrics port.
+    for component in ["worker", "scaler", "watcher"] {
+        let np = find(&docs, "NetworkPolicy", &format!("hg-hourglass-{component}"));
+        let deployment = find(&docs, "Deployment", &format!("hg-hourglass-{component}"));
+        assert_eq!(np["spec"]["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"]);
+        assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+        let rules = np["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "{np:?}");
+        let namespaces: Vec<_> = rules[0]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str().unwrap())
+            .collect();
+        assert_eq!(namespaces, ["monitoring", "observability"]);
+        assert_eq!(rules[0]["ports"], serde_json::json!([{"port": "metrics", "protocol": "TCP"}]));
+    }
 }
 
 #[test]
