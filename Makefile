@@ -49,6 +49,7 @@ tools: setup
 # tests never need this).
 models: $(MODELS_STAMP)
 	$(VENV)/bin/python models/make_models.py
+	$(VENV)/bin/python models/make_unfit_models.py
 
 $(MODELS_STAMP): models/requirements.txt $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements.txt

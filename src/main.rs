@@ -370,8 +370,9 @@ fn parse_deadline(s: &str) -> Result<u64> {
     Ok(when.duration_since(UNIX_EPOCH).context("deadline before 1970")?.as_millis() as u64)
 }
 
-/// Loads the model through the worker runtime: a missing or corrupt model
-/// fails here, before anything is planned or enqueued.
+/// Loads the model through the worker runtime and checks that it can score
+/// batches: a missing, corrupt or unfit model fails here, before anything
+/// is planned or enqueued.
 async fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
     let bytes = hourglass_core::store::open(model)?
         .get(model.key())
@@ -379,7 +380,12 @@ async fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
         .map_err(|e| anyhow::anyhow!("model {model}: cannot read: {e}"))?;
     let options = RuntimeOptions { intra_threads: threads, sessions: 1 };
     let source = model.to_string();
-    Ok(tokio::task::spawn_blocking(move || ModelRuntime::load(&bytes, &source, options)).await??)
+    Ok(tokio::task::spawn_blocking(move || {
+        let runtime = ModelRuntime::load(&bytes, &source, options)?;
+        runtime.check_batch_scoring()?;
+        Ok::<_, hourglass_worker::Error>(runtime)
+    })
+    .await??)
 }
 
 /// Reads models for `watch` through the worker runtime.

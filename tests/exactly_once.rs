@@ -349,3 +349,35 @@ fn a_stray_cr_past_the_sample_fails_its_shard_naming_the_line() {
     let message = st["failures"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("a.csv line 302") && message.contains("CR-only or mixed"), "{st}");
 }
+
+#[test]
+fn models_a_batch_job_cannot_use_are_refused_at_submit() {
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 50, None);
+    let unfit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/unfit");
+    for (model, needles) in [
+        ("fixed_batch.onnx", &["input \"input\"", "fixed batch dimension of 1"][..]),
+        ("zipmap.onnx", &["output \"probabilities\"", "zipmap=False"][..]),
+        ("string_output.onnx", &["output \"label\"", "float32, float64, int32 or int64"][..]),
+    ] {
+        let path = unfit.join(model);
+        let out = hourglass(&[
+            "submit",
+            "--input",
+            &s.input(),
+            "--model",
+            path.to_str().unwrap(),
+            "--output",
+            &s.output(),
+            "--queue",
+            &s.queue(),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{model}: {err}");
+        for n in needles.iter().chain([&model]) {
+            assert!(err.contains(n), "{model}: {n:?} not in {err}");
+        }
+        assert_eq!(block_on(queue_of(&s).depth()).unwrap().visible, 0, "{model}: something was enqueued");
+        assert!(!s.path("output/_hourglass/job.json").exists(), "{model}");
+    }
+}

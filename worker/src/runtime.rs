@@ -282,6 +282,47 @@ impl ModelRuntime {
         Ok(rows as f64 / started.elapsed().as_secs_f64())
     }
 
+    /// Refuses a model a batch job cannot use, before anything is planned:
+    /// inputs or outputs that are not tensors of float32, float64, int32 or
+    /// int64 (a classifier exported with ZipMap outputs a sequence of maps),
+    /// a fixed batch dimension, or outputs that are not `[N]` or `[N, K]`.
+    /// The signature is checked first, then a probe batch of three rows of
+    /// zeros runs, so what the signature does not say (a shape fixed inside
+    /// the graph) shows too.
+    pub fn check_batch_scoring(&self) -> Result<()> {
+        let bad = |message: String| Error::Model { model: self.source.clone(), message };
+        for (kind, specs) in [("input", &self.signature.inputs), ("output", &self.signature.outputs)] {
+            for s in specs {
+                if s.dtype.is_none() {
+                    return Err(bad(format!(
+                        "{kind} {:?} is {}; batch scoring takes tensors of float32, float64, int32 or int64 (export classifiers with ZipMap off: zipmap=False)",
+                        s.name, s.type_name
+                    )));
+                }
+                if let Some(Some(n)) = s.shape.first() {
+                    return Err(bad(format!(
+                        "{kind} {:?} has a fixed batch dimension of {n} (shape {:?}); export the model with a dynamic first dimension",
+                        s.name, s.shape
+                    )));
+                }
+            }
+        }
+        const ROWS: usize = 3;
+        let inputs: Vec<InputData> = self
+            .signature
+            .inputs
+            .iter()
+            .map(|s| {
+                let width = s.width().unwrap_or(1) as usize;
+                match s.dtype {
+                    Some(DType::Int64 | DType::Int32) => InputData::I64(vec![0; ROWS * width]),
+                    _ => InputData::F32(vec![0.0; ROWS * width]),
+                }
+            })
+            .collect();
+        self.run(&inputs, ROWS).map(|_| ()).map_err(|e| bad(format!("a probe batch of {ROWS} rows failed: {e}")))
+    }
+
     /// Scores one batch. `inputs` are in the model's input order, each
     /// row-major `[rows, width]`.
     pub fn run(&self, inputs: &[InputData], rows: usize) -> Result<Vec<OutputColumn>> {
