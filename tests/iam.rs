@@ -122,7 +122,11 @@ fn make_queue(moto: &Moto, admin: &Keys, name: &str) -> String {
 }
 
 fn policy(moto: &Moto, admin: &Keys, role: &str, output: &str, queue: &str) -> String {
-    let args = [
+    policy_with(moto, admin, role, output, queue, &[])
+}
+
+fn policy_with(moto: &Moto, admin: &Keys, role: &str, output: &str, queue: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "iam",
         "policy",
         "--role",
@@ -136,6 +140,7 @@ fn policy(moto: &Moto, admin: &Keys, role: &str, output: &str, queue: &str) -> S
         "--queue",
         queue,
     ];
+    args.extend(extra);
     String::from_utf8(run_ok(&mut moto.hourglass(admin, &args)).stdout).unwrap()
 }
 
@@ -196,6 +201,45 @@ fn the_rendered_policies_run_a_whole_job_with_iam_enforced() {
         .output()
         .unwrap();
     assert!(!other.status.success() && String::from_utf8_lossy(&other.stderr).contains("needs s3:PutObject"));
+
+    // The watcher's role: an S3 event on its queue starts a job over that
+    // object, which the workers' role scores.
+    let events = make_queue(&moto, &admin, "events");
+    let watcher_policy = policy_with(&moto, &admin, "watcher", out, &queue, &["--events-queue", &events]);
+    let watcher = moto.user(&admin, "watcher", &watcher_policy);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n- name: files\n  prefix: in/\n  suffix: .csv\n  model: s3://data/models/ctr_gbdt.onnx\n  output: s3://data/out/watched/{stem}/\n",
+    )
+    .unwrap();
+    let env = moto.env(&watcher);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = [
+        "watch",
+        "--events-queue",
+        &events,
+        "--rules",
+        rules.to_str().unwrap(),
+        "--queue",
+        &queue,
+        "--poll-wait",
+        "1s",
+    ];
+    let mut watch = WorkerProc::spawn_command(&args, &env);
+    let event = r#"{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2026-11-23T01:00:00Z","s3":{"bucket":{"name":"data"},"object":{"key":"in/part-00000.csv","eTag":"e1"}}}]}"#;
+    moto.py(Some(&admin), &["send", &events, event]);
+    watch.wait_for_line("job started", LONG);
+    let mut w = moto.worker(&worker, &queue, &worker_args);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert_eq!(moto.py(Some(&admin), &["exists", "data", "out/watched/part-00000/_SUCCESS"]).trim(), "yes");
+    watch.signal("TERM");
+    assert!(watch.wait_exit(LONG).success(), "{}", watch.log.join("\n"));
+    for log in [&watch.log, &w.log] {
+        let log = log.join("\n");
+        assert!(!log.contains("AccessDenied") && !log.contains("needs s3:") && !log.contains("needs sqs:"), "{log}");
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ with keys and checked against IAM policies.
   moto_iam.py bucket NAME                 -> creates a bucket
   moto_iam.py put BUCKET KEY FILE         -> uploads a file
   moto_iam.py exists BUCKET KEY           -> prints yes or no
+  moto_iam.py send QUEUE_URL BODY         -> sends one message
 
 The endpoint comes from AWS_ENDPOINT_URL, the caller's keys from the
 environment (the admin's, after bootstrap).
@@ -40,6 +41,8 @@ def main(args):
             user(args[1], f.read())
     elif args[0] == "bucket":
         client("s3").create_bucket(Bucket=args[1])
+    elif args[0] == "send":
+        client("sqs").send_message(QueueUrl=args[1], MessageBody=args[2])
     elif args[0] == "exists":
         try:
             client("s3").head_object(Bucket=args[1], Key=args[2])
