@@ -381,3 +381,16 @@ fn models_a_batch_job_cannot_use_are_refused_at_submit() {
         assert!(!s.path("output/_hourglass/job.json").exists(), "{model}");
     }
 }
+
+#[test]
+fn a_worker_refuses_a_queue_that_would_drop_shards_without_a_record() {
+    let s = Scratch::new();
+    // This queue dead-letters after 3 receives: a worker trying 3 times
+    // would never see the delivery that records a lost shard.
+    let queue = format!("{}?max_receives=3", s.queue());
+    let mut w = WorkerProc::spawn_on(&queue, &["--max-attempts", "3"], &[]);
+    let status = w.wait_exit(LONG);
+    assert_eq!(status.code(), Some(1), "{}", w.log.join("\n"));
+    let err = w.log.join("\n");
+    assert!(err.contains("dead-letters after 3 receives") && err.contains("--max-attempts 3"), "{err}");
+}

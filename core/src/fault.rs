@@ -219,6 +219,10 @@ impl Queue for UnreliableQueue {
         self.check("dead-letter").await?;
         self.inner.dead_letter(message, reason).await
     }
+    async fn max_receives(&self) -> Result<Option<u32>> {
+        self.inner.max_receives().await
+    }
+
     async fn depth(&self) -> Result<Depth> {
         self.check("depth").await?;
         self.inner.depth().await

@@ -26,6 +26,8 @@ async fn receive_n(
 }
 
 async fn suite(q: &dyn Queue) {
+    // Both suites' queues dead-letter after 2 receives (their redrive).
+    assert_eq!(q.max_receives().await.unwrap(), Some(2));
     // Batch send (more than one batch), receive all, ack all.
     let bodies: Vec<String> = (0..15).map(|i| format!("m{i}")).collect();
     send_all(q, &bodies).await.unwrap();

@@ -163,6 +163,7 @@ impl Worker {
     /// Serves until `shutdown` is cancelled (or the queue stays idle, when
     /// configured), then drains.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<WorkerSummary> {
+        self.check_redrive().await?;
         if let Some(url) = self.config.preload_model.clone() {
             self.preload(&url).await?;
             self.health.model_loaded();
@@ -277,6 +278,31 @@ impl Worker {
         };
         info!(?summary, "worker stopped");
         Ok(summary)
+    }
+
+    /// Refuses a queue that dead-letters a message by itself at or before
+    /// this worker's last attempt: a shard whose workers keep dying would
+    /// then leave the queue with no failed record, and its job would wait
+    /// forever. The delivery after the last attempt must reach a worker,
+    /// which records the shard as lost.
+    async fn check_redrive(&self) -> Result<()> {
+        match self.queue.max_receives().await {
+            Ok(Some(n)) if n <= self.config.max_attempts => Err(Error::Core(hourglass_core::Error::invalid(
+                format!("queue {}", self.queue.name()),
+                format!(
+                    "it dead-letters after {n} receives, but workers try {} times and must see one more delivery to record a lost shard; set its redrive above {} (`hourglass queue create --max-attempts {}` sets {}) or lower --max-attempts",
+                    self.config.max_attempts,
+                    self.config.max_attempts,
+                    self.config.max_attempts,
+                    self.config.max_attempts + 2
+                ),
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                warn!(error = %e, "could not read the queue's redrive policy; not checking it against --max-attempts");
+                Ok(())
+            }
+        }
     }
 
     async fn queue_is_drained(&self) -> bool {

@@ -322,6 +322,10 @@ impl Queue for LocalQueue {
         if n == 0 { Err(self.stale("dead-letter")) } else { Ok(()) }
     }
 
+    async fn max_receives(&self) -> Result<Option<u32>> {
+        Ok(Some(self.max_receives))
+    }
+
     async fn depth(&self) -> Result<Depth> {
         self.with_conn("depth", |c| {
             let now = now_ms();

@@ -1,7 +1,6 @@
 //! The `Queue` seam, with SQS semantics: at-least-once delivery, leases by
 //! visibility timeout, batch operations that report per-entry failures, and a
-//! dead-letter queue. Backends: the local SQLite queue (here) and SQS (a
-//! later backend; the trait is shaped for it).
+//! dead-letter queue. Backends: the local SQLite queue and SQS.
 
 mod local;
 mod sqs;
@@ -75,6 +74,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn release(&self, receipt: &Receipt) -> Result<()>;
 
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<()>;
+
+    /// Receives after which the queue itself dead-letters a message (its
+    /// redrive), or `None` when it never does.
+    async fn max_receives(&self) -> Result<Option<u32>>;
 
     async fn depth(&self) -> Result<Depth>;
 }

@@ -29,7 +29,14 @@ pub struct SqsQueue {
     name: String,
     client: OnceCell<Client>,
     url: OnceCell<String>,
-    dlq_url: OnceCell<Option<String>>,
+    redrive: OnceCell<Option<Redrive>>,
+}
+
+/// The queue's RedrivePolicy: where and after how many receives.
+#[derive(Debug)]
+struct Redrive {
+    dlq_url: String,
+    max_receives: Option<u32>,
 }
 
 async fn client() -> Client {
@@ -49,7 +56,7 @@ pub struct CreateOptions {
 
 impl SqsQueue {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), client: OnceCell::new(), url: OnceCell::new(), dlq_url: OnceCell::new() }
+        Self { name: name.into(), client: OnceCell::new(), url: OnceCell::new(), redrive: OnceCell::new() }
     }
 
     async fn client(&self) -> &Client {
@@ -96,9 +103,14 @@ impl SqsQueue {
 
     /// The dead-letter queue from the RedrivePolicy, if there is one.
     async fn dlq_url(&self) -> Result<Option<&str>> {
+        Ok(self.redrive().await?.map(|r| r.dlq_url.as_str()))
+    }
+
+    /// The RedrivePolicy, read once.
+    async fn redrive(&self) -> Result<Option<&Redrive>> {
         let url = self.url().await?.to_string();
-        let dlq = self
-            .dlq_url
+        let redrive = self
+            .redrive
             .get_or_try_init(|| async {
                 let client = self.client().await;
                 let attrs = client
@@ -114,10 +126,15 @@ impl SqsQueue {
                 let policy: serde_json::Value = serde_json::from_str(policy)
                     .map_err(|e| Error::queue("read attributes", self.name.clone(), ErrorKind::Permanent, e))?;
                 let arn = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
-                Ok(Some(sibling_queue_url(&url, arn)))
+                // SQS writes the count as a string or a number.
+                let max_receives = match &policy["maxReceiveCount"] {
+                    serde_json::Value::String(s) => s.parse().ok(),
+                    v => v.as_u64().and_then(|n| u32::try_from(n).ok()),
+                };
+                Ok(Some(Redrive { dlq_url: sibling_queue_url(&url, arn), max_receives }))
             })
             .await?;
-        Ok(dlq.as_deref())
+        Ok(redrive.as_ref())
     }
 
     /// Creates `name` and its dead-letter queue `name-dlq`, with a
@@ -349,6 +366,10 @@ impl Queue for SqsQueue {
             Some((_, e)) => Err(e),
             None => Ok(()),
         }
+    }
+
+    async fn max_receives(&self) -> Result<Option<u32>> {
+        Ok(self.redrive().await?.and_then(|r| r.max_receives))
     }
 
     async fn depth(&self) -> Result<Depth> {
