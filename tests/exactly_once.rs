@@ -394,3 +394,34 @@ fn a_worker_refuses_a_queue_that_would_drop_shards_without_a_record() {
     let err = w.log.join("\n");
     assert!(err.contains("dead-letters after 3 receives") && err.contains("--max-attempts 3"), "{err}");
 }
+
+#[test]
+fn parquet_files_without_rows_are_skipped_and_shown() {
+    let s = Scratch::new();
+    gen_data(&s, 300, 1, "parquet");
+    // The same schema with no rows: a writer closed before any batch (no
+    // row group at all), and one with an empty batch written.
+    let source = std::fs::File::open(s.path("input/part-00000.parquet")).unwrap();
+    let schema =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source).unwrap().schema().clone();
+    for (name, empty_batch) in [("none.parquet", false), ("empty-group.parquet", true)] {
+        let file = std::fs::File::create(s.path(&format!("input/{name}"))).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+        if empty_batch {
+            writer.write(&arrow_array::RecordBatch::new_empty(schema.clone())).unwrap();
+        }
+        writer.close().unwrap();
+    }
+    let out = submit(&s, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped = report["skipped_files"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "{report}");
+    assert!(skipped.iter().all(|f| f["reason"].as_str().unwrap().contains("no rows")), "{report}");
+    assert_eq!(report["shards"], 1, "{report}");
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let st = status_json(&s);
+    assert_eq!((st["state"].as_str(), st["rows_done"].as_u64()), (Some("succeeded"), Some(300)), "{st}");
+    hourglass_ok(&["verify", &s.output()]);
+}
