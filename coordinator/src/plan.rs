@@ -181,6 +181,7 @@ async fn check_csv(
     } else {
         sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
     };
+    let id_index = columns.iter().position(|c| c == id_column).expect("bind checks the id column");
     // The csv crate takes a lone CR as a line end, so look at raw lines:
     // the workers split at `\n` only.
     for (i, raw) in sample[..complete].split(|&b| b == b'\n').take(SAMPLE_ROWS).enumerate() {
@@ -199,7 +200,7 @@ async fn check_csv(
             break;
         }
         let line = pos.line() + 1;
-        if std::str::from_utf8(&rec[bindings_id(&columns, id_column)]).is_err() {
+        if std::str::from_utf8(&rec[id_index]).is_err() {
             return Err(Error::input(
                 &file.url,
                 format!("line {line}, column {id_column:?}: the id is not valid UTF-8 (ids must be text)"),
@@ -247,10 +248,6 @@ async fn check_csv(
         row_groups: vec![],
         skip: None,
     })
-}
-
-fn bindings_id(columns: &[String], id_column: &str) -> usize {
-    columns.iter().position(|c| c == id_column).expect("bind checks the id column")
 }
 
 fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
