@@ -204,14 +204,40 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
     })
 }
 
+/// Columns every line of the live views keeps within: one less than an
+/// 80-column terminal, so no line wraps and a redraw moves up exactly the
+/// lines it drew.
+pub const VIEW_COLUMNS: usize = 79;
+
+/// `line` cut to `VIEW_COLUMNS` characters, marking the cut with `…`.
+fn fit(line: &str) -> String {
+    if line.chars().count() <= VIEW_COLUMNS {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(VIEW_COLUMNS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// `1234567` → `1.2M`: counts in a few characters.
+fn compact(n: f64) -> String {
+    match n.abs() {
+        x if x >= 1e9 => format!("{:.1}G", n / 1e9),
+        x if x >= 1e6 => format!("{:.1}M", n / 1e6),
+        x if x >= 1e4 => format!("{:.0}k", n / 1e3),
+        _ => format!("{n:.0}"),
+    }
+}
+
 fn secs(s: f64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(s.abs().round() as u64)).to_string()
 }
 
 impl JobStatus {
-    /// A one-line progress bar for `--watch`.
+    /// A one-line progress bar for `--watch` and the demo, within
+    /// `VIEW_COLUMNS`.
     pub fn progress_line(&self) -> String {
-        const WIDTH: usize = 30;
+        const WIDTH: usize = 12;
         let frac = if self.shards_total == 0 { 1.0 } else { self.shards_done as f64 / self.shards_total as f64 };
         let filled = (frac * WIDTH as f64).round() as usize;
         let eta = self.eta_secs.map(|e| format!(" eta {}", secs(e))).unwrap_or_default();
@@ -219,17 +245,20 @@ impl JobStatus {
             .slack_secs
             .map(|s| if s >= 0.0 { format!(" slack {}", secs(s)) } else { format!(" LATE by {}", secs(s)) })
             .unwrap_or_default();
-        format!(
-            "[{}{}] {:>3.0}% {}/{} shards, {} failed, {} rows, {:.0} rows/s{eta}{slack}",
+        let failed = match self.shards_failed + self.shards_lost {
+            0 => String::new(),
+            n => format!(" {n} failed"),
+        };
+        fit(&format!(
+            "[{}{}] {:>3.0}% {}/{} shards{failed} {} rows {}/s{eta}{slack}",
             "#".repeat(filled),
             ".".repeat(WIDTH - filled),
             frac * 100.0,
             self.shards_done,
             self.shards_total,
-            self.shards_failed,
-            self.rows_done,
-            self.rows_per_sec
-        )
+            compact(self.rows_done as f64),
+            compact(self.rows_per_sec)
+        ))
     }
 
     /// The live view `status --watch` redraws: the summary, the recent
@@ -237,6 +266,10 @@ impl JobStatus {
     /// shard (`#` done, `!` failed, `.` pending; one cell stands for several
     /// shards on big jobs, showing the worst of them).
     pub fn live_view(&self, recent_rows_per_sec: Option<f64>) -> String {
+        self.live_view_lines(recent_rows_per_sec).lines().map(|l| fit(l) + "\n").collect()
+    }
+
+    fn live_view_lines(&self, recent_rows_per_sec: Option<f64>) -> String {
         const CELLS: usize = 320;
         const ROW: usize = 64;
         let mut out = self.progress_line();
@@ -359,6 +392,31 @@ mod tests {
             foreign_records: 0,
             shard_states: states,
         }
+    }
+
+    #[test]
+    fn live_views_fit_80_columns() {
+        use ShardState::*;
+        let mut s = status(vec![Done; 99_999]);
+        s.shards_failed = 1234;
+        s.rows_done = 987_654_321_000;
+        s.rows_per_sec = 12_345_678.0;
+        s.eta_secs = Some(98_765.0);
+        s.slack_secs = Some(-98_765.0);
+        s.failures = vec![Failure {
+            shard: "000001".into(),
+            error_kind: "bad_row".into(),
+            message: "s3://a-very-long-bucket-name/with/a/deep/prefix/part-00000.csv line 152: ".repeat(3),
+            attempts: 3,
+        }];
+        let line = s.progress_line();
+        assert!(line.chars().count() <= VIEW_COLUMNS, "{line}");
+        assert!(line.contains("1234 failed") && line.contains("987.7G rows") && line.contains("12.3M/s"), "{line}");
+        let view = s.live_view(Some(1e7));
+        for l in view.lines() {
+            assert!(l.chars().count() <= VIEW_COLUMNS, "{} columns: {l}", l.chars().count());
+        }
+        assert!(view.lines().any(|l| l.starts_with("failed   shard 000001") && l.ends_with('…')), "{view}");
     }
 
     #[test]
