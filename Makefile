@@ -12,7 +12,7 @@ DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
 DEMO_WORKERS ?= 2
 
-.PHONY: setup build demo test kube tools models clean
+.PHONY: setup build demo test lint kube tools models clean
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
@@ -38,6 +38,11 @@ demo: build
 # installed once under ~/.cache/hourglass/tools by scripts/tools.
 test: setup kube tools
 	HOURGLASS_TOOLS=$$(scripts/tools) scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked
+
+# Formatting and clippy with warnings as errors; CI runs it before `make test`.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 kube:
 	scripts/kube-build >/dev/null
