@@ -519,6 +519,8 @@ fn split_cores(cores: usize, concurrency: Option<usize>, threads: Option<usize>)
 async fn cmd_worker(a: WorkerArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (concurrency, threads) = split_cores(cores, a.concurrency, a.threads);
+    let queue = queue::open(&a.queue)?;
+    let long_poll = queue.long_poll();
     let config = WorkerConfig {
         concurrency,
         prefetch_shards: a.prefetch_shards,
@@ -527,12 +529,8 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
         visibility_timeout: a.visibility_timeout,
         max_attempts: a.max_attempts,
         drain_timeout: a.drain_timeout,
-        poll_wait: a.poll_wait.unwrap_or(if a.queue.starts_with("local://") {
-            Duration::from_secs(1)
-        } else {
-            queue::MAX_WAIT
-        }),
-        interrupt_receive: !a.queue.starts_with("local://"),
+        poll_wait: a.poll_wait.unwrap_or(long_poll.wait),
+        interrupt_receive: long_poll.interruptible,
         exit_when_idle: a.exit_when_idle,
         preload_model: a.model.as_deref().map(BlobUrl::parse).transpose()?,
         worker_id: a.worker_id.unwrap_or_else(config::default_worker_id),
@@ -550,7 +548,6 @@ async fn cmd_worker(a: WorkerArgs) -> Result<()> {
     }
     // Fail fast, before any message is taken, when ONNX Runtime is missing.
     hourglass_worker::runtime::environment()?;
-    let queue = queue::open(&a.queue)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let worker = Arc::new(Worker::new(queue, config));

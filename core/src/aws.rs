@@ -8,16 +8,14 @@
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use std::time::Duration;
 use tokio::sync::OnceCell;
-
-/// Throttling and 5xx answers are retried by the SDK with jittered
-/// exponential backoff: 5 attempts, up to 20 s between them.
-const MAX_ATTEMPTS: u32 = 5;
-const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 static CONFIG: OnceCell<SdkConfig> = OnceCell::const_new();
 
+/// The shared SDK configuration. The SDK's own retries are off: every store
+/// and queue call is retried by `crate::retry` (jittered, with one
+/// documented budget), and stacking the SDK's attempts under ours would
+/// multiply them.
 pub async fn sdk_config() -> &'static SdkConfig {
     CONFIG
         .get_or_init(|| async {
@@ -25,7 +23,7 @@ pub async fn sdk_config() -> &'static SdkConfig {
                 aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
             aws_config::defaults(BehaviorVersion::latest())
                 .http_client(http)
-                .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_max_backoff(MAX_BACKOFF))
+                .retry_config(RetryConfig::disabled())
                 .load()
                 .await
         })

@@ -1,20 +1,16 @@
-//! Fault injection: `Unreliable` wrappers for `BlobStore` and `Queue` that
-//! fail the first N calls of each operation, or a fraction of calls at
-//! random, and add latency, so retry paths are tested rather than hoped
-//! for. A process opts in with `install` (the CLI's hidden
-//! `--inject-faults`, or `HOURGLASS_FAULTS`); `store::open` and
-//! `queue::open` then wrap every backend they return.
+//! Fault injection plans: fail the first N calls of each operation, or a
+//! fraction of calls at random, and add latency, so retry paths are tested
+//! rather than hoped for. A process opts in with `install` (the CLI's
+//! hidden `--inject-faults`, or `HOURGLASS_FAULTS`); `store::open` and
+//! `queue::open` then wrap every backend they return in their
+//! `Unreliable` wrappers (`store/unreliable.rs`, `queue/unreliable.rs`),
+//! which ask an [`Injector`] before each call. This module depends on
+//! neither seam.
 
-use crate::queue::{BatchOutcome, Depth, Message, Queue};
 use crate::rng::SplitMix64;
-use crate::store::{BlobStore, ByteStream, ObjectMeta};
-use crate::{BlobUrl, Error, ErrorKind, Receipt, Result};
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use crate::{Error, ErrorKind, Result};
 use std::collections::HashMap;
-use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// What to inject. Parsed from `first=N,fraction=F,latency=DUR,kind=K,seed=S`.
@@ -83,13 +79,13 @@ pub fn installed() -> Option<&'static FaultPlan> {
 
 /// Decides, per call, whether to fail.
 #[derive(Debug)]
-struct Injector {
+pub(crate) struct Injector {
     plan: FaultPlan,
     calls: Mutex<(HashMap<&'static str, u32>, SplitMix64)>,
 }
 
 impl Injector {
-    fn new(plan: FaultPlan) -> Self {
+    pub(crate) fn new(plan: FaultPlan) -> Self {
         let seed = plan.seed;
         Self { plan, calls: Mutex::new((HashMap::new(), SplitMix64::new(seed))) }
     }
@@ -105,127 +101,11 @@ impl Injector {
         rng.uniform() < self.plan.fail_fraction
     }
 
-    async fn check(&self, op: &'static str, make: impl FnOnce(ErrorKind, &str) -> Error) -> Result<()> {
+    pub(crate) async fn check(&self, op: &'static str, make: impl FnOnce(ErrorKind, &str) -> Error) -> Result<()> {
         if !self.plan.latency.is_zero() {
             tokio::time::sleep(self.plan.latency).await;
         }
         if self.should_fail(op) { Err(make(self.plan.kind, "injected fault")) } else { Ok(()) }
-    }
-}
-
-/// A `BlobStore` that fails and slows down as its plan says.
-#[derive(Debug)]
-pub struct UnreliableStore {
-    inner: Arc<dyn BlobStore>,
-    injector: Injector,
-}
-
-impl UnreliableStore {
-    pub fn new(inner: Arc<dyn BlobStore>, plan: FaultPlan) -> Self {
-        Self { inner, injector: Injector::new(plan) }
-    }
-
-    async fn check(&self, op: &'static str, key: &str) -> Result<()> {
-        let target = self.inner.url(key).to_string();
-        self.injector.check(op, |kind, m| Error::store(op, target, kind, m)).await
-    }
-}
-
-#[async_trait]
-impl BlobStore for UnreliableStore {
-    fn url(&self, key: &str) -> BlobUrl {
-        self.inner.url(key)
-    }
-    async fn get(&self, key: &str) -> Result<Bytes> {
-        self.check("get", key).await?;
-        self.inner.get(key).await
-    }
-    async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream> {
-        self.check("get", key).await?;
-        self.inner.get_range_if(key, range, if_match).await
-    }
-    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        self.check("put", key).await?;
-        self.inner.put(key, body).await
-    }
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool> {
-        self.check("put", key).await?;
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.check("head", key).await?;
-        self.inner.head(key).await
-    }
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
-        stream::once(async move {
-            match self.check("list", prefix).await {
-                Ok(()) => self.inner.list(prefix),
-                Err(e) => stream::iter(vec![Err(e)]).boxed(),
-            }
-        })
-        .flatten()
-        .boxed()
-    }
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.check("delete", key).await?;
-        self.inner.delete(key).await
-    }
-}
-
-/// A `Queue` that fails and slows down as its plan says.
-#[derive(Debug)]
-pub struct UnreliableQueue {
-    inner: Arc<dyn Queue>,
-    injector: Injector,
-}
-
-impl UnreliableQueue {
-    pub fn new(inner: Arc<dyn Queue>, plan: FaultPlan) -> Self {
-        Self { inner, injector: Injector::new(plan) }
-    }
-
-    async fn check(&self, op: &'static str) -> Result<()> {
-        let name = self.inner.name().to_string();
-        self.injector.check(op, |kind, m| Error::queue(op, name, kind, m)).await
-    }
-}
-
-#[async_trait]
-impl Queue for UnreliableQueue {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome> {
-        self.check("send").await?;
-        self.inner.send_batch(bodies).await
-    }
-    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
-        self.check("receive").await?;
-        self.inner.receive(max, wait, visibility).await
-    }
-    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
-        self.check("extend visibility").await?;
-        self.inner.extend(receipt, visibility).await
-    }
-    async fn ack_batch(&self, receipts: &[Receipt]) -> Result<BatchOutcome> {
-        self.check("ack").await?;
-        self.inner.ack_batch(receipts).await
-    }
-    async fn release(&self, receipt: &Receipt) -> Result<()> {
-        self.check("release").await?;
-        self.inner.release(receipt).await
-    }
-    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<()> {
-        self.check("dead-letter").await?;
-        self.inner.dead_letter(message, reason).await
-    }
-    async fn max_receives(&self) -> Result<Option<u32>> {
-        self.inner.max_receives().await
-    }
-
-    async fn depth(&self) -> Result<Depth> {
-        self.check("depth").await?;
-        self.inner.depth().await
     }
 }
 

@@ -24,7 +24,8 @@ use crate::shard::{OpenedInput, ShardJob, score_shard};
 use crate::{Error, Result, WorkerConfig};
 use bytes::Bytes;
 use hourglass_core::ledger::{DoneRecord, FailedRecord, JobRecord, LEDGER_VERSION, Ledger, now_ms};
-use hourglass_core::queue::{Message, Queue, backoff};
+use hourglass_core::queue::{Message, Queue};
+use hourglass_core::retry;
 use hourglass_core::task::ShardTask;
 use hourglass_core::{BlobUrl, store};
 use sha2::Digest;
@@ -216,7 +217,7 @@ impl Worker {
                     warn!(error = %e, attempt = receive_failures, "receive failed; retrying");
                     drop(first);
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff(receive_failures)) => {},
+                        _ = tokio::time::sleep(retry::delay(receive_failures)) => {},
                         _ = shutdown.cancelled() => break,
                     }
                     continue;
@@ -473,7 +474,7 @@ impl Worker {
                         Err(e) if e.is_retryable() && !lease.expired() => {
                             attempt += 1;
                             warn!(error = %e, attempt, "lease extension failed; retrying");
-                            tokio::time::sleep(backoff(attempt)).await;
+                            tokio::time::sleep(retry::delay(attempt)).await;
                         }
                         Err(e) => return lease.lose(&format!("lease extension refused: {e}")),
                     }
@@ -552,7 +553,13 @@ impl Worker {
         warn!(error = %err, kind = err.kind(), "shard failed; it will be retried");
         self.metrics.outcome("retried");
         self.metrics.error(err.kind());
-        let delay = Duration::from_secs(1u64 << message.receive_count.min(5)).min(self.config.visibility_timeout);
+        // The retry policy's jittered schedule, from 1 s, at most one lease.
+        let schedule = retry::Policy {
+            attempts: self.config.max_attempts,
+            base: Duration::from_secs(1),
+            cap: self.config.visibility_timeout,
+        };
+        let delay = schedule.delay(message.receive_count);
         if let Err(e) = self.queue.extend(&message.receipt, delay).await {
             warn!(error = %e, cause = %err, "could not schedule the retry; the lease will expire instead");
         }

@@ -2,8 +2,7 @@
 //! machine (WAL journal, immediate transactions, a busy timeout), durable
 //! across crashes, with SQS's lease semantics and a dead-letter table.
 
-use super::{BatchOutcome, Depth, MAX_BATCH, MAX_WAIT, Message, Queue};
-use crate::task::MAX_TASK_BYTES;
+use super::{BatchOutcome, Depth, LongPoll, MAX_BATCH, MAX_WAIT, Message, Queue, check_send_batch};
 use crate::{Error, ErrorKind, MessageId, Receipt, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -179,30 +178,15 @@ impl Queue for LocalQueue {
         &self.name
     }
 
+    /// Short polls: a receive holds the database, and a stop request is
+    /// noticed between polls rather than by dropping one.
+    fn long_poll(&self) -> LongPoll {
+        LongPoll { wait: Duration::from_secs(1), interruptible: false }
+    }
+
     async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome> {
-        if bodies.len() > MAX_BATCH {
-            return Err(Error::invalid(
-                self.name.clone(),
-                format!("batch of {} exceeds {MAX_BATCH} entries", bodies.len()),
-            ));
-        }
-        let mut outcome = BatchOutcome::default();
-        let mut ok = Vec::new();
-        for (i, body) in bodies.iter().enumerate() {
-            if body.len() > MAX_TASK_BYTES {
-                outcome.failed.push((
-                    i,
-                    Error::queue(
-                        "send",
-                        self.name.clone(),
-                        ErrorKind::Invalid,
-                        format!("message of {} bytes exceeds {MAX_TASK_BYTES}", body.len()),
-                    ),
-                ));
-            } else {
-                ok.push(body.clone());
-            }
-        }
+        let (send, outcome) = check_send_batch(&self.name, bodies)?;
+        let ok: Vec<String> = send.into_iter().map(|i| bodies[i].clone()).collect();
         self.with_conn("send", move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();

@@ -3,11 +3,16 @@
 //! dead-letter queue. Backends: the local SQLite queue and SQS.
 
 mod local;
+mod retry;
 mod sqs;
+mod unreliable;
 
 pub use local::LocalQueue;
+pub use retry::RetryQueue;
 pub use sqs::{CreateOptions, SqsQueue};
+pub use unreliable::UnreliableQueue;
 
+use crate::task::MAX_TASK_BYTES;
 use crate::{Error, ErrorKind, MessageId, Receipt, Result};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -15,8 +20,68 @@ use std::time::Duration;
 
 /// SQS takes at most 10 entries per batch call; every backend holds to it.
 pub const MAX_BATCH: usize = 10;
+/// SQS refuses a batch whose bodies add up to more than 256 KiB.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// SQS long polls for at most 20 s.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// How a backend's `receive` waits, for a consumer's poll loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongPoll {
+    /// A good wait per receive: long where a poll costs a request (SQS),
+    /// short where a receive holds a local lock.
+    pub wait: Duration,
+    /// Whether a receive may be dropped mid-wait (on a stop request) without
+    /// harm beyond its messages coming back after their lease.
+    pub interruptible: bool,
+}
+
+/// The one batch rule, for every backend's `send_batch`: at most
+/// `MAX_BATCH` entries (else the call fails), each body at most
+/// `MAX_TASK_BYTES` (else that entry fails, by index), the bodies sent
+/// adding up to at most `MAX_BATCH_BYTES` (else the call fails). Returns
+/// the indices to send and the entries already failed.
+pub fn check_send_batch(queue: &str, bodies: &[String]) -> Result<(Vec<usize>, BatchOutcome)> {
+    if bodies.len() > MAX_BATCH {
+        return Err(Error::invalid(queue, format!("batch of {} exceeds {MAX_BATCH} entries", bodies.len())));
+    }
+    let mut send = Vec::with_capacity(bodies.len());
+    let mut outcome = BatchOutcome::default();
+    let mut total = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        if body.len() > MAX_TASK_BYTES {
+            let why = format!("message of {} bytes exceeds {MAX_TASK_BYTES}", body.len());
+            outcome.failed.push((i, Error::queue("send", queue, ErrorKind::Invalid, why)));
+        } else {
+            total += body.len();
+            send.push(i);
+        }
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(Error::invalid(queue, format!("batch of {total} bytes exceeds {MAX_BATCH_BYTES}")));
+    }
+    Ok((send, outcome))
+}
+
+/// Cuts `bodies` into batches `check_send_batch` accepts: at most
+/// `MAX_BATCH` entries and `MAX_BATCH_BYTES` each (an oversized body goes
+/// alone, to fail by itself).
+pub fn batches(bodies: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        let len = body.len().min(MAX_BATCH_BYTES);
+        if i > start && (i - start == MAX_BATCH || bytes + len > MAX_BATCH_BYTES) {
+            out.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
 
 /// One delivery of a message.
 #[derive(Debug, Clone)]
@@ -63,6 +128,12 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// A printable name (URL) for messages and metrics.
     fn name(&self) -> &str;
 
+    /// How `receive` waits here: asked of the queue, never guessed from
+    /// its URL. The default is SQS's: 20 s polls, safe to cut short.
+    fn long_poll(&self) -> LongPoll {
+        LongPoll { wait: MAX_WAIT, interruptible: true }
+    }
+
     async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome>;
 
     async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Message>>;
@@ -87,11 +158,11 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 /// directory, or `local:///abs/path`), with an optional
 /// `?max_receives=N` used when the queue is created.
 pub fn open(url: &str) -> Result<Arc<dyn Queue>> {
-    let queue = open_backend(url)?;
-    Ok(match crate::fault::installed() {
-        Some(plan) => Arc::new(crate::fault::UnreliableQueue::new(queue, plan.clone())),
-        None => queue,
-    })
+    let mut queue = open_backend(url)?;
+    if let Some(plan) = crate::fault::installed() {
+        queue = Arc::new(UnreliableQueue::new(queue, plan.clone()));
+    }
+    Ok(Arc::new(RetryQueue::new(queue)))
 }
 
 fn open_backend(url: &str) -> Result<Arc<dyn Queue>> {
@@ -124,11 +195,11 @@ fn open_backend(url: &str) -> Result<Arc<dyn Queue>> {
     ))
 }
 
-/// Sends every body, `MAX_BATCH` at a time, retrying only the entries that
-/// failed with a retryable error, a bounded number of times.
+/// Sends every body in `batches`, retrying only the entries that failed
+/// with a retryable error, within the retry policy's budget.
 pub async fn send_all(queue: &dyn Queue, bodies: &[String]) -> Result<()> {
-    const ATTEMPTS: u32 = 5;
-    for chunk in bodies.chunks(MAX_BATCH) {
+    const ATTEMPTS: u32 = crate::retry::Policy::STANDARD.attempts;
+    for chunk in batches(bodies) {
         let mut pending: Vec<String> = chunk.to_vec();
         let mut attempt = 0;
         while !pending.is_empty() {
@@ -136,7 +207,7 @@ pub async fn send_all(queue: &dyn Queue, bodies: &[String]) -> Result<()> {
             let outcome = match queue.send_batch(&pending).await {
                 Ok(o) => o,
                 Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(crate::retry::delay(attempt)).await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -149,7 +220,7 @@ pub async fn send_all(queue: &dyn Queue, bodies: &[String]) -> Result<()> {
                 retry.push(pending[i].clone());
             }
             if !retry.is_empty() {
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(crate::retry::delay(attempt)).await;
             }
             pending = retry;
         }
@@ -157,7 +228,35 @@ pub async fn send_all(queue: &dyn Queue, bodies: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Exponential backoff from 50 ms, capped at 2 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_to_the_count_and_byte_limits() {
+        let small: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        // 100 KiB bodies: two fit under 256 KiB, the third does not.
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(100 << 10)).collect();
+        let sizes: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        for b in batches(&big) {
+            assert!(check_send_batch("q", b).is_ok());
+        }
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn one_batch_rule_for_every_backend() {
+        let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
+        assert!(check_send_batch("q", &eleven).unwrap_err().to_string().contains("exceeds 10 entries"));
+        let three: Vec<String> = (0..3).map(|_| "x".repeat(100 << 10)).collect();
+        assert!(check_send_batch("q", &three).unwrap_err().to_string().contains("bytes exceeds"));
+        let mixed = vec!["ok".to_string(), "x".repeat(MAX_TASK_BYTES + 1), "ok2".to_string()];
+        let (send, outcome) = check_send_batch("q", &mixed).unwrap();
+        assert_eq!(send, [0, 2]);
+        assert_eq!(outcome.failed.len(), 1);
+        assert_eq!(outcome.failed[0].0, 1);
+    }
 }

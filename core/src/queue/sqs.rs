@@ -5,7 +5,7 @@
 //! RedrivePolicy names; `dead_letter` sends there with the reason, then
 //! deletes the original.
 
-use super::{BatchOutcome, Depth, MAX_BATCH, MAX_WAIT, Message, Queue};
+use super::{BatchOutcome, Depth, MAX_BATCH, MAX_WAIT, Message, Queue, check_send_batch};
 use crate::aws::{classify, sdk_config};
 use crate::{Error, ErrorKind, MessageId, Receipt, Result};
 use async_trait::async_trait;
@@ -210,23 +210,18 @@ impl Queue for SqsQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> Result<BatchOutcome> {
-        if bodies.len() > MAX_BATCH {
-            return Err(Error::invalid(
-                self.name.clone(),
-                format!("batch of {} exceeds {MAX_BATCH} entries", bodies.len()),
-            ));
-        }
-        if bodies.is_empty() {
-            return Ok(BatchOutcome::default());
+        let (send, mut outcome) = check_send_batch(&self.name, bodies)?;
+        if send.is_empty() {
+            return Ok(outcome);
         }
         let url = self.url().await?;
-        let entries: Vec<SendMessageBatchRequestEntry> = bodies
+        // Entry ids are indices into `bodies`, so failures map back.
+        let entries: Vec<SendMessageBatchRequestEntry> = send
             .iter()
-            .enumerate()
-            .map(|(i, b)| {
+            .map(|&i| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(b)
+                    .message_body(&bodies[i])
                     .build()
                     .expect("id and body set")
             })
@@ -240,16 +235,12 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| self.err("send", &e))?;
-        let failed = out
-            .failed()
-            .iter()
-            .map(|f| {
-                let kind = if f.sender_fault() { ErrorKind::Invalid } else { ErrorKind::Transient };
-                let msg = format!("{}: {}", f.code(), f.message().unwrap_or_default());
-                (f.id().parse().unwrap_or(0), Error::queue("send", self.name.clone(), kind, msg))
-            })
-            .collect();
-        Ok(BatchOutcome { failed })
+        outcome.failed.extend(out.failed().iter().map(|f| {
+            let kind = if f.sender_fault() { ErrorKind::Invalid } else { ErrorKind::Transient };
+            let msg = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+            (f.id().parse().unwrap_or(0), Error::queue("send", self.name.clone(), kind, msg))
+        }));
+        Ok(outcome)
     }
 
     async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {

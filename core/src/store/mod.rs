@@ -5,10 +5,12 @@
 mod fs;
 mod retry;
 mod s3;
+mod unreliable;
 
 pub use fs::FsStore;
 pub use retry::RetryStore;
 pub use s3::S3Store;
+pub use unreliable::UnreliableStore;
 
 use crate::url::Scheme;
 use crate::{BlobUrl, Result};
@@ -83,7 +85,7 @@ pub fn open(url: &BlobUrl) -> Result<Arc<dyn BlobStore>> {
         Scheme::S3 => Arc::new(s3::open(url)),
     };
     if let Some(plan) = crate::fault::installed() {
-        store = Arc::new(crate::fault::UnreliableStore::new(store, plan.clone()));
+        store = Arc::new(UnreliableStore::new(store, plan.clone()));
     }
     Ok(Arc::new(RetryStore::new(store)))
 }
