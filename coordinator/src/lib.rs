@@ -10,7 +10,6 @@
 
 pub mod error;
 pub mod plan;
-pub mod schedule;
 pub mod status;
 pub mod submit;
 pub mod synth;

@@ -96,7 +96,7 @@ pub enum ShardState {
 pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobStatus> {
     let ledger = Ledger::new(store::open(output)?, output);
     let job = ledger.read_job().await?.ok_or_else(|| {
-        Error::Request(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json")))
+        Error::Invalid(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json")))
     })?;
     let done = ledger.done_records().await?;
     let failed = ledger.failed_records().await?;
@@ -204,19 +204,60 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
     })
 }
 
-/// Columns every line of the live views keeps within: one less than an
-/// 80-column terminal, so no line wraps and a redraw moves up exactly the
-/// lines it drew.
+/// Columns every line of the live views keeps within when the terminal's
+/// width is unknown: one less than an 80-column terminal, so no line wraps
+/// and a redraw moves up exactly the lines it drew.
 pub const VIEW_COLUMNS: usize = 79;
 
-/// `line` cut to `VIEW_COLUMNS` characters, marking the cut with `…`.
-fn fit(line: &str) -> String {
-    if line.chars().count() <= VIEW_COLUMNS {
+/// `line` cut to `columns` characters, marking the cut with `…`.
+fn fit_to(line: &str, columns: usize) -> String {
+    let columns = columns.max(2);
+    if line.chars().count() <= columns {
         return line.to_string();
     }
-    let mut out: String = line.chars().take(VIEW_COLUMNS - 1).collect();
+    let mut out: String = line.chars().take(columns - 1).collect();
     out.push('…');
     out
+}
+
+fn fit(line: &str) -> String {
+    fit_to(line, VIEW_COLUMNS)
+}
+
+/// Each line of `text` cut to one less than `columns`, for a terminal that
+/// wide.
+pub fn fit_line(text: &str, columns: usize) -> String {
+    text.lines().map(|l| fit_to(l, columns.saturating_sub(1)) + "\n").collect()
+}
+
+/// Redraws a view in place on a terminal: each frame moves up to the first
+/// line the last frame drew, clears to the end of the screen and draws.
+/// Every line is cut to one less than the terminal's width, so none wraps;
+/// when the size changes (a resize would re-wrap what is on screen), the
+/// screen is cleared instead.
+#[derive(Debug, Default)]
+pub struct LiveView {
+    drawn_lines: usize,
+    size: Option<(usize, usize)>,
+}
+
+impl LiveView {
+    /// The bytes that replace the last frame with `view` on a terminal of
+    /// `columns` × `rows`; `view`'s lines must already fit (see
+    /// [`JobStatus::live_view_sized`]).
+    pub fn frame(&mut self, view: &str, columns: usize, rows: usize) -> String {
+        let mut out = String::new();
+        if self.size.is_some_and(|s| s != (columns, rows)) {
+            out.push_str("\x1b[H\x1b[2J");
+        } else if self.drawn_lines > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn_lines));
+        }
+        out.push_str("\r\x1b[J");
+        out.push_str(view);
+        self.drawn_lines = view.lines().count();
+        self.size = Some((columns, rows));
+        out
+    }
 }
 
 /// `1234567` → `1.2M`: counts in a few characters.
@@ -266,12 +307,36 @@ impl JobStatus {
     /// shard (`#` done, `!` failed, `.` pending; one cell stands for several
     /// shards on big jobs, showing the worst of them).
     pub fn live_view(&self, recent_rows_per_sec: Option<f64>) -> String {
-        self.live_view_lines(recent_rows_per_sec).lines().map(|l| fit(l) + "\n").collect()
+        self.live_view_sized(recent_rows_per_sec, VIEW_COLUMNS + 1, usize::MAX)
     }
 
-    fn live_view_lines(&self, recent_rows_per_sec: Option<f64>) -> String {
+    /// The live view for a terminal of `columns` × `rows`: every line within
+    /// `columns - 1`, at most `rows - 1` lines (a frame taller than the
+    /// screen scrolls, and the next could not move back up to its top), so
+    /// the shard map shrinks or is cut first.
+    pub fn live_view_sized(&self, recent_rows_per_sec: Option<f64>, columns: usize, rows: usize) -> String {
+        let width = columns.saturating_sub(1).max(20);
+        let lines: Vec<String> =
+            self.live_view_lines(recent_rows_per_sec, width).lines().map(|l| fit_to(l, width)).collect();
+        let max = rows.saturating_sub(1).max(1);
+        let mut out: String = lines.iter().take(max).map(|l| format!("{l}\n")).collect();
+        if lines.len() > max
+            && let Some(last) = out.trim_end().rfind('\n')
+        {
+            out.truncate(last + 1);
+            out.push_str(&fit_to(
+                &format!("… {} more lines (a taller terminal shows them)", lines.len() - max + 1),
+                width,
+            ));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn live_view_lines(&self, recent_rows_per_sec: Option<f64>, width: usize) -> String {
         const CELLS: usize = 320;
-        const ROW: usize = 64;
+        // The map's rows fill the width after its 9-column indent.
+        let row = width.saturating_sub(9).clamp(8, 64);
         let mut out = self.progress_line();
         out.push('\n');
         if let Some(r) = recent_rows_per_sec {
@@ -296,7 +361,7 @@ impl JobStatus {
                 }
             })
             .collect();
-        for line in cells.chunks(ROW) {
+        for line in cells.chunks(row) {
             out.push_str("         ");
             out.extend(line.iter());
             out.push('\n');

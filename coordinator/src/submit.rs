@@ -78,7 +78,7 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
                 let existing = ledger
                     .read_job()
                     .await?
-                    .ok_or_else(|| Error::Request(format!("{}: job.json vanished while submitting", ledger.root())))?;
+                    .ok_or_else(|| Error::Conflict(format!("{}: job.json vanished while submitting", ledger.root())))?;
                 (check_resume(&ledger, existing, &req, &job, input_store.as_ref()).await?, true)
             }
         }
@@ -132,7 +132,7 @@ async fn plan(req: &SubmitRequest, job: &JobId, input_store: &dyn BlobStore) -> 
     }
     let shards = cut_shards(input_store, &checked, spec.shard_bytes, spec.max_line_bytes).await?;
     if shards.is_empty() {
-        return Err(Error::Request(format!(
+        return Err(Error::Invalid(format!(
             "{}: the input holds no rows ({} file(s), all skipped: {}); nothing to score",
             spec.input,
             files.len(),
@@ -168,7 +168,7 @@ async fn check_resume(
 ) -> Result<JobRecord> {
     let spec = &req.spec;
     if existing.job != *job {
-        return Err(Error::Request(format!(
+        return Err(Error::Conflict(format!(
             "{} already holds job {}, not job {job} (a different input, model or option set); use another --output, --job-id {} to resume that job, or --replace to delete it and start job {job}",
             ledger.root(),
             existing.job,
@@ -176,13 +176,13 @@ async fn check_resume(
         )));
     }
     if let Some((field, then, now)) = existing.spec.differs_from(spec) {
-        return Err(Error::Request(format!(
+        return Err(Error::Conflict(format!(
             "job {job} at {} was planned with {field} {then}, not {now}; a job id names one plan: use another --job-id or --output",
             ledger.root()
         )));
     }
     if existing.model_sha256 != req.model_sha256 {
-        return Err(Error::Request(format!(
+        return Err(Error::Conflict(format!(
             "job {job} was planned with model sha256 {}, but {} now has sha256 {}; outputs would mix two models",
             existing.model_sha256, spec.model, req.model_sha256
         )));
@@ -204,7 +204,7 @@ async fn check_resume(
             Some(_) => None,
         };
         if let Some(how) = changed {
-            return Err(Error::Request(format!(
+            return Err(Error::Conflict(format!(
                 "job {job} cannot resume: input {} {how} since it was planned; use another --output to plan a new job",
                 f.url
             )));

@@ -63,7 +63,7 @@ pub async fn generate(store: &dyn BlobStore, dir: &BlobUrl, spec: &SynthSpec) ->
             Format::Parquet => parquet_file(lo, hi, seed),
         })
         .await
-        .map_err(|e| Error::Request(format!("generator failed: {e}")))??;
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         store.put(url.key(), body.into()).await?;
         urls.push(url);
     }
@@ -95,8 +95,8 @@ fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| Error::Request(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+        .map_err(|e| Error::internal("parquet writer", e))?;
     let mut feats = [0f32; N_DENSE + N_CAT];
     let mut start = lo;
     while start < hi {
@@ -111,11 +111,11 @@ fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
         }
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(start as i64..end as i64))];
         arrays.extend(cols.into_iter().map(|c| Arc::new(Float32Array::from(c)) as ArrayRef));
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::Request(e.to_string()))?;
-        writer.write(&batch).map_err(|e| Error::Request(e.to_string()))?;
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::internal("record batch", e))?;
+        writer.write(&batch).map_err(|e| Error::internal("parquet write", e))?;
         start = end;
     }
-    writer.into_inner().map_err(|e| Error::Request(e.to_string()))
+    writer.into_inner().map_err(|e| Error::internal("parquet close", e))
 }
 
 /// `rows` rows of features, row-major `[rows, 39]`, for in-memory

@@ -11,7 +11,6 @@
 //! Events are acknowledged only once handled; a passing failure (S3 or the
 //! work queue unreachable) leaves the event to be delivered again.
 
-use crate::schedule;
 use crate::submit::{SubmitReport, SubmitRequest, submit};
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -19,7 +18,7 @@ use hourglass_core::ledger::{JobSpec, Ledger};
 use hourglass_core::model::ModelSignature;
 use hourglass_core::queue::{Message, Queue};
 use hourglass_core::task::Format;
-use hourglass_core::{BlobUrl, JobId, store};
+use hourglass_core::{BlobUrl, JobId, schedule, store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -104,10 +103,9 @@ impl Rules {
             if let Some(tz) = &r.tz {
                 schedule::time_zone(tz).map_err(|e| at(e.to_string()))?;
             }
-            if let Some(d) = &r.deadline
-                && !(d.starts_with('+') || schedule::is_time_of_day(d))
-            {
-                return Err(at(format!("deadline {d:?}: use +DURATION (after the event) or HH:MM")));
+            if let Some(d) = &r.deadline {
+                let tz = schedule::time_zone(r.tz.as_deref().unwrap_or("UTC")).map_err(|e| at(e.to_string()))?;
+                schedule::parse_instant("deadline", d, jiff::Timestamp::now(), &tz).map_err(|e| at(e.to_string()))?;
             }
             if let Some(marker) = &r.ready
                 && (marker.is_empty() || marker.contains('/'))
@@ -148,7 +146,7 @@ impl Rule {
         }
         s = s.replace("{name}", &self.name);
         let date = e.time.to_zoned(jiff::tz::TimeZone::UTC).date();
-        schedule::expand(&format!("rule {:?} output", self.name), &s, date)
+        Ok(schedule::expand(&format!("rule {:?} output", self.name), &s, date)?)
     }
 
     /// The job this object starts: its id (rule + object identity), spec.
@@ -162,19 +160,10 @@ impl Rule {
         let deadline_unix_ms = match &self.deadline {
             None => None,
             Some(d) => {
-                let at = match d.strip_prefix('+') {
-                    Some(rel) => {
-                        let rel = humantime::parse_duration(rel)
-                            .map_err(|e| Error::Request(format!("rule {:?}: deadline {d:?}: {e}", self.name)))?;
-                        e.time
-                            .checked_add(rel)
-                            .map_err(|x| Error::Request(format!("rule {:?}: deadline {d:?}: {x}", self.name)))?
-                    }
-                    None => {
-                        let tz = schedule::time_zone(self.tz.as_deref().unwrap_or("UTC"))?;
-                        schedule::next_time_of_day(d, e.time, &tz)?
-                    }
-                };
+                // Durations count from the event, times of day are the next
+                // after it.
+                let tz = schedule::time_zone(self.tz.as_deref().unwrap_or("UTC"))?;
+                let at = schedule::parse_instant(&format!("rule {:?} deadline", self.name), d, e.time, &tz)?;
                 Some(at.as_millisecond().max(0) as u64)
             }
         };
@@ -271,7 +260,7 @@ struct RawObject {
 
 /// Parses an S3 event notification as S3 sends it to SQS.
 pub fn parse_notification(body: &str) -> Result<Notification> {
-    let bad = |m: String| Error::Request(format!("S3 event notification: {m}"));
+    let bad = |m: String| Error::Invalid(format!("S3 event notification: {m}"));
     let raw: RawNotification = serde_json::from_str(body).map_err(|e| bad(format!("not the S3 event JSON: {e}")))?;
     if raw.event.as_deref() == Some("s3:TestEvent") {
         return Ok(Notification::Test { bucket: raw.bucket.unwrap_or_default() });
@@ -416,7 +405,7 @@ impl Watcher {
                     info!(job = %r.job, shards = r.shards, enqueued = r.enqueued, bucket = event.bucket, key = event.key, "job started");
                 }
                 Ok(Handled::Duplicate(job)) => {
-                    info!(%job, key = event.key, "job already started for this object")
+                    info!(%job, key = event.key, "job already started for this object");
                 }
                 Ok(Handled::Unmatched) => {}
                 Err((rule, e)) if is_passing(&e) => {
@@ -425,7 +414,7 @@ impl Watcher {
                     retry = true;
                 }
                 Err((rule, e)) => {
-                    warn!(rule, key = event.key, error = %e, "event rejected: fix the input or the rule, then put the object again")
+                    warn!(rule, key = event.key, error = %e, "event rejected: fix the input or the rule, then put the object again");
                 }
             }
         }
@@ -471,7 +460,7 @@ impl Watcher {
 
 /// A failure worth retrying the event for (S3 or SQS unreachable, throttled).
 fn is_passing(e: &Error) -> bool {
-    matches!(e, Error::Core(c) if c.kind().is_retryable())
+    e.is_retryable()
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ async fn input_ids(store: &dyn BlobStore, url: &BlobUrl, format: Format, id_colu
 
 pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
     let ledger = Ledger::new(store::open(output)?, output);
-    let job = ledger.read_job().await?.ok_or_else(|| Error::Request(format!("no job at {}", ledger.root())))?;
+    let job = ledger.read_job().await?.ok_or_else(|| Error::Invalid(format!("no job at {}", ledger.root())))?;
     let id_column = job.spec.id_column.clone();
     let files: BTreeSet<(String, Format)> =
         job.shards.iter().map(|s| (s.input.url.to_string(), s.input.format)).collect();

@@ -17,9 +17,11 @@ pub mod model;
 pub mod queue;
 pub mod retry;
 pub mod rng;
+pub mod schedule;
 pub mod store;
 pub mod task;
 pub mod telemetry;
+pub mod units;
 pub mod url;
 
 pub use error::{Error, ErrorKind, Result};

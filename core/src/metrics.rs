@@ -41,6 +41,26 @@ pub struct Up;
 
 impl Health for Up {}
 
+/// What `hourglass_build_info` says about the running binary.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub version: String,
+    /// The git revision it was built from (`unknown` outside a checkout).
+    pub revision: String,
+}
+
+/// Registers `hourglass_build_info{version, revision} 1`: which build runs
+/// where, for dashboards and for joins in alert queries.
+pub fn register_build_info(registry: &mut Registry, info: &BuildInfo) {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let family = Family::<Vec<(String, String)>, Gauge>::default();
+    family
+        .get_or_create(&vec![("version".into(), info.version.clone()), ("revision".into(), info.revision.clone())])
+        .set(1);
+    registry.register("hourglass_build_info", "The running binary's version and git revision", family);
+}
+
 /// Binds `addr` and serves `registry` and the probes until the task is
 /// dropped. Returns the bound address (port 0 picks a free one) once
 /// listening.

@@ -1,5 +1,7 @@
 //! Tracing setup shared by every binary: human-readable logs by default,
-//! JSON lines with `--log-format json`, level from `RUST_LOG` (default info).
+//! JSON lines with `--log-format json`; the level from `--log-level` /
+//! `HOURGLASS_LOG`, else `RUST_LOG`, else the command's default (moved by
+//! `-v`/`-q`).
 
 use tracing_subscriber::EnvFilter;
 
@@ -24,13 +26,18 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global subscriber; logs go to stderr so stdout stays for
 /// command output (`status --json`).
 pub fn init(format: LogFormat) {
-    init_with_default(format, "info")
+    let _ = init_with_default(format, "info", false);
 }
 
-/// As `init`, with another level when `RUST_LOG` is unset (`bench` keeps
-/// per-shard lines out of its report with `warn`).
-pub fn init_with_default(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+/// As `init`, with `level` (a level or an `EnvFilter` directive list): the
+/// filter when `explicit`, else only when `RUST_LOG` is unset. An explicit
+/// level that is not a valid filter is an error.
+pub fn init_with_default(format: LogFormat, level: &str, explicit: bool) -> Result<(), String> {
+    let from_env = if explicit { None } else { EnvFilter::try_from_default_env().ok() };
+    let filter = match from_env {
+        Some(f) => f,
+        None => EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?,
+    };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -40,4 +47,5 @@ pub fn init_with_default(format: LogFormat, level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
+    Ok(())
 }

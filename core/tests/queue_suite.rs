@@ -104,7 +104,8 @@ async fn sqs_queue_passes_the_suite() {
     let url = SqsQueue::create(&name, &CreateOptions { visibility_timeout: Duration::from_secs(30), max_receives: 2 })
         .await
         .unwrap();
-    suite(&SqsQueue::new(url)).await;
+    assert!(created_url_ok(&url.dead_letter_url) && url.max_receives == 2, "{url:?}");
+    suite(&SqsQueue::new(url.url)).await;
     // sqs://name resolves in the current account and region.
     let by_name = SqsQueue::new(format!("sqs://{name}"));
     assert_eq!(by_name.depth().await.unwrap().visible, 0);
@@ -117,4 +118,8 @@ async fn sqs_errors_name_the_queue() {
     let err = q.depth().await.unwrap_err();
     assert!(err.to_string().contains("sqs://no-such-queue-hourglass"), "{err}");
     assert!(err.is_not_found(), "{err}");
+}
+
+fn created_url_ok(url: &str) -> bool {
+    url.starts_with("http") && url.ends_with("-dlq")
 }

@@ -64,6 +64,21 @@ impl KubeError {
         }
     }
 
+    /// The shared kind: a conflict or a dropped connection passes, a missing
+    /// object or a refusal does not.
+    pub fn error_kind(&self) -> hourglass_core::ErrorKind {
+        use hourglass_core::ErrorKind as K;
+        match self {
+            KubeError::NotFound { .. } => K::NotFound,
+            KubeError::Forbidden { .. } => K::Permission,
+            KubeError::Conflict { .. } => K::Transient,
+            KubeError::Other { source: kube::Error::Api(s), .. } if s.code == 429 => K::Throttled,
+            KubeError::Other { source: kube::Error::Api(s), .. } if s.code >= 500 => K::Transient,
+            KubeError::Other { source: kube::Error::Api(_), .. } => K::Permanent,
+            KubeError::Other { .. } => K::Transient,
+        }
+    }
+
     /// A short label for the `kind` of the API error metric.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -119,12 +134,15 @@ impl Kube {
     }
 
     /// From an explicit kubeconfig file.
-    pub async fn from_kubeconfig(path: &std::path::Path) -> Result<Self, String> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let client = Client::try_from(config).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub async fn from_kubeconfig(path: &std::path::Path) -> crate::Result<Self> {
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| crate::Error::Kubeconfig {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.into()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| err(e.into()))?;
+        let client = Client::try_from(config).map_err(|e| err(e.into()))?;
         Ok(Self::new(client))
     }
 

@@ -10,8 +10,11 @@
 //! simulator. It only reads signals and writes replica counts: it never
 //! touches shards or outputs.
 
+pub mod error;
 pub mod kube;
 pub mod policy;
 pub mod run;
 pub mod signals;
 pub mod sim;
+
+pub use error::{Error, Result};

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hourglass_core::BlobUrl;
 use hourglass_core::ledger::Ledger;
 use hourglass_core::queue::Queue;
+use hourglass_core::schedule;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,12 +23,14 @@ use crate::kube::{DeploymentRef, EventType, Kube, KubeError};
 use crate::policy::{Decision, History, PolicyConfig, Signals, Verdict, decide};
 use crate::signals::{LedgerWatch, Progress};
 
-/// Keep placeholder pods up daily from `at` (seconds after midnight UTC)
-/// for `hold`, sized to `replicas` worker pods: nodes are booted and warm
-/// when the scheduled run's work lands.
+/// Keep placeholder pods up daily from `at` (a wall-clock time in `tz`, so
+/// a Berlin pre-warm stays at 01:30 Berlin across DST) for `hold`, sized to
+/// `replicas` worker pods: nodes are booted and warm when the scheduled
+/// run's work lands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prewarm {
-    pub at: Duration,
+    pub at: jiff::civil::Time,
+    pub tz: jiff::tz::TimeZone,
     pub hold: Duration,
     pub replicas: u32,
 }
@@ -35,23 +38,10 @@ pub struct Prewarm {
 impl Prewarm {
     /// Whether `now` falls in today's (or yesterday's, past midnight) window.
     pub fn active(&self, now: SystemTime) -> bool {
-        const DAY: u64 = 86_400;
-        let t = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % DAY;
-        let start = self.at.as_secs() % DAY;
-        let since = (t + DAY - start) % DAY;
-        since < self.hold.as_secs()
+        let Ok(now) = jiff::Timestamp::try_from(now) else { return false };
+        let Some(start) = schedule::last_time_of_day(self.at, now, &self.tz) else { return false };
+        now.duration_since(start).unsigned_abs() < self.hold
     }
-}
-
-/// Parses `HH:MM` (UTC) into seconds after midnight.
-pub fn parse_time_of_day(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a time of day HH:MM (UTC), e.g. 01:45");
-    let (h, m) = s.split_once(':').ok_or_else(bad)?;
-    let (h, m): (u64, u64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 23 || m > 59 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(h * 3600 + m * 60))
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +69,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    hourglass_job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStateLabels {
     /// Not `job`: Prometheus' own target label would shadow it.
     hourglass_job: String,
@@ -94,7 +89,10 @@ pub struct Metrics {
     pending: Gauge,
     placeholders: Gauge,
     job_shards: Family<JobStateLabels, Gauge>,
+    job_shards_planned: Family<JobLabels, Gauge>,
     projected_finish: Gauge<f64, AtomicU64>,
+    deadline: Gauge<f64, AtomicU64>,
+    oldest_message_age: Gauge<f64, AtomicU64>,
     slack: Gauge<f64, AtomicU64>,
     backlog_rows: Gauge,
     rows_per_sec: Gauge<f64, AtomicU64>,
@@ -118,14 +116,29 @@ impl Metrics {
         r.register(format!("{p}_worker_pods_pending"), "Worker pods waiting for a node", self.pending.clone());
         r.register(
             format!("{p}_job_shards"),
-            "Shards of the watched job by state: total, done (from the ledger)",
+            "Shards of the watched job by state: done, pending (they add up to _planned)",
             self.job_shards.clone(),
+        );
+        r.register(
+            format!("{p}_job_shards_planned"),
+            "Shards the watched job was planned with",
+            self.job_shards_planned.clone(),
         );
         r.register(format!("{p}_placeholder_replicas"), "Placeholder pods asked for", self.placeholders.clone());
         r.register(
-            format!("{p}_projected_finish_seconds"),
+            format!("{p}_projected_finish_timestamp_seconds"),
             "Projected finish of the backlog, Unix time (NaN when there is no deadline or no work)",
             self.projected_finish.clone(),
+        );
+        r.register(
+            format!("{p}_deadline_timestamp_seconds"),
+            "The deadline the policy works to, Unix time (NaN when there is none)",
+            self.deadline.clone(),
+        );
+        r.register(
+            format!("{p}_queue_oldest_message_age_seconds"),
+            "Age of the oldest queued message: from the queue where it can tell, else since the watched job was submitted while it has shards left (NaN when unknown or empty)",
+            self.oldest_message_age.clone(),
         );
         r.register(
             format!("{p}_deadline_slack_seconds"),
@@ -159,7 +172,7 @@ impl Metrics {
 }
 
 /// What one tick saw and did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct TickReport {
     pub signals: Signals,
     pub progress: Progress,
@@ -168,8 +181,8 @@ pub struct TickReport {
     /// Writes that were needed (patches, in dry-run too).
     pub changed_worker: bool,
     pub changed_placeholders: bool,
-    /// Failed calls this tick, as `op: error`.
-    pub errors: Vec<String>,
+    /// Failed writes this tick (the tick went on without them).
+    pub errors: Vec<crate::Error>,
 }
 
 pub struct Scaler {
@@ -226,7 +239,9 @@ impl Scaler {
         match hourglass_core::store::open(&url) {
             Ok(store) => {
                 tracing::info!(ledger = %url, "following a new ledger");
+                // The old job's series go with it: one job's at a time.
                 self.metrics.job_shards.clear();
+                self.metrics.job_shards_planned.clear();
                 self.ledger = Some(LedgerWatch::new(Ledger::new(store, &url)));
             }
             Err(e) => tracing::warn!(ledger = %url, error = %e, "cannot open the ledger; keeping the last one"),
@@ -239,17 +254,17 @@ impl Scaler {
 
     /// Reads every signal, decides, writes. An error reading a signal skips
     /// the writes (never act on half a picture); the next tick retries.
-    pub async fn tick(&mut self, now: SystemTime) -> Result<TickReport, String> {
+    pub async fn tick(&mut self, now: SystemTime) -> crate::Result<TickReport> {
         self.metrics.ticks.inc();
         self.switch_ledger(now);
         let depth = self.queue.depth().await.map_err(|e| {
             self.metrics.error("queue_depth", e.kind().as_str());
-            format!("reading queue depth: {e}")
+            crate::Error::QueueDepth(e)
         })?;
         let progress = match &mut self.ledger {
             Some(watch) => watch.refresh().await.map_err(|e| {
                 self.metrics.error("ledger", e.kind().as_str());
-                format!("reading the ledger: {e}")
+                crate::Error::Ledger(e)
             })?,
             None => Progress::default(),
         };
@@ -266,11 +281,25 @@ impl Scaler {
             self.metrics.pending.set(i64::from(pods.pending));
         }
         if let Some(job) = &progress.job {
-            for (state, n) in [("total", progress.shards_total), ("done", progress.shards_done)] {
+            let pending = progress.shards_total.saturating_sub(progress.shards_done);
+            for (state, n) in [("done", progress.shards_done), ("pending", pending)] {
                 let labels = JobStateLabels { hourglass_job: job.to_string(), state: state.into() };
                 self.metrics.job_shards.get_or_create(&labels).set(n.min(i64::MAX as u64) as i64);
             }
+            let labels = JobLabels { hourglass_job: job.to_string() };
+            self.metrics
+                .job_shards_planned
+                .get_or_create(&labels)
+                .set(progress.shards_total.min(i64::MAX as u64) as i64);
         }
+        let oldest = match (depth.oldest_age_ms, progress.submitted_at_ms) {
+            (Some(ms), _) => ms as f64 / 1000.0,
+            (None, Some(at)) if depth.visible + depth.in_flight + depth.delayed > 0 => {
+                unix(now).as_secs_f64() - at as f64 / 1000.0
+            }
+            _ => f64::NAN,
+        };
+        self.metrics.oldest_message_age.set(oldest);
         let placeholder_scale = match &self.cfg.placeholders {
             Some(p) => {
                 let scale = self.kube.get_scale(p).await.map_err(|e| self.kube_error("get_scale", e))?;
@@ -377,10 +406,10 @@ impl Scaler {
         Ok(TickReport { signals, progress, decision, placeholders, changed_worker, changed_placeholders, errors })
     }
 
-    fn kube_error(&self, op: &str, e: KubeError) -> String {
+    fn kube_error(&self, op: &'static str, e: KubeError) -> crate::Error {
         self.metrics.error(op, e.kind());
         tracing::warn!(op, error = %e, "Kubernetes API call failed; retrying next tick");
-        e.to_string()
+        crate::Error::Kube { op, source: e }
     }
 
     fn publish(
@@ -397,6 +426,7 @@ impl Scaler {
         m.placeholders.set(i64::from(placeholders));
         let finish = d.projected_finish.map(|f| f.as_secs_f64()).unwrap_or(f64::NAN);
         m.projected_finish.set(finish);
+        m.deadline.set(s.deadline.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN));
         let slack = match (s.deadline, d.projected_finish) {
             (Some(deadline), Some(f)) => deadline.as_secs_f64() - f.as_secs_f64(),
             _ => f64::NAN,
@@ -434,7 +464,9 @@ impl Scaler {
                     verdict = ?report.decision.verdict,
                     "tick"
                 ),
-                Err(e) => tracing::warn!(error = %e, "tick skipped; retrying next tick"),
+                Err(e) => {
+                    tracing::warn!(error = %hourglass_core::error::chain(&e), "tick skipped; retrying next tick");
+                }
             }
         }
     }
@@ -472,14 +504,32 @@ mod tests {
 
     #[test]
     fn prewarm_window_wraps_past_midnight() {
-        let p = Prewarm { at: parse_time_of_day("23:30").unwrap(), hold: Duration::from_secs(3600), replicas: 4 };
+        let p = Prewarm {
+            at: schedule::parse_time_of_day("--prewarm-at", "23:30").unwrap(),
+            tz: jiff::tz::TimeZone::UTC,
+            hold: Duration::from_secs(3600),
+            replicas: 4,
+        };
         let at = |h: u64, m: u64| UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + h * 3600 + m * 60);
         assert!(p.active(at(23, 30)));
         assert!(p.active(at(0, 15)));
         assert!(!p.active(at(0, 30)));
         assert!(!p.active(at(23, 29)));
-        assert!(parse_time_of_day("24:00").is_err());
-        assert!(parse_time_of_day("1:5").is_ok());
-        assert!(parse_time_of_day("0145").is_err());
+    }
+
+    #[test]
+    fn prewarm_follows_the_wall_clock_across_dst() {
+        let p = Prewarm {
+            at: schedule::parse_time_of_day("--prewarm-at", "01:30").unwrap(),
+            tz: schedule::time_zone("Europe/Berlin").unwrap(),
+            hold: Duration::from_secs(1800),
+            replicas: 4,
+        };
+        let at = |s: &str| SystemTime::from(s.parse::<jiff::Timestamp>().unwrap());
+        // Winter: 01:30 Berlin = 00:30 UTC; summer: 23:30 UTC the day before.
+        assert!(p.active(at("2026-11-22T00:40:00Z")));
+        assert!(!p.active(at("2026-11-21T23:40:00Z")));
+        assert!(p.active(at("2026-06-30T23:40:00Z")));
+        assert!(!p.active(at("2026-07-01T00:40:00Z")));
     }
 }

@@ -26,6 +26,9 @@ pub struct Progress {
     pub rows_per_sec: Option<f64>,
     pub shards_total: u64,
     pub shards_done: u64,
+    /// When the job was submitted (Unix ms): while shards remain, its oldest
+    /// message has waited at most since then.
+    pub submitted_at_ms: Option<u64>,
 }
 
 /// Follows one job's ledger across ticks.
@@ -84,6 +87,7 @@ impl LedgerWatch {
             rows_per_sec: self.ewma,
             shards_total: job.shards.len() as u64,
             shards_done: job.shards.iter().filter(|s| self.done.contains_key(&s.shard)).count() as u64,
+            submitted_at_ms: Some(job.submitted_at_ms),
         }
     }
 }

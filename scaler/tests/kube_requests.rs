@@ -183,7 +183,9 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
     assert_eq!(first.decision.desired_replicas, 2);
     assert!(first.changed_worker);
     assert_eq!(first.errors.len(), 1, "{:?}", first.errors);
-    assert!(first.errors[0].contains("forbidden"), "{:?}", first.errors);
+    let why = format!("{}: {}", first.errors[0], std::error::Error::source(&first.errors[0]).unwrap());
+    assert!(why.contains("forbidden"), "{why}");
+    assert_eq!(first.errors[0].kind(), hourglass_core::ErrorKind::Permission);
     let second = scaler.tick(SystemTime::now()).await.unwrap();
     assert_eq!(second.decision.desired_replicas, 2);
     assert_eq!(second.errors.len(), 1, "the refused event is reported, the scale went through: {:?}", second.errors);
@@ -197,7 +199,7 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
     for line in [
         "hourglass_scaler_desired_replicas 2",
         "hourglass_scaler_placeholder_replicas 0",
-        "hourglass_scaler_projected_finish_seconds NaN",
+        "hourglass_scaler_projected_finish_timestamp_seconds NaN",
         "hourglass_scaler_deadline_slack_seconds NaN",
         "hourglass_scaler_queue_messages{state=\"visible\"} 2",
         "hourglass_scaler_ticks_total 2",

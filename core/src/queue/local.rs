@@ -323,11 +323,13 @@ impl Queue for LocalQueue {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             let dead: i64 = c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+            let oldest: Option<i64> = c.query_row("SELECT MIN(sent_at_ms) FROM messages", [], |r| r.get(0))?;
             Ok(Depth {
                 visible: visible as u64,
                 in_flight: in_flight as u64,
                 delayed: delayed as u64,
                 dead: Some(dead as u64),
+                oldest_age_ms: oldest.map(|t| (now as u64).saturating_sub(t as u64)),
             })
         })
         .await
@@ -349,7 +351,9 @@ mod tests {
         q.send_batch(&["a".into(), "b".into()]).await.unwrap();
         let got = q.receive(10, Duration::ZERO, Duration::from_secs(30)).await.unwrap();
         assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
-        assert_eq!(q.depth().await.unwrap(), Depth { visible: 0, in_flight: 2, delayed: 0, dead: Some(0) });
+        let depth = q.depth().await.unwrap();
+        assert_eq!((depth.visible, depth.in_flight, depth.delayed, depth.dead), (0, 2, 0, Some(0)));
+        assert!(depth.oldest_age_ms.is_some());
         assert!(q.receive(10, Duration::from_millis(100), Duration::from_secs(30)).await.unwrap().is_empty());
         q.release(&got[0].receipt).await.unwrap();
         let again = q.receive(10, Duration::ZERO, Duration::from_secs(30)).await.unwrap();

@@ -9,7 +9,7 @@ mod unreliable;
 
 pub use local::LocalQueue;
 pub use retry::RetryQueue;
-pub use sqs::{CreateOptions, SqsQueue};
+pub use sqs::{CreateOptions, Created, SqsQueue};
 pub use unreliable::UnreliableQueue;
 
 use crate::task::MAX_TASK_BYTES;
@@ -103,6 +103,10 @@ pub struct Depth {
     pub delayed: u64,
     /// Messages in the dead-letter queue, where the backend can tell.
     pub dead: Option<u64>,
+    /// Age of the oldest message still queued (visible or in flight), where
+    /// the backend can tell: the local queue can; SQS says it only through
+    /// CloudWatch (`ApproximateAgeOfOldestMessage`), not its API.
+    pub oldest_age_ms: Option<u64>,
 }
 
 /// Per-entry failures of a batch call: `(index in the request, error)`.
@@ -174,7 +178,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn Queue>> {
                 Some(("max_receives", v)) => {
                     max_receives = Some(v.parse::<u32>().map_err(|_| {
                         Error::invalid(format!("queue url {url:?}"), "max_receives must be a positive integer")
-                    })?)
+                    })?);
                 }
                 _ => return Err(Error::invalid(format!("queue url {url:?}"), format!("unknown parameter {pair:?}"))),
             }

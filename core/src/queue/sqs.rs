@@ -66,17 +66,17 @@ impl SqsQueue {
     fn err<E>(
         &self,
         op: &'static str,
-        e: &aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+        e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
     ) -> Error
     where
         E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let (kind, message) = classify(e);
+        let (kind, message) = classify(&e);
         let message = match kind {
             ErrorKind::Permission => format!("{message} (needs sqs:{} on the queue)", sqs_action(op)),
             _ => message,
         };
-        Error::queue(op, self.name.clone(), kind, message)
+        Error::queue(op, self.name.clone(), kind, message).caused_by(e)
     }
 
     async fn url(&self) -> Result<&str> {
@@ -91,7 +91,7 @@ impl SqsQueue {
                             .queue_name(name)
                             .send()
                             .await
-                            .map_err(|e| self.err("resolve", &e))?;
+                            .map_err(|e| self.err("resolve", e))?;
                         Ok(out.queue_url().unwrap_or_default().to_string())
                     }
                     None => Ok(self.name.clone()),
@@ -119,7 +119,7 @@ impl SqsQueue {
                     .attribute_names(QueueAttributeName::RedrivePolicy)
                     .send()
                     .await
-                    .map_err(|e| self.err("read attributes", &e))?;
+                    .map_err(|e| self.err("read attributes", e))?;
                 let Some(policy) = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
                     return Ok(None);
                 };
@@ -139,7 +139,7 @@ impl SqsQueue {
 
     /// Creates `name` and its dead-letter queue `name-dlq`, with a
     /// RedrivePolicy after `max_receives` receives; returns the queue URL.
-    pub async fn create(name: &str, options: &CreateOptions) -> Result<String> {
+    pub async fn create(name: &str, options: &CreateOptions) -> Result<Created> {
         let client = client().await;
         let q = || format!("sqs://{name}");
         let err = |op, e: &dyn std::fmt::Display| Error::queue(op, q(), ErrorKind::Permanent, e);
@@ -171,8 +171,29 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| err("create", &aws_smithy_types::error::display::DisplayErrorContext(e)))?;
-        Ok(out.queue_url().unwrap_or_default().to_string())
+        Ok(Created {
+            url: out.queue_url().unwrap_or_default().to_string(),
+            dead_letter_url: dlq_url,
+            dead_letter_arn: arn,
+            max_receives: options.max_receives,
+            visibility_timeout_secs: options.visibility_timeout.as_secs(),
+            retention_secs: RETENTION_SECS,
+            receive_wait_secs: MAX_WAIT.as_secs(),
+        })
     }
+}
+
+/// What `SqsQueue::create` made (`hourglass queue create --json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Created {
+    pub url: String,
+    pub dead_letter_url: String,
+    pub dead_letter_arn: String,
+    /// Receives after which the redrive moves a message to the dead-letter queue.
+    pub max_receives: u32,
+    pub visibility_timeout_secs: u64,
+    pub retention_secs: u32,
+    pub receive_wait_secs: u64,
 }
 
 /// The URL of the queue `arn` names, from the URL of a queue in the same
@@ -234,7 +255,7 @@ impl Queue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| self.err("send", &e))?;
+            .map_err(|e| self.err("send", e))?;
         outcome.failed.extend(out.failed().iter().map(|f| {
             let kind = if f.sender_fault() { ErrorKind::Invalid } else { ErrorKind::Transient };
             let msg = format!("{}: {}", f.code(), f.message().unwrap_or_default());
@@ -256,7 +277,7 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| self.err("receive", &e))?;
+            .map_err(|e| self.err("receive", e))?;
         Ok(out
             .messages()
             .iter()
@@ -284,7 +305,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.err("extend visibility", &e))
+            .map_err(|e| self.err("extend visibility", e))
     }
 
     async fn ack_batch(&self, receipts: &[Receipt]) -> Result<BatchOutcome> {
@@ -311,7 +332,7 @@ impl Queue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| self.err("ack", &e))?;
+            .map_err(|e| self.err("ack", e))?;
         let failed = out
             .failed()
             .iter()
@@ -325,7 +346,9 @@ impl Queue for SqsQueue {
 
     async fn release(&self, receipt: &Receipt) -> Result<()> {
         self.extend(receipt, Duration::ZERO).await.map_err(|e| match e {
-            Error::Queue { queue, kind, message, .. } => Error::Queue { op: "release", queue, kind, message },
+            Error::Queue { queue, kind, message, source, .. } => {
+                Error::Queue { op: "release", queue, kind, message, source }
+            }
             other => other,
         })
     }
@@ -351,7 +374,7 @@ impl Queue for SqsQueue {
             )
             .send()
             .await
-            .map_err(|e| self.err("dead-letter", &e))?;
+            .map_err(|e| self.err("dead-letter", e))?;
         let out = self.ack_batch(std::slice::from_ref(&message.receipt)).await?;
         match out.failed.into_iter().next() {
             Some((_, e)) => Err(e),
@@ -375,7 +398,7 @@ impl Queue for SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| self.err("depth", &e))?;
+            .map_err(|e| self.err("depth", e))?;
         let a = attrs.attributes();
         let dead = match self.dlq_url().await? {
             Some(dlq) => {
@@ -387,7 +410,7 @@ impl Queue for SqsQueue {
                     .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
                     .send()
                     .await
-                    .map_err(|e| self.err("depth", &e))?;
+                    .map_err(|e| self.err("depth", e))?;
                 Some(count(d.attributes(), QueueAttributeName::ApproximateNumberOfMessages))
             }
             None => None,
@@ -397,6 +420,7 @@ impl Queue for SqsQueue {
             in_flight: count(a, QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
             delayed: count(a, QueueAttributeName::ApproximateNumberOfMessagesDelayed),
             dead,
+            oldest_age_ms: None,
         })
     }
 }

@@ -35,7 +35,8 @@ impl FsStore {
     }
 
     fn err(op: &'static str, key: &str, e: std::io::Error) -> Error {
-        Error::store(op, format!("file:///{}", key.trim_start_matches('/')), io_kind(&e), e)
+        let message = e.to_string();
+        Error::store(op, format!("file:///{}", key.trim_start_matches('/')), io_kind(&e), message).caused_by(e)
     }
 
     fn write_temp(path: &Path, body: &[u8]) -> std::io::Result<PathBuf> {

@@ -66,12 +66,12 @@ impl S3Store {
         &self,
         op: &'static str,
         target: String,
-        e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+        e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> Error
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let (kind, message) = classify(e);
+        let (kind, message) = classify(&e);
         let message = match kind {
             // S3 answers a read of a missing key with 403, not 404, to a
             // principal that may not list the bucket.
@@ -82,7 +82,7 @@ impl S3Store {
             ErrorKind::Permission => format!("{message} (needs s3:{} on {target})", s3_action(op)),
             _ => message,
         };
-        Error::store(op, target, kind, message)
+        Error::store(op, target, kind, message).caused_by(e)
     }
 
     async fn put_multipart(&self, key: &str, body: Bytes) -> Result<()> {
@@ -94,7 +94,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("put", target.clone(), &e))?;
+            .map_err(|e| self.err("put", target.clone(), e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let parts: Vec<(i32, Bytes)> = (0..body.len())
             .step_by(self.part_bytes)
@@ -114,7 +114,7 @@ impl S3Store {
                         .body(SdkBody::from(chunk))
                         .send()
                         .await
-                        .map_err(|e| self.err("put", format!("{target} part {number}"), &e))?;
+                        .map_err(|e| self.err("put", format!("{target} part {number}"), e))?;
                     Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(String::from)).build())
                 }
             })
@@ -131,7 +131,7 @@ impl S3Store {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.err("put", target.clone(), &e)),
+                .map_err(|e| self.err("put", target.clone(), e)),
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -172,7 +172,7 @@ impl BlobStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("get", target.clone(), &e))?;
+            .map_err(|e| self.err("get", target.clone(), e))?;
         let body = out.body.collect().await.map_err(|e| Error::store("get", target, ErrorKind::Transient, e))?;
         Ok(body.into_bytes())
     }
@@ -208,7 +208,7 @@ impl BlobStore for S3Store {
                     format!("the object is no longer version {}", if_match.unwrap_or_default()),
                 ));
             }
-            Err(e) => return Err(self.err("get", target, &e)),
+            Err(e) => return Err(self.err("get", target, e)),
         };
         Ok(stream::unfold((out.body, target), |(mut body, target)| async move {
             match body.try_next().await {
@@ -234,7 +234,7 @@ impl BlobStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.err("put", target, &e))
+            .map_err(|e| self.err("put", target, e))
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool> {
@@ -252,7 +252,7 @@ impl BlobStore for S3Store {
         match res {
             Ok(_) => Ok(true),
             Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) => Ok(false),
-            Err(e) => Err(self.err("put", target, &e)),
+            Err(e) => Err(self.err("put", target, e)),
         }
     }
 
@@ -266,7 +266,7 @@ impl BlobStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("head", target, &e))?;
+            .map_err(|e| self.err("head", target, e))?;
         Ok(ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -294,7 +294,7 @@ impl BlobStore for S3Store {
                             })
                         })
                         .collect(),
-                    Err(e) => vec![Err(self.err("list", self.target(prefix), &e))],
+                    Err(e) => vec![Err(self.err("list", self.target(prefix), e))],
                 };
                 Some((stream::iter(items), pages))
             })
@@ -314,7 +314,7 @@ impl BlobStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.err("delete", target, &e))
+            .map_err(|e| self.err("delete", target, e))
     }
 }
 
