@@ -71,7 +71,7 @@ fn csv_decode(c: &mut Criterion) {
                 })
                 .unwrap();
             assert_eq!(rows, ROWS);
-        })
+        });
     });
     g.finish();
 }
@@ -124,7 +124,7 @@ fn parquet_decode(c: &mut Criterion) {
             };
             let rows = shard.decode(&handle, reader, |_| Ok(())).unwrap();
             assert_eq!(rows, ROWS as u64);
-        })
+        });
     });
     g.finish();
 }
@@ -146,7 +146,7 @@ fn output_encode(c: &mut Criterion) {
                 w.write(ids.clone(), columns).unwrap();
             }
             w.finish().unwrap()
-        })
+        });
     });
     g.finish();
 }

@@ -119,3 +119,15 @@ pub fn default_worker_id() -> String {
         .unwrap_or_else(|| "localhost".into());
     format!("{host}-{}", std::process::id())
 }
+
+/// The CPU budget as (shards at once, ORT threads per shard): what is not
+/// given fills the cores, favouring one single-threaded shard per core
+/// (ORT's tree ensembles scale better across sessions than within one).
+pub fn split_cores(cores: usize, concurrency: Option<usize>, threads: Option<usize>) -> (usize, usize) {
+    match (concurrency, threads) {
+        (Some(c), Some(t)) => (c, t),
+        (Some(c), None) => (c, (cores / c.max(1)).max(1)),
+        (None, Some(t)) => ((cores / t.max(1)).max(1), t),
+        (None, None) => (cores.max(1), 1),
+    }
+}

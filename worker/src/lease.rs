@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::health::WorkerHealth;
-use crate::metrics::{JobLabels, WorkerMetrics};
+use crate::metrics::WorkerMetrics;
 
 /// What a worker did, for its exit log and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +137,7 @@ impl Worker {
         let (source, options) = (url.to_string(), self.runtime_options());
         let model = Arc::new(self.pool.run(move || ModelRuntime::load(&bytes, &source, options)).await?);
         models.insert(sha, model.clone());
+        self.metrics.model_loaded(&url.to_string(), model.sha256());
         info!(model = %url, sha256 = model.sha256(), "model loaded");
         Ok(model)
     }
@@ -336,7 +337,7 @@ impl Worker {
             }
         };
         let span = info_span!("shard", job = %task.job, shard = %task.shard, attempt = message.receive_count);
-        self.handle_task(message, task, abandon).instrument(span).await
+        self.handle_task(message, task, abandon).instrument(span).await;
     }
 
     async fn handle_task(&self, message: Message, task: ShardTask, abandon: CancellationToken) {
@@ -392,11 +393,7 @@ impl Worker {
                 self.ack(&message).await;
                 self.counters.done.fetch_add(1, Ordering::Relaxed);
                 self.counters.rows.fetch_add(done.rows, Ordering::Relaxed);
-                let job = JobLabels { hourglass_job: task.job.to_string() };
-                self.metrics.rows.get_or_create(&job).inc_by(done.rows);
-                if done.bad_rows > 0 {
-                    self.metrics.bad_rows.get_or_create(&job).inc_by(done.bad_rows);
-                }
+                self.metrics.job_rows(task.job.as_str(), done.rows, done.bad_rows);
                 self.metrics.shard_seconds.observe(done.seconds);
                 self.metrics.outcome("done");
                 info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "shard done");
@@ -424,7 +421,7 @@ impl Worker {
                 }
             }
             Err(e) if e.is_retryable() || message.receive_count < self.config.max_attempts => {
-                self.retry_later(&message, &e).await
+                self.retry_later(&message, &e).await;
             }
             Err(e) => self.fail(&message, &task, Some(&ledger), &e).await,
         }
@@ -685,7 +682,7 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     impl<F: FnOnce()> Drop for Guard<F> {
         fn drop(&mut self) {
             if let Some(f) = self.0.take() {
-                f()
+                f();
             }
         }
     }

@@ -6,9 +6,11 @@
 //! the model runtime (`runtime`: ONNX Runtime sessions, the one place that
 //! touches `ort`), the codecs (`codec`: CSV and Parquet in, Parquet out) and
 //! the bounded CPU pool that keeps decoding and inference off the async
-//! runtime, and its probes (`health`). It must not plan jobs or decide scale: it never imports the
-//! coordinator or the scaler.
+//! runtime, its probes (`health`) and the measurements `bench` and `demo`
+//! report (`bench`). It must not plan jobs or decide scale: it never imports
+//! the coordinator or the scaler.
 
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -27,6 +27,17 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+    pub sha256: String,
+}
+
+/// How long a job's series stay after its last shard here: long enough for
+/// dashboards and `increase()` over the usual windows, short enough that a
+/// stream of S3-triggered jobs does not grow series without bound.
+pub const JOB_SERIES_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub struct WorkerMetrics {
     /// Rows scored and written, by job.
     pub rows: Family<JobLabels, Counter>,
@@ -45,6 +56,11 @@ pub struct WorkerMetrics {
     /// When this process started (Unix seconds): a restart changes it, so
     /// `changes()` over it counts crash loops.
     pub start_time: Gauge<f64, AtomicU64>,
+    /// 1 per model this process has loaded, labelled with its sha256.
+    pub model_info: Family<ModelLabels, Gauge>,
+    /// When each job's series were last touched, to drop them after
+    /// `JOB_SERIES_TTL`.
+    job_seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Default for WorkerMetrics {
@@ -68,6 +84,8 @@ impl Default for WorkerMetrics {
                 g.set(now.as_secs_f64());
                 g
             },
+            model_info: Family::default(),
+            job_seen: Default::default(),
         }
     }
 }
@@ -87,7 +105,47 @@ impl WorkerMetrics {
         r.register(format!("{p}_inference_seconds"), "ONNX Runtime time per batch", self.inference_seconds.clone());
         r.register(format!("{p}_shard_seconds"), "Time to score one shard", self.shard_seconds.clone());
         r.register(format!("{p}_receive_failures"), "Failed queue receives", self.receive_failures.clone());
-        r.register(format!("{p}_start_time_seconds"), "Process start, Unix time", self.start_time.clone());
+        r.register(format!("{p}_start_timestamp_seconds"), "Process start, Unix time", self.start_time.clone());
+        r.register(
+            "hourglass_model_info",
+            "Models loaded by this process (value 1), by sha256",
+            self.model_info.clone(),
+        );
+    }
+
+    /// Counts a finished shard's rows under its job, and drops the series
+    /// of jobs not seen for `JOB_SERIES_TTL`.
+    pub(crate) fn job_rows(&self, job: &str, rows: u64, bad_rows: u64) {
+        let labels = JobLabels { hourglass_job: job.to_string() };
+        self.rows.get_or_create(&labels).inc_by(rows);
+        if bad_rows > 0 {
+            self.bad_rows.get_or_create(&labels).inc_by(bad_rows);
+        }
+        let now = std::time::Instant::now();
+        let mut seen = self.job_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(job.to_string(), now);
+        self.expire_jobs(&mut seen, now, JOB_SERIES_TTL);
+    }
+
+    fn expire_jobs(
+        &self,
+        seen: &mut std::collections::HashMap<String, std::time::Instant>,
+        now: std::time::Instant,
+        ttl: std::time::Duration,
+    ) {
+        seen.retain(|job, at| {
+            let keep = now.duration_since(*at) < ttl;
+            if !keep {
+                let labels = JobLabels { hourglass_job: job.clone() };
+                self.rows.remove(&labels);
+                self.bad_rows.remove(&labels);
+            }
+            keep
+        });
+    }
+
+    pub(crate) fn model_loaded(&self, model: &str, sha256: &str) {
+        self.model_info.get_or_create(&ModelLabels { model: model.into(), sha256: sha256.into() }).set(1);
     }
 
     pub(crate) fn outcome(&self, outcome: &str) {
@@ -96,5 +154,39 @@ impl WorkerMetrics {
 
     pub(crate) fn error(&self, kind: &str) {
         self.errors.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(m: &WorkerMetrics) -> String {
+        let mut r = Registry::default();
+        m.register(&mut r);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        out
+    }
+
+    #[test]
+    fn job_series_are_dropped_after_the_job_goes_quiet() {
+        let m = WorkerMetrics::default();
+        m.job_rows("old-job", 10, 1);
+        let text = scrape(&m);
+        assert!(text.contains(r#"hourglass_worker_rows_total{hourglass_job="old-job"} 10"#), "{text}");
+        // An hour later another job finishes a shard: the old one goes.
+        let later = std::time::Instant::now() + JOB_SERIES_TTL + std::time::Duration::from_secs(1);
+        m.rows.get_or_create(&JobLabels { hourglass_job: "new-job".into() }).inc_by(5);
+        {
+            let mut seen = m.job_seen.lock().unwrap();
+            seen.insert("new-job".into(), later);
+            m.expire_jobs(&mut seen, later, JOB_SERIES_TTL);
+        }
+        let text = scrape(&m);
+        assert!(!text.contains("old-job"), "{text}");
+        assert!(text.contains("new-job"), "{text}");
+        m.model_loaded("s3://m/ctr.onnx", "abc");
+        assert!(scrape(&m).contains(r#"hourglass_model_info{model="s3://m/ctr.onnx",sha256="abc"} 1"#));
     }
 }

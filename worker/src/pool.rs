@@ -6,6 +6,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// CPU pool threads are named `hourglass-cpu-N` (seen in `top -H`, and by
+/// `bench` when it splits CPU time between the pool and the rest).
+pub const THREAD_NAME_PREFIX: &str = "hourglass-cpu-";
+
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Debug, Clone)]
@@ -25,7 +29,7 @@ impl CpuPool {
         for i in 0..threads {
             let rx = rx.clone();
             std::thread::Builder::new()
-                .name(format!("hourglass-cpu-{i}"))
+                .name(format!("{THREAD_NAME_PREFIX}{i}"))
                 .spawn(move || {
                     loop {
                         let job = {

@@ -77,6 +77,58 @@ pub fn environment() -> Result<&'static ort::environment::Environment> {
     env.as_ref().map_err(|e| Error::RuntimeLibrary(e.clone()))
 }
 
+/// The ONNX Runtime library this process loads (its path) and its version:
+/// from the versioned file name (`libonnxruntime.so.1.31.1`), else the
+/// library's build info.
+pub fn library_info() -> Result<(PathBuf, String)> {
+    environment()?;
+    let path = find_library()?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let version = match name.split_once(".so.") {
+        Some((_, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => v.to_string(),
+        _ => ort::info().trim_start_matches("ORT Build Info: ").to_string(),
+    };
+    Ok((path, version))
+}
+
+/// The execution providers the loaded library was built with
+/// (`CPUExecutionProvider`, `CUDAExecutionProvider`, …). Built with is not
+/// usable: a GPU provider may still fail to register for want of a driver
+/// or a library.
+// The one call ort does not wrap publicly; the C API's contract is in
+// onnxruntime_c_api.h (GetAvailableProviders / ReleaseAvailableProviders).
+#[allow(unsafe_code)]
+pub fn available_providers() -> Result<Vec<String>> {
+    environment()?;
+    let api = ort::api();
+    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut len: std::ffi::c_int = 0;
+    // SAFETY: the environment is initialised (above), so the API table is
+    // valid; the call fills `list` with `len` C strings owned by ONNX
+    // Runtime until `ReleaseAvailableProviders`.
+    let status = unsafe { (api.GetAvailableProviders)(&mut list, &mut len) };
+    if !status.0.is_null() {
+        // SAFETY: a non-null status from the call above, released once.
+        unsafe { (api.ReleaseStatus)(status.0) };
+        return Err(Error::RuntimeLibrary("ONNX Runtime could not list its execution providers".into()));
+    }
+    let mut out = Vec::with_capacity(len.max(0) as usize);
+    for i in 0..len.max(0) as usize {
+        // SAFETY: `i < len`, and each entry is a NUL-terminated string that
+        // lives until the release below; it is copied out here.
+        let name = unsafe { std::ffi::CStr::from_ptr(*list.add(i)) };
+        out.push(name.to_string_lossy().into_owned());
+    }
+    // SAFETY: `list` and `len` are what GetAvailableProviders returned,
+    // released exactly once; no borrow of them outlives this line.
+    let status = unsafe { (api.ReleaseAvailableProviders)(list, len) };
+    if !status.0.is_null() {
+        // SAFETY: a non-null status from the call above, released once.
+        unsafe { (api.ReleaseStatus)(status.0) };
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeOptions {
     /// ONNX Runtime intra-op threads per session.

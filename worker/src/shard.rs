@@ -154,6 +154,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             return Err(Error::Cancelled);
         }
         if !job.fault_batch_delay.is_zero() {
+            #[allow(clippy::disallowed_methods)] // A pool thread, slowed on purpose (tests only).
             std::thread::sleep(job.fault_batch_delay);
         }
         if job.decode_only {
