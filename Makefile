@@ -12,7 +12,7 @@ DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
 DEMO_WORKERS ?= 2
 
-.PHONY: setup build demo test lint kube tools models clean
+.PHONY: setup build demo test test-fast check lint kube tools models clean
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
@@ -37,12 +37,24 @@ demo: build
 # The chart, alert and metrics tests use helm, promtool and prometheus,
 # installed once under ~/.cache/hourglass/tools by scripts/tools.
 test: setup kube tools
-	HOURGLASS_TOOLS=$$(scripts/tools) scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked
+	HOURGLASS_TOOLS=$$(scripts/tools) scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked --no-fail-fast
+
+# The fast tier, for the edit-test loop: unit tests, the filesystem and
+# local-queue halves of the shared suites, and the local end-to-end tests.
+# No root, no API-server build, no server beyond the tests' own loopback
+# ones; a few minutes on a warm 2-core machine. `make test` stays the full
+# suite and is what CI runs.
+FAST_TESTS := --test e2e --test exactly_once --test scaler_sim --test tty --test bench \
+	--test queue_suite --test store_suite --test golden --test plan_props --test kube_requests
+test-fast: setup
+	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins $(FAST_TESTS) -- --skip sqs_ --skip s3_
 
 # Formatting and clippy with warnings as errors; CI runs it before `make test`.
-lint:
+check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+lint: check
 
 kube:
 	scripts/kube-build >/dev/null

@@ -4,14 +4,16 @@
 //! output row, and measures raw ONNX Runtime on the same model and thread
 //! budget for comparison.
 
+use super::{FormatArg, load_model};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hourglass_coordinator::{status, submit, synth, verify};
 use hourglass_core::ledger::JobSpec;
 use hourglass_core::task::Format;
+use hourglass_core::units::parse_bytes;
 use hourglass_core::{BlobUrl, queue, store};
-use hourglass_worker::runtime::InputData;
-use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use hourglass_worker::ModelRuntime;
+use hourglass_worker::bench as measure;
 use std::io::IsTerminal;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     #[arg(long, default_value = "csv")]
-    format: super::FormatArg,
+    format: FormatArg,
     /// Input files to generate.
     #[arg(long, default_value_t = 4)]
     files: usize,
@@ -37,7 +39,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = ".hourglass/demo")]
     dir: String,
     /// Target input bytes per shard.
-    #[arg(long, default_value = "32MiB", value_parser = super::parse_bytes)]
+    #[arg(long, default_value = "32MiB", value_parser = parse_bytes)]
     shard_size: u64,
     /// Rows for the raw ONNX Runtime measurement.
     #[arg(long, default_value_t = 400_000)]
@@ -82,7 +84,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let gen_secs = t.elapsed().as_secs_f64();
 
     let model_url = BlobUrl::parse(&a.model)?;
-    let model = super::load_model(&model_url, a.threads).await?;
+    let model = load_model(&model_url, a.threads).await?;
     let queue = queue::open(&queue_url)?;
     let report =
         submit_job(queue.as_ref(), job_spec(&input, &model_url, &output, format, a.shard_size), &model).await?;
@@ -103,16 +105,15 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             .context("starting a worker process")?;
         workers.0.push(child);
     }
-    let live = std::io::stderr().is_terminal();
+    let mut live = std::io::stderr().is_terminal().then(status::LiveView::default);
     let final_status = loop {
         let s = status::status(&output, None).await?;
-        if live {
-            eprint!("\r\x1b[2K{}", s.progress_line());
+        if let Some(view) = live.as_mut() {
+            let (columns, rows) = super::terminal_size();
+            let line = format!("{}\n", s.progress_line());
+            eprint!("{}", view.frame(&status::fit_line(&line, columns), columns, rows));
         }
         if s.state != status::JobState::Running {
-            if live {
-                eprintln!();
-            }
             break s;
         }
         for (i, c) in workers.0.iter_mut().enumerate() {
@@ -139,8 +140,14 @@ pub async fn run(a: DemoArgs) -> Result<()> {
 
     eprintln!("measuring raw ONNX Runtime on {} in-memory rows…", a.raw_rows);
     let (raw_rows, workers, threads) = (a.raw_rows, a.workers, a.threads);
-    let raw_model = model_url.clone();
-    let raw = tokio::task::spawn_blocking(move || raw_rows_per_sec(&raw_model, raw_rows, workers, threads)).await??;
+    let path = model_url.local_path().context("--model must be a local file for the raw measurement")?;
+    let raw = tokio::task::spawn_blocking(move || {
+        const WIDTH: usize = 39;
+        let batch = hourglass_worker::config::DEFAULT_BATCH_SIZE;
+        let features = synth::features(raw_rows.max(batch), 7);
+        measure::raw_rows_per_sec(&path, &features, WIDTH, raw_rows as u64, batch, workers, threads)
+    })
+    .await??;
     let rows_per_sec = a.rows as f64 / wall;
     println!("hourglass demo ({format}, {} workers × {} ORT threads)", a.workers, a.threads);
     println!("  rows            {}", a.rows);
@@ -156,20 +163,6 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     );
     println!("  outputs         {output}");
     Ok(())
-}
-
-/// Scores in-memory batches with `sessions` parallel sessions of `threads`
-/// intra-op threads each: the ceiling the pipeline is measured against.
-fn raw_rows_per_sec(model: &BlobUrl, rows: usize, sessions: usize, threads: usize) -> Result<f64> {
-    const BATCH: usize = hourglass_worker::config::DEFAULT_BATCH_SIZE;
-    let path = model.local_path().context("local model")?;
-    let runtime = ModelRuntime::load_file(&path, RuntimeOptions { intra_threads: threads, sessions })?;
-    let width = 39;
-    let data = synth::features(rows, 7);
-    let batches: Vec<InputData> = data.chunks(BATCH * width).map(|c| InputData::F32(c.to_vec())).collect();
-    // Warm-up: first runs allocate arenas.
-    runtime.run(std::slice::from_ref(&batches[0]), batches[0].len() / width)?;
-    Ok(runtime.raw_rows_per_sec(&batches, width, batches.len(), sessions)?)
 }
 
 /// The job the demo and the bench run: synthetic CTR files, ids in `id`, no

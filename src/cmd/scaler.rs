@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use hourglass_coordinator::schedule;
 use hourglass_core::ledger::Ledger;
-use hourglass_core::{BlobUrl, queue, store};
+use hourglass_core::units::parse_count as count;
+use hourglass_core::{BlobUrl, queue, schedule, store};
 use hourglass_scaler::kube::{DeploymentRef, Kube};
 use hourglass_scaler::policy::{PolicyConfig, PolicyKind};
-use hourglass_scaler::run::{LoopConfig, Prewarm, Scaler, parse_time_of_day};
+use hourglass_scaler::run::{LoopConfig, Prewarm, Scaler};
 use hourglass_scaler::signals::{LedgerWatch, prewarm_from_last_run};
 use hourglass_scaler::sim::{self, Scenario};
 
@@ -51,12 +51,6 @@ impl From<PolicyArg> for PolicyKind {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// `1e9`, `1000000000` or `1_000_000_000`.
-fn count(s: &str) -> Result<f64, String> {
-    let n: f64 = s.replace('_', "").parse().map_err(|_| format!("{s:?} is not a number like 1e9"))?;
-    if n.is_finite() && n > 0.0 { Ok(n) } else { Err(format!("{s:?} must be positive")) }
 }
 
 /// The policy's knobs, shared by the live loop and the simulator so the
@@ -132,28 +126,31 @@ struct RunArgs {
     #[arg(long, env = "HOURGLASS_QUEUE", required = true)]
     queue: Option<String>,
     /// The worker Deployment, namespace/name.
-    #[arg(long, required = true)]
+    #[arg(long, required = true, env = "HOURGLASS_DEPLOYMENT")]
     deployment: Option<DeploymentRef>,
     /// The placeholder (pause pod) Deployment, namespace/name.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_PLACEHOLDERS")]
     placeholders: Option<DeploymentRef>,
     /// The current job's output prefix: rows left, deadline and measured
     /// throughput come from its ledger. `{date}` (today in --tz) follows a
     /// nightly run's job from night to night.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_LEDGER")]
     ledger: Option<String>,
-    /// Time zone of `{date}` in --ledger.
-    #[arg(long, default_value = "UTC")]
+    /// Time zone of `{date}` in --ledger, of --deadline and of --prewarm-at.
+    #[arg(long, default_value = "UTC", env = "HOURGLASS_TZ")]
     tz: String,
-    /// Deadline (RFC 3339) when the ledger has none or to override it.
-    #[arg(long)]
+    /// Deadline when the ledger has none, or to override it: the forms of
+    /// `submit --deadline` (`+1h`, `06:00` in --tz, RFC 3339), read once
+    /// when the scaler starts.
+    #[arg(long, env = "HOURGLASS_DEADLINE")]
     deadline: Option<String>,
     /// Rows per message when the ledger cannot say.
     #[arg(long, default_value = "1000000", value_parser = count)]
     rows_per_message: f64,
-    /// Pre-warm nodes daily at HH:MM UTC, before the scheduled run.
-    #[arg(long, value_parser = parse_time_of_day)]
-    prewarm_at: Option<Duration>,
+    /// Pre-warm nodes daily at HH:MM in --tz (a wall-clock time: it stays
+    /// at 01:30 Berlin across DST), before the scheduled run.
+    #[arg(long, env = "HOURGLASS_PREWARM_AT")]
+    prewarm_at: Option<String>,
     /// Worker pods to pre-warm room for: a number, or `auto` to size it from
     /// the last run's ledger (--prewarm-from).
     #[arg(long, requires = "prewarm_at")]
@@ -170,13 +167,16 @@ struct RunArgs {
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Serve Prometheus metrics here (e.g. 0.0.0.0:9090).
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// One tick, then exit (non-zero if it could not read its signals or a write failed).
     #[arg(long)]
     once: bool,
+    /// With --once: print the tick (signals, decision, writes) as JSON.
+    #[arg(long, requires = "once")]
+    json: bool,
     /// Decide and log, write nothing.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_DRY_RUN")]
     dry_run: bool,
     #[command(flatten)]
     policy: PolicyArgs,
@@ -188,9 +188,18 @@ struct SimulateArgs {
     rows: f64,
     #[arg(long, default_value = "1e6", value_parser = count)]
     shard_rows: f64,
-    /// From the start of the run.
-    #[arg(long, default_value = "1h", value_parser = duration)]
-    deadline: Duration,
+    /// The deadline, in the forms of `submit --deadline`, counted from
+    /// --start: `1h` / `+1h` after it, `06:00` (the next one after it, in
+    /// --tz) or an RFC 3339 time.
+    #[arg(long, default_value = "+1h")]
+    deadline: String,
+    /// When the simulated run starts: `now`, a time of day (the next one,
+    /// in --tz) or an RFC 3339 time. Matters only for a --deadline that is
+    /// not a duration.
+    #[arg(long, default_value = "now")]
+    start: String,
+    #[arg(long, default_value = "UTC", env = "HOURGLASS_TZ")]
+    tz: String,
     /// Spot interruptions per node-hour.
     #[arg(long, default_value_t = 0.05)]
     spot_interruptions_per_hour: f64,
@@ -224,10 +233,21 @@ pub async fn run(a: ScalerArgs) -> Result<()> {
 }
 
 fn simulate(a: SimulateArgs) -> Result<()> {
+    let tz = schedule::time_zone(&a.tz)?;
+    let now = jiff::Timestamp::now();
+    let start = match a.start.as_str() {
+        "now" => now,
+        s => schedule::parse_instant("--start", s, now, &tz)?,
+    };
+    let deadline = schedule::parse_instant("--deadline", &a.deadline, start, &tz)?;
+    let deadline = Duration::try_from(deadline.duration_since(start))
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--deadline {:?} is not after --start {:?}", a.deadline, a.start))?;
     let scenario = Scenario {
         rows: a.rows,
         shard_rows: a.shard_rows,
-        deadline: a.deadline,
+        deadline,
         pod_rows_per_sec: a.policy.pod_rows_per_sec,
         spot_interruptions_per_node_hour: a.spot_interruptions_per_hour,
         visibility_timeout: a.visibility_timeout,
@@ -242,7 +262,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
             PolicyArg::Deadline => PolicyArg::QueueLength,
             PolicyArg::QueueLength => PolicyArg::Deadline,
         };
-        let cfg = PolicyConfig { kind: other.into(), ..chosen.clone() };
+        let cfg = PolicyConfig { kind: other.into(), ..chosen };
         runs.push((other, sim::simulate(&scenario, &cfg)));
     }
     let (policy, main) = &runs[0];
@@ -254,7 +274,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
             "{} policy: {:.0e} rows, deadline {}",
             policy_name(*policy),
             a.rows,
-            humantime::format_duration(a.deadline)
+            humantime::format_duration(deadline)
         );
         std::fs::write(path, sim::timeline_svg(main, &title)).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -330,13 +350,13 @@ async fn live(a: RunArgs) -> Result<()> {
         }
         None => None,
     };
+    let tz = schedule::time_zone(&a.tz)?;
     let deadline = match &a.deadline {
-        Some(s) => {
-            Some(humantime::parse_rfc3339_weak(s).with_context(|| format!("--deadline {s:?}: expected RFC 3339"))?)
-        }
+        Some(s) => Some(SystemTime::from(schedule::parse_instant("--deadline", s, jiff::Timestamp::now(), &tz)?)),
         None => None,
     };
-    let prewarm = match (a.prewarm_at, a.prewarm_replicas.as_deref()) {
+    let prewarm_at = a.prewarm_at.as_deref().map(|s| schedule::parse_time_of_day("--prewarm-at", s)).transpose()?;
+    let prewarm = match (prewarm_at, a.prewarm_replicas.as_deref()) {
         (Some(at), Some("auto")) => {
             let Some(from) = &a.prewarm_from else {
                 bail!("--prewarm-replicas auto needs --prewarm-from <last run's output>")
@@ -348,11 +368,11 @@ async fn live(a: RunArgs) -> Result<()> {
             let replicas = prewarm_from_last_run(&policy, &job, &done)
                 .with_context(|| format!("--prewarm-from {url}: that run had no deadline to size from"))?;
             tracing::info!(replicas, from = %url, "pre-warm sized from the last run");
-            Some(Prewarm { at, hold: a.prewarm_for, replicas })
+            Some(Prewarm { at, tz: tz.clone(), hold: a.prewarm_for, replicas })
         }
         (Some(at), Some(n)) => {
             let replicas = n.parse().with_context(|| format!("--prewarm-replicas {n:?}: a number or auto"))?;
-            Some(Prewarm { at, hold: a.prewarm_for, replicas })
+            Some(Prewarm { at, tz: tz.clone(), hold: a.prewarm_for, replicas })
         }
         (Some(_), None) => bail!("--prewarm-at needs --prewarm-replicas N|auto"),
         (None, _) => None,
@@ -361,7 +381,7 @@ async fn live(a: RunArgs) -> Result<()> {
         bail!("pre-warming needs --placeholders <namespace/name> of the placeholder Deployment");
     }
     let kube = match &a.kubeconfig {
-        Some(path) => Kube::from_kubeconfig(path).await.map_err(anyhow::Error::msg)?,
+        Some(path) => Kube::from_kubeconfig(path).await?,
         None => Kube::infer().await.context("connecting to Kubernetes (in-cluster or KUBECONFIG)")?,
     };
     let cfg = LoopConfig {
@@ -377,32 +397,54 @@ async fn live(a: RunArgs) -> Result<()> {
     if let Some(f) = follow {
         scaler = scaler.follow_ledger(f);
     }
-    let _metrics = crate::serve_metrics(
+    let _metrics = super::serve_metrics(
         a.metrics_addr,
         |r| scaler.metrics().register(r),
         std::sync::Arc::new(hourglass_core::metrics::Up),
     )
     .await?;
     if a.once {
-        let report = scaler.tick(SystemTime::now()).await.map_err(anyhow::Error::msg)?;
-        println!(
-            "{}",
-            hourglass_scaler::run::explain(&report.signals, &report.decision, report.signals.current_replicas)
-        );
-        println!("placeholders {}", report.placeholders);
-        if !report.errors.is_empty() {
-            bail!("{}", report.errors.join("; "));
+        let report = scaler.tick(SystemTime::now()).await?;
+        let errors: Vec<String> = report.errors.iter().map(|e| hourglass_core::error::chain(e)).collect();
+        if a.json {
+            let (s, d) = (&report.signals, &report.decision);
+            let out = serde_json::json!({
+                "signals": {
+                    "now_unix_seconds": s.now.as_secs_f64(),
+                    "deadline_unix_seconds": s.deadline.map(|t| t.as_secs_f64()),
+                    "backlog_rows": s.backlog_rows,
+                    "visible": s.visible,
+                    "in_flight": s.in_flight,
+                    "measured_rows_per_sec": s.measured_rows_per_sec,
+                    "current_replicas": s.current_replicas,
+                    "schedulable_replicas": s.schedulable_replicas,
+                },
+                "decision": {
+                    "desired_replicas": d.desired_replicas,
+                    "placeholder_replicas": d.placeholder_replicas,
+                    "projected_finish_unix_seconds": d.projected_finish.map(|t| t.as_secs_f64()),
+                    "verdict": format!("{:?}", d.verdict).to_lowercase(),
+                },
+                "explanation": hourglass_scaler::run::explain(&report.signals, &report.decision, report.signals.current_replicas),
+                "placeholders": report.placeholders,
+                "changed_worker": report.changed_worker,
+                "changed_placeholders": report.changed_placeholders,
+                "dry_run": a.dry_run,
+                "errors": errors,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            println!(
+                "{}",
+                hourglass_scaler::run::explain(&report.signals, &report.decision, report.signals.current_replicas)
+            );
+            println!("placeholders {}", report.placeholders);
+        }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
         }
         return Ok(());
     }
-    let stop = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    scaler.run(stop).await;
+    scaler.run(super::stop_signal()).await;
     Ok(())
 }

@@ -1,0 +1,134 @@
+//! One module per command: each turns its flags into a library call and
+//! prints the result. What several commands share (exit codes, the metrics
+//! endpoint, signals, loading a model) is here.
+
+pub mod bench;
+pub mod completions;
+pub mod demo;
+pub mod doctor;
+pub mod gen_data;
+pub mod iam;
+pub mod queue;
+pub mod scaler;
+pub mod status;
+pub mod submit;
+pub mod verify;
+pub mod watch;
+pub mod worker;
+
+use anyhow::{Context, Result};
+use hourglass_core::BlobUrl;
+use hourglass_core::metrics::prometheus_client::registry::Registry;
+use hourglass_core::task::Format;
+use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The embedded default queue: a SQLite file in the working directory.
+pub const DEFAULT_QUEUE: &str = "local://./.hourglass/queue.db";
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Parquet,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Parquet => Format::Parquet,
+        }
+    }
+}
+
+/// Ends a command with a code other than 0 or 1 (see the README's exit
+/// code table); `message`, if any, is printed as the error.
+#[derive(Debug)]
+pub struct ExitWith {
+    pub code: u8,
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message.as_deref().unwrap_or(""))
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+pub fn exit_with(code: u8, cause: impl std::fmt::Display) -> anyhow::Error {
+    ExitWith { code, message: Some(format!("{cause:#}")) }.into()
+}
+
+/// The exit of a command that read a job to its end: 0 if it succeeded.
+pub fn finished(state: hourglass_coordinator::status::JobState) -> Result<()> {
+    match state.exit_code() {
+        0 => Ok(()),
+        code => Err(ExitWith { code, message: None }.into()),
+    }
+}
+
+/// Loads the model through the worker runtime and checks that it can score
+/// batches: a missing, corrupt or unfit model fails here, before anything
+/// is planned or enqueued.
+pub async fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime> {
+    let bytes = hourglass_core::store::open(model)?
+        .get(model.key())
+        .await
+        .with_context(|| format!("model {model}: cannot read"))?;
+    let options = RuntimeOptions { intra_threads: threads, sessions: 1 };
+    let source = model.to_string();
+    Ok(tokio::task::spawn_blocking(move || {
+        let runtime = ModelRuntime::load(&bytes, &source, options)?;
+        runtime.check_batch_scoring()?;
+        Ok::<_, hourglass_worker::Error>(runtime)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?)
+}
+
+/// Serves the metrics `register` adds at `addr`, when given, until the
+/// returned task is dropped with the process.
+pub async fn serve_metrics(
+    addr: Option<SocketAddr>,
+    register: impl FnOnce(&mut Registry),
+    health: Arc<dyn hourglass_core::metrics::Health>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let mut registry = Registry::default();
+    hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
+    register(&mut registry);
+    let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry), health)
+        .await
+        .with_context(|| format!("--metrics-addr {addr}"))?;
+    tracing::info!(%bound, "serving metrics");
+    Ok(Some(task))
+}
+
+/// The size of the terminal on stderr (columns, rows); 80 × 24 when it
+/// cannot be told. Asked at every redraw, so a resize is followed.
+pub fn terminal_size() -> (usize, usize) {
+    match terminal_size::terminal_size_of(std::io::stderr()) {
+        Some((w, h)) if w.0 > 0 && h.0 > 0 => (usize::from(w.0), usize::from(h.0)),
+        _ => (80, 24),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+    }
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub async fn stop_on_signal(token: CancellationToken) {
+    stop_signal().await;
+    token.cancel();
+}

@@ -1,0 +1,150 @@
+//! `hourglass submit`: plan a job, check its inputs against the model,
+//! enqueue its shards; with `--wait`, follow it to its end.
+
+use super::{DEFAULT_QUEUE, FormatArg, exit_with, finished, load_model};
+use anyhow::Result;
+use clap::Args;
+use hourglass_coordinator::{status, submit};
+use hourglass_core::ledger::JobSpec;
+use hourglass_core::units::parse_bytes;
+use hourglass_core::{BlobUrl, JobId, queue, schedule};
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// Input file or prefix (directory) of .csv / .parquet files. May hold
+    /// `{date}` (the run date, 2026-11-22) or `{date:%Y%m%d}`, as may
+    /// --model, --output and --job-id.
+    #[arg(long, env = "HOURGLASS_INPUT")]
+    input: String,
+    /// The ONNX model.
+    #[arg(long, env = "HOURGLASS_MODEL")]
+    model: String,
+    /// Output prefix: part-<shard>.parquet files and the job ledger go here.
+    #[arg(long, env = "HOURGLASS_OUTPUT")]
+    output: String,
+    /// Queue URL.
+    #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
+    queue: String,
+    /// When the job must be done: `+1h` (from now), a time of day (`06:00`:
+    /// the next one in --tz) or an RFC 3339 time (without an offset: in
+    /// --tz). The same forms as the scaler's --deadline.
+    #[arg(long, env = "HOURGLASS_DEADLINE")]
+    deadline: Option<String>,
+    /// The run date `{date}` stands for: today (in --tz), yesterday, today-N
+    /// or YYYY-MM-DD (to re-run or backfill a night).
+    #[arg(long, default_value = "today", env = "HOURGLASS_DATE")]
+    date: String,
+    /// Time zone of --date and --deadline (IANA name).
+    #[arg(long, default_value = "UTC", env = "HOURGLASS_TZ")]
+    tz: String,
+    /// Input format, when file names do not say it.
+    #[arg(long, env = "HOURGLASS_FORMAT")]
+    format: Option<FormatArg>,
+    /// Column that identifies rows; passed through to the outputs.
+    #[arg(long, default_value = "id", env = "HOURGLASS_ID_COLUMN")]
+    id_column: String,
+    /// Target input bytes per shard (e.g. 64MiB). Default 64 MiB: about
+    /// 0.4 M CTR rows, a few seconds of work, so a lost shard costs little.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes, env = "HOURGLASS_SHARD_SIZE")]
+    shard_size: u64,
+    /// Malformed rows a shard may skip (they are written to
+    /// _hourglass/bad/<shard>.csv); one more fails the shard.
+    #[arg(long, default_value_t = 0, env = "HOURGLASS_MAX_BAD_ROWS")]
+    max_bad_rows: u64,
+    /// Job id (e.g. `ctr-{date}`); by default derived from the inputs, model
+    /// and options, so submitting the same job again resumes it.
+    #[arg(long, env = "HOURGLASS_JOB_ID")]
+    job_id: Option<String>,
+    /// Longest CSV line (e.g. 4MiB). A cut point with no line end within
+    /// it, or a longer line, is an error naming the file and line.
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes, env = "HOURGLASS_MAX_LINE_BYTES")]
+    max_line_bytes: u64,
+    /// If --output holds another job's ledger, delete that job's outputs
+    /// and ledger first (a prefix belongs to one job; without this the
+    /// submit is refused, naming both jobs).
+    #[arg(long)]
+    replace: bool,
+    /// Wait until the job ends and exit like `hourglass status` (0
+    /// succeeded, 3 failed, 5 could not read).
+    #[arg(long)]
+    wait: bool,
+    /// How often --wait reads the ledger.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: SubmitArgs) -> Result<()> {
+    let tz = schedule::time_zone(&a.tz)?;
+    let now = jiff::Timestamp::now();
+    let date = schedule::run_date(&a.date, now, &tz)?;
+    let expand = |flag: &str, v: &str| schedule::expand(flag, v, date);
+    let model = BlobUrl::parse(&expand("--model", &a.model)?)?;
+    let runtime = load_model(&model, 1).await?;
+    let deadline_unix_ms = match a.deadline.as_deref() {
+        Some(d) => Some(schedule::parse_instant("--deadline", d, now, &tz)?.as_millisecond().max(0) as u64),
+        None => None,
+    };
+    let spec = JobSpec {
+        input: BlobUrl::parse(&expand("--input", &a.input)?)?,
+        model: model.clone(),
+        output: BlobUrl::parse(&expand("--output", &a.output)?)?.as_prefix(),
+        format: a.format.map(Into::into),
+        id_column: a.id_column,
+        shard_bytes: a.shard_size,
+        max_bad_rows: a.max_bad_rows,
+        max_line_bytes: a.max_line_bytes,
+        deadline_unix_ms,
+    };
+    let queue = queue::open(&a.queue)?;
+    let job_id = match a.job_id.as_deref() {
+        Some(id) => Some(JobId::parse(&expand("--job-id", id)?)?),
+        None => None,
+    };
+    let request = submit::SubmitRequest {
+        spec,
+        job_id,
+        signature: runtime.signature().clone(),
+        model_sha256: runtime.sha256().to_string(),
+        replace: a.replace,
+    };
+    let report = submit::submit(request, queue.as_ref()).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "job {} {}: {} shards (~{} rows), {} enqueued, {} already done\noutput {}\nqueue  {}",
+            report.job,
+            if report.resumed { "resumed" } else { "submitted" },
+            report.shards,
+            report.rows_estimate,
+            report.enqueued,
+            report.already_done,
+            report.output,
+            queue.name()
+        );
+        for s in &report.skipped_files {
+            println!("skipped {} ({})", s.url, s.reason);
+        }
+        for f in &report.new_files {
+            println!("not in this job (added after it was planned): {f}");
+        }
+    }
+    if !a.wait {
+        return Ok(());
+    }
+    let output = BlobUrl::parse(&report.output)?;
+    loop {
+        let s =
+            status::status(&output, Some(queue.as_ref())).await.map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?;
+        eprintln!("{}", s.progress_line());
+        if s.state != status::JobState::Running {
+            print!("{}", s.render());
+            return finished(s.state);
+        }
+        tokio::time::sleep(a.interval).await;
+    }
+}

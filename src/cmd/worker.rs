@@ -1,0 +1,109 @@
+//! `hourglass worker`: lease shards from a queue and score them until
+//! stopped (SIGTERM drains).
+
+use super::{DEFAULT_QUEUE, serve_metrics, stop_on_signal};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hourglass_core::{BlobUrl, queue};
+use hourglass_worker::lease::Worker;
+use hourglass_worker::{WorkerConfig, config};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Queue URL.
+    #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
+    queue: String,
+    /// Shards scored at once; default: the cores divided by --threads (one
+    /// shard per core, measured fastest: see README Performance).
+    #[arg(long, env = "HOURGLASS_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Shards leased ahead, waiting for a CPU slot with their input streaming in.
+    #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS, env = "HOURGLASS_PREFETCH_SHARDS")]
+    prefetch_shards: usize,
+    /// ONNX Runtime intra-op threads per shard; default: the cores divided by
+    /// --concurrency when that is given, else 1.
+    #[arg(long, env = "HOURGLASS_THREADS")]
+    threads: Option<usize>,
+    /// Rows per inference batch.
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE, env = "HOURGLASS_BATCH_SIZE")]
+    batch_size: usize,
+    /// Lease length; heartbeats extend it every third of it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "HOURGLASS_VISIBILITY_TIMEOUT")]
+    visibility_timeout: Duration,
+    /// Deliveries before a failing shard is recorded as failed and dead-lettered.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS, env = "HOURGLASS_MAX_ATTEMPTS")]
+    max_attempts: u32,
+    /// After SIGTERM, how long held shards may finish before they are released.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration, env = "HOURGLASS_DRAIN_TIMEOUT")]
+    drain_timeout: Duration,
+    /// Long-poll wait per receive; default: what the queue says (1 s on the
+    /// local queue, 20 s on SQS, where a stop request interrupts the poll).
+    #[arg(long, value_parser = humantime::parse_duration, env = "HOURGLASS_POLL_WAIT")]
+    poll_wait: Option<Duration>,
+    /// Exit after the queue has been empty this long (default: serve until stopped).
+    #[arg(long, value_parser = humantime::parse_duration, env = "HOURGLASS_EXIT_WHEN_IDLE")]
+    exit_when_idle: Option<Duration>,
+    /// Load this model before taking any message, so a bad model fails fast.
+    #[arg(long, env = "HOURGLASS_MODEL")]
+    model: Option<String>,
+    /// Name in done and failed records (default: host-pid).
+    #[arg(long, env = "HOURGLASS_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Serve Prometheus metrics and the probes here (e.g. 0.0.0.0:9100):
+    /// /healthz (the lease loop makes progress), /readyz (model loaded,
+    /// queue reachable).
+    #[arg(long, env = "HOURGLASS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Fault injection for tests: sleep before each batch.
+    #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
+    fault_batch_delay: Duration,
+    /// Prefixes this worker may read or write (repeatable, or
+    /// comma-separated in the environment variable). A task whose input,
+    /// model or output lies elsewhere is dead-lettered. Default: any.
+    #[arg(long = "allow-prefix", env = "HOURGLASS_ALLOW_PREFIXES", value_delimiter = ',')]
+    allow_prefixes: Vec<String>,
+}
+
+pub async fn run(a: WorkerArgs) -> Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (concurrency, threads) = config::split_cores(cores, a.concurrency, a.threads);
+    let queue = queue::open(&a.queue)?;
+    let long_poll = queue.long_poll();
+    let config = WorkerConfig {
+        concurrency,
+        prefetch_shards: a.prefetch_shards,
+        threads,
+        batch_size: a.batch_size,
+        visibility_timeout: a.visibility_timeout,
+        max_attempts: a.max_attempts,
+        drain_timeout: a.drain_timeout,
+        poll_wait: a.poll_wait.unwrap_or(long_poll.wait),
+        interrupt_receive: long_poll.interruptible,
+        exit_when_idle: a.exit_when_idle,
+        preload_model: a.model.as_deref().map(BlobUrl::parse).transpose()?,
+        worker_id: a.worker_id.unwrap_or_else(config::default_worker_id),
+        fault_batch_delay: a.fault_batch_delay,
+        allow_prefixes: a
+            .allow_prefixes
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| BlobUrl::parse(p.trim()))
+            .collect::<hourglass_core::Result<_>>()
+            .context("--allow-prefix")?,
+    };
+    if let Err(e) = config.validate() {
+        bail!(e);
+    }
+    // Fail fast, before any message is taken, when ONNX Runtime is missing.
+    hourglass_worker::runtime::environment()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let worker = Arc::new(Worker::new(queue, config));
+    let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r), worker.health()).await?;
+    worker.run(shutdown).await?;
+    Ok(())
+}
