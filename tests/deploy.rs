@@ -220,15 +220,165 @@ fn chart_names_a_missing_required_value() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("grace period must outlast the drain timeout"));
+    // values.schema.json refuses it first, naming the value.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/worker/terminationGraceExtraSeconds"), "{err}");
+}
+
+/// `helm template` of the full values plus `extra` flags: (stdout, stderr, ok).
+fn render_with(extra: &[&str]) -> (String, String, bool) {
+    let values = chart().join("ci/full-values.yaml");
+    let out = helm(&["template", "hg", chart().to_str().unwrap(), "-n", "batch", "-f", values.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+fn docs_of(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+#[test]
+fn chart_values_are_typed_by_its_schema() {
+    // Numbers are numbers: a quoted one, a typo'd key and a bad duration are
+    // refused, each naming the value.
+    for (flag, named) in [
+        ("config.batchSize=lots", "/config/batchSize"),
+        ("scaler.maxReplicas=-1", "/scaler/maxReplicas"),
+        ("config.visibilityTimeout=soon", "/config/visibilityTimeout"),
+        ("scaler.prewarm.at=25:00", "/scaler/prewarm/at"),
+        ("worker.replica=3", "replica"),
+    ] {
+        let (_, err, ok) = render_with(&["--set", flag]);
+        assert!(!ok && err.contains(named), "{flag}: {err}");
+    }
+    let (_, err, ok) = render_with(&["--set-string", "config.maxAttempts=3"]);
+    assert!(!ok && err.contains("/config/maxAttempts"), "{err}");
+}
+
+#[test]
+fn chart_follows_the_usual_overrides() {
+    let (text, err, ok) = render_with(&[
+        "--set",
+        "fullnameOverride=ctr",
+        "--set",
+        "worker.serviceAccount.create=false",
+        "--set",
+        "worker.serviceAccount.name=shared-ml",
+        "--set",
+        "nightly.nodeSelector.pool=batch",
+    ]);
+    assert!(ok, "{err}");
+    let docs = docs_of(&text);
+    let worker = find(&docs, "Deployment", "ctr-worker");
+    let pod = &worker["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "shared-ml");
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == "ctr-worker"),
+        "serviceAccount.create=false creates none"
+    );
+    // extraEnv and extraArgs, log level through the ConfigMap.
+    let container = &pod["containers"][0];
+    assert!(container["env"].as_array().unwrap().iter().any(|e| e["name"] == "RUST_BACKTRACE"), "{container:?}");
+    assert!(container["args"].as_array().unwrap().iter().any(|a| *a == "--prefetch-shards=2"), "{container:?}");
+    let config = find(&docs, "ConfigMap", "ctr-config");
+    assert_eq!(config["data"]["HOURGLASS_LOG"], "hourglass_worker=debug,info");
+    // Workers spread across zones; the scaler and the nightly job keep
+    // their own node selectors.
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"], "worker");
+    let scaler = find(&docs, "Deployment", "ctr-scaler");
+    assert_eq!(scaler["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/lifecycle"], "on-demand");
+    let nightly = find(&docs, "CronJob", "ctr-nightly");
+    assert_eq!(nightly["spec"]["jobTemplate"]["spec"]["template"]["spec"]["nodeSelector"]["pool"], "batch");
+    // nameOverride renames the app label too.
+    let (text, err, ok) = render_with(&["--set", "nameOverride=scoring"]);
+    assert!(ok, "{err}");
+    let docs = docs_of(&text);
+    let worker = find(&docs, "Deployment", "hg-scoring-worker");
+    assert_eq!(worker["metadata"]["labels"]["app.kubernetes.io/name"], "scoring");
+}
+
+#[test]
+fn chart_has_notes_and_an_icon_that_shows() {
+    // NOTES.txt renders only on install, which needs a cluster: render it
+    // through `tpl` from a copy of the chart instead, as a ConfigMap.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("hourglass");
+    run(Command::new("cp").args(["-r", chart().to_str().unwrap(), copy.to_str().unwrap()]));
+    std::fs::copy(chart().join("templates/NOTES.txt"), copy.join("notes.tpl")).unwrap();
+    std::fs::write(
+        copy.join("templates/zz-notes.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ tpl (.Files.Get \"notes.tpl\") . | quote }}\n",
+    )
+    .unwrap();
+    let values = chart().join("ci/full-values.yaml");
+    let out =
+        run(&mut helm(&["template", "hg", copy.to_str().unwrap(), "-n", "batch", "-f", values.to_str().unwrap()]));
+    let docs = docs_of(&String::from_utf8_lossy(&out.stdout));
+    let notes = find(&docs, "ConfigMap", "notes")["data"]["notes"].as_str().unwrap().to_string();
+    assert!(notes.contains("hourglass status --watch") && notes.contains("hg-hourglass-scaler"), "{notes}");
+    assert!(notes.contains("https://sqs.us-east-1.amazonaws.com/123456789012/hourglass-work"), "{notes}");
+    let meta: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    let icon = meta["icon"].as_str().unwrap();
+    let b64 = icon.strip_prefix("data:image/svg+xml;base64,").expect("an inline SVG icon");
+    let svg = base64_decode(b64);
+    assert_eq!(svg, std::fs::read(root().join("docs/icon.svg")).unwrap(), "Chart.yaml's icon is docs/icon.svg");
+    assert!(String::from_utf8(svg).unwrap().starts_with("<svg"));
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
 
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let rules = chart().join("files/alerts.yaml");
     let out = run(Command::new(tool("promtool")).args(["check", "rules", rules.to_str().unwrap()]));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 5 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 6 rules found"));
     let tests = root().join("deploy/prometheus/alerts.test.yaml");
     let out = run(Command::new(tool("promtool")).args(["test", "rules", tests.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let rules: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("files/alerts.yaml")).unwrap()).unwrap();
+    let runbooks = std::fs::read_to_string(root().join("docs/runbooks.md")).unwrap();
+    let anchors: Vec<String> =
+        runbooks.lines().filter_map(|l| l.strip_prefix("## ")).map(|h| h.trim().to_lowercase()).collect();
+    let alerts: Vec<&Value> =
+        rules["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    assert!(alerts.len() >= 6);
+    for rule in alerts {
+        let name = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{name}: no runbook_url"));
+        let anchor = url.split_once("docs/runbooks.md#").map(|(_, a)| a).unwrap_or_else(|| panic!("{name}: {url}"));
+        assert_eq!(anchor, name.to_lowercase(), "{name}: {url}");
+        assert!(anchors.iter().any(|a| a == anchor), "{name}: no section `## {name}` in docs/runbooks.md");
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        assert!(description.contains("namespace"), "{name}: the description does not name the namespace");
+    }
 }

@@ -1,6 +1,9 @@
 //! End-to-end tests on S3 and SQS, served by the moto server `make test`
 //! starts: real `hourglass` processes, real AWS SDK clients over HTTP.
 
+// Tests wait for processes by polling from plain threads.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use bytes::Bytes;

@@ -12,6 +12,9 @@
 //! queue) policies; it checks SQS batch calls as `sqs:SendMessageBatch` and
 //! `sqs:DeleteMessageBatch` (AWS authorizes them as the single actions).
 
+// Tests wait for processes by polling from plain threads.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

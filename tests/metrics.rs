@@ -5,79 +5,17 @@
 //! query is exported by the binaries (the scaler's are checked in
 //! `scaler_kube.rs`, where a real API server runs).
 
+// Tests wait for processes by polling from plain threads.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
+use common::prometheus::Prometheus;
 use common::*;
 use hourglass_core::queue;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(180);
-
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    /// Prometheus scraping `targets` every second.
-    fn start(targets: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: hourglass\n    static_configs:\n      - targets: [{list}]\n"
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new(tool("prometheus"))
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting prometheus");
-        let p = Prometheus { child, addr, _dir: dir };
-        p.wait_until("prometheus ready", || matches!(http_get(&p.addr, "/-/ready"), Ok((200, _))).then_some(()));
-        p
-    }
-
-    /// An instant query's samples as (labels, value).
-    fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let (status, body) = http_get(&self.addr, &format!("/api/v1/query?query={promql}")).unwrap();
-        assert_eq!(status, 200, "{promql}: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["status"], "success", "{body}");
-        v["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| (s["metric"].clone(), s["value"][1].as_str().unwrap().parse().unwrap()))
-            .collect()
-    }
-
-    fn wait_until<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + LONG;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            let log = std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "{what}: not within {LONG:?}; prometheus log:\n{log}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn dashboards_and_alerts_query_only_hourglass_metrics_that_exist() {
@@ -85,7 +23,17 @@ fn dashboards_and_alerts_query_only_hourglass_metrics_that_exist() {
     assert!(used.len() >= 15, "{used:?}");
     let unknown: Vec<_> = used
         .iter()
-        .filter(|n| !["hourglass_worker_", "hourglass_scaler_", "hourglass_watch_"].iter().any(|p| n.starts_with(p)))
+        .filter(|n| {
+            ![
+                "hourglass_worker_",
+                "hourglass_scaler_",
+                "hourglass_watch_",
+                "hourglass_build_info",
+                "hourglass_model_info",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+        })
         .collect();
     assert!(unknown.is_empty(), "metrics no binary exports: {unknown:?}");
 }
@@ -103,7 +51,7 @@ fn prometheus_scrapes_a_worker_during_a_job() {
         &["--metrics-addr", "127.0.0.1:0", "--max-attempts", "1", "--batch-size", "250", "--fault-batch-delay", "50ms"],
     );
     let addr = metrics_addr(&mut worker);
-    let prometheus = Prometheus::start(&[&addr]);
+    let prometheus = Prometheus::start(&[&addr], &[]);
     prometheus.wait_until("the worker scraped", || {
         let up = prometheus.query("up");
         up.iter().any(|(_, v)| *v == 1.0).then_some(())

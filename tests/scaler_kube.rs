@@ -6,13 +6,17 @@
 //! the Role allows exactly what the scaler does, and placeholder pods get
 //! their negative priority from the PriorityClass.
 
+// Tests wait for processes by polling from plain threads.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::{Scratch, gen_data, hourglass, submit};
+use common::prometheus::Prometheus;
+use common::{Scratch, WorkerProc, gen_data, hourglass, metrics_addr, submit, write_csv};
 use hourglass_core::queue;
 use serde_json::Value;
 
@@ -361,7 +365,9 @@ async fn scaler_exports_what_the_dashboard_and_alerts_use() {
         }
     };
     let healthy = scrape_when("batch/hourglass-capacity", r#"hourglass_scaler_job_shards{hourglass_job="#);
-    assert!(healthy.contains(r#"state="total"} "#), "{healthy}");
+    assert!(healthy.contains(r#"state="pending"} "#), "{healthy}");
+    assert!(healthy.contains(r#"hourglass_scaler_job_shards_planned{hourglass_job="#), "{healthy}");
+    assert!(healthy.contains("hourglass_build_info{"), "{healthy}");
     assert!(healthy.contains(r#"hourglass_scaler_queue_messages{state="visible"}"#), "{healthy}");
     // A placeholder Deployment the Role does not cover: a failed call, counted.
     let failing = scrape_when("batch/not-ours", "hourglass_scaler_errors_total{");
@@ -392,4 +398,130 @@ async fn scaler_follows_a_nightly_ledger_by_date() {
     let bad = k.scaler_once(&queue, &["--ledger", &s.s("preds/{dat}/")]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("{dat}"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// Every query of every Grafana panel (and of its variables), run against
+/// a real Prometheus scraping a worker, two scalers (one of them failing,
+/// for the error panels) and a watcher during a job, returns data.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_query_returns_data_during_a_job() {
+    let _one = SERIAL.lock().await;
+    let k = kube();
+    let s = Scratch::new();
+    write_csv(&s.path("input/a.csv"), 0, 4000, None);
+    // b.csv fails for good (a non-number, no bad rows allowed): errors by kind.
+    write_csv(&s.path("input/b.csv"), 4000, 4500, Some(4300));
+    let (queue, output, kubeconfig) = (s.queue(), s.output(), k.kubeconfig("scaler"));
+    let mut worker = WorkerProc::spawn(
+        &s,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--max-attempts",
+            "1",
+            "--batch-size",
+            "250",
+            "--fault-batch-delay",
+            "50ms",
+            "--model",
+            common::model_path().to_str().unwrap(),
+        ],
+    );
+    let scaler = |placeholders: &str| {
+        WorkerProc::spawn_command(
+            &[
+                "scaler",
+                "--kubeconfig",
+                &kubeconfig,
+                "--queue",
+                &queue,
+                "--deployment",
+                "batch/hourglass-worker",
+                "--placeholders",
+                placeholders,
+                "--ledger",
+                &output,
+                "--interval",
+                "1s",
+                "--dry-run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            &[],
+        )
+    };
+    let (mut healthy, mut failing) = (scaler("batch/hourglass-capacity"), scaler("batch/not-ours"));
+    let events = format!("local://{}", s.s("events.db"));
+    let rules = s.path("rules.yaml");
+    let rule = format!(
+        "rules:\n  - name: drops\n    prefix: drops/\n    model: {}\n    output: {}\n",
+        common::model_path().display(),
+        s.s("watched/{stem}/")
+    );
+    std::fs::write(&rules, rule).unwrap();
+    let mut watcher = WorkerProc::spawn_command(
+        &[
+            "watch",
+            "--events-queue",
+            &events,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--queue",
+            &queue,
+            "--poll-wait",
+            "1s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let targets =
+        [metrics_addr(&mut worker), metrics_addr(&mut healthy), metrics_addr(&mut failing), metrics_addr(&mut watcher)];
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let prometheus = Prometheus::start(&targets, &[("namespace", "batch")]);
+    let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-22T00:00:00Z","Bucket":"feat"}"#;
+    queue::open(&events).unwrap().send_batch(&[test_event.to_string()]).await.unwrap();
+    let out = submit(&s, &["--shard-size", "64KiB", "--deadline", "+1h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    prometheus.wait_until("the job's rows and its failed shard", || {
+        let rows: f64 = prometheus.query("sum(hourglass_worker_rows_total)").iter().map(|(_, v)| v).sum();
+        let failed = prometheus.query(r#"hourglass_worker_shards_total{outcome="failed"}"#);
+        let watched = prometheus.query("hourglass_watch_events_total");
+        (rows == 4000.0 && !failed.is_empty() && !watched.is_empty()).then_some(())
+    });
+    // rate() and increase() need two samples in their window: a few scrapes
+    // after the last change.
+    prometheus.wait_until("three scrapes of every series", || {
+        let scrapes = prometheus.query("min(count_over_time(hourglass_watch_events_total[1m]))");
+        let rows = prometheus.query("min(count_over_time(hourglass_worker_rows_total[1m]))");
+        let errors = prometheus.query("min(count_over_time(hourglass_scaler_errors_total[1m]))");
+        [scrapes, rows, errors].iter().all(|s| s.first().is_some_and(|(_, n)| *n >= 3.0)).then_some(())
+    });
+
+    let dashboard: Value = serde_json::from_slice(
+        &std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/hourglass/files/dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push((panel["title"].as_str().unwrap().to_string(), target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    // A variable's label_values(metric{…}, label): its metric with the label.
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(def) = var["definition"].as_str().and_then(|d| d.strip_prefix("label_values(")) {
+            let (metric, label) = def.trim_end_matches(')').rsplit_once(',').unwrap();
+            queries.push((format!("variable {}", var["name"]), format!("count by ({}) ({metric})", label.trim())));
+        }
+    }
+    assert!(queries.len() >= 25, "{queries:?}");
+    let expand = |q: &str| q.replace("$namespace", "batch").replace("$job", ".*").replace("$__rate_interval", "1m");
+    let empty: Vec<_> = queries
+        .iter()
+        .filter(|(_, q)| prometheus.query(&expand(q)).is_empty())
+        .map(|(title, q)| format!("{title}: {q}"))
+        .collect();
+    assert!(empty.is_empty(), "dashboard queries without data:\n{}", empty.join("\n"));
 }

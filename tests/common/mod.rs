@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
@@ -463,7 +465,9 @@ pub fn metrics_used_by_dashboards_and_alerts() -> std::collections::BTreeSet<Str
                 start + e[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(e.len() - start);
             // `hourglass_job` is a label (Prometheus' own `job` would shadow `job`).
             let word = &e[start..end];
+            // `hourglass_scaler_*` in prose names a family, not a metric.
             if word != "hourglass_job"
+                && !word.ends_with('_')
                 && (start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_'))
             {
                 names.insert(word.to_string());

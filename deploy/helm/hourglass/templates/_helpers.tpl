@@ -1,9 +1,18 @@
-{{/* Names and labels. */}}
+{{/* Names and labels: nameOverride replaces the chart's name, fullnameOverride the release-chart prefix. */}}
+{{- define "hourglass.chartName" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "hourglass.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "hourglass.chartName" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -12,7 +21,7 @@
 {{- end -}}
 
 {{- define "hourglass.selector" -}}
-app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/name: {{ include "hourglass.chartName" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
@@ -47,46 +56,108 @@ capabilities:
   drop: ["ALL"]
 {{- end -}}
 
-{{/* Spot placement shared by workers and placeholders (one placeholder is room for one worker). */}}
+{{/* The values block of a component (worker, scaler, nightly, watcher, placeholders). */}}
+{{- define "hourglass.values" -}}
+{{- $key := .component -}}
+{{- if eq $key "capacity" }}{{ $key = "placeholders" }}{{ end -}}
+{{- toYaml (index .root.Values $key) -}}
+{{- end -}}
+
+{{/* Spot placement shared by workers and placeholders (one placeholder is
+room for one worker): the spot affinity unless the component sets its own,
+the node group's nodeSelector and tolerations plus the component's. */}}
 {{- define "hourglass.placement" -}}
+{{- $v := include "hourglass.values" . | fromYaml -}}
+{{- $p := .root.Values.placement -}}
 affinity:
+{{- if $v.affinity }}
+  {{- toYaml $v.affinity | nindent 2 }}
+{{- else }}
   nodeAffinity:
     requiredDuringSchedulingIgnoredDuringExecution:
       nodeSelectorTerms:
         - matchExpressions:
-            - key: {{ .Values.placement.capacityTypeLabel }}
+            - key: {{ $p.capacityTypeLabel }}
               operator: In
-              values: {{ toJson .Values.placement.capacityTypes }}
-{{- with .Values.placement.nodeSelector }}
+              values: {{ toJson $p.capacityTypes }}
+{{- end }}
+{{- with merge (dict) ($v.nodeSelector | default dict) ($p.nodeSelector | default dict) }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.placement.tolerations }}
+{{- with concat ($p.tolerations | default list) ($v.tolerations | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
-{{/* Environment every Hourglass container gets. */}}
+{{/* Scheduling for components off the spot pool (scaler, nightly, watcher): their own nodeSelector, tolerations, affinity. */}}
+{{- define "hourglass.scheduling" -}}
+{{- $v := include "hourglass.values" . | fromYaml -}}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* A component's extra arguments, appended after the chart's own. */}}
+{{- define "hourglass.extraArgs" -}}
+{{- $v := include "hourglass.values" . | fromYaml -}}
+{{- range $v.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Environment every Hourglass container gets (dict root component): the
+shared ConfigMap, the metrics address, and the component's extraEnv. */}}
 {{- define "hourglass.env" -}}
+{{- $v := include "hourglass.values" . | fromYaml -}}
 envFrom:
   - configMapRef:
-      name: {{ include "hourglass.fullname" . }}-config
+      name: {{ include "hourglass.fullname" .root }}-config
 env:
   - name: HOURGLASS_METRICS_ADDR
-    value: "0.0.0.0:{{ .Values.metrics.port }}"
+    value: "0.0.0.0:{{ .root.Values.metrics.port }}"
+{{- with $v.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The ServiceAccount a component's pods run as: its own (created) unless
+serviceAccount.create is false, then serviceAccount.name or "default". */}}
+{{- define "hourglass.serviceAccountName" -}}
+{{- $sa := (include "hourglass.values" . | fromYaml).serviceAccount | default dict -}}
+{{- if ne (toString $sa.create) "false" -}}
+{{- default (include "hourglass.name" .) $sa.name -}}
+{{- else -}}
+{{- default "default" $sa.name -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "hourglass.serviceAccount" -}}
+{{- $sa := (include "hourglass.values" . | fromYaml).serviceAccount | default dict -}}
+{{- if ne (toString $sa.create) "false" -}}
+{{- $annotations := $sa.annotations | default dict -}}
+{{- with $sa.roleArn }}{{ $_ := set $annotations "eks.amazonaws.com/role-arn" . }}{{ end -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ include "hourglass.name" . }}
+  name: {{ include "hourglass.serviceAccountName" . }}
   labels:
     {{- include "hourglass.labels" . | nindent 4 }}
-  {{- with .roleArn }}
+  {{- with $annotations }}
   annotations:
-    eks.amazonaws.com/role-arn: {{ . | quote }}
+    {{- toYaml . | nindent 4 }}
   {{- end }}
 automountServiceAccountToken: {{ .automount | default false }}
+---
+{{- end }}
 {{- end -}}
