@@ -4,11 +4,11 @@
 //! the fewest node-hours.
 //!
 //! It owns the policy (`policy`: a pure function of its signals, shared by
-//! the live loop and the simulator) and, as they land, the signals (queue
-//! depth from the `Queue` trait, progress from the job ledger), the
-//! actuators (Kubernetes Deployment scale, placeholder capacity) and the
-//! simulator. It only reads signals and writes replica counts: it never
-//! touches shards or outputs.
+//! the live loop and the simulator), the signals (`signals`: queue depth
+//! from the `Queue` trait, progress from the job ledger), the actuators
+//! (`kube`: Deployment scale, placeholder capacity, events), the live loop
+//! (`run`) and the simulator (`sim`). It only reads signals and writes
+//! replica counts: it never touches shards or outputs.
 
 pub mod error;
 pub mod kube;

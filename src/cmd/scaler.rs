@@ -57,44 +57,44 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// simulation runs exactly the policy that would run live.
 #[derive(Args, Clone)]
 struct PolicyArgs {
-    #[arg(long, value_enum, default_value = "deadline")]
+    #[arg(long, value_enum, default_value = "deadline", env = "HOURGLASS_POLICY")]
     policy: PolicyArg,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "HOURGLASS_MIN_REPLICAS")]
     min_replicas: u32,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "HOURGLASS_MAX_REPLICAS")]
     max_replicas: u32,
     /// Most replicas added by one decision.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "HOURGLASS_MAX_STEP_UP")]
     max_step_up: u32,
     /// Most replicas removed by one decision.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, env = "HOURGLASS_MAX_STEP_DOWN")]
     max_step_down: u32,
     /// Scale down only to the highest desire of this window (the HPA's 5 min).
-    #[arg(long, default_value = "5m", value_parser = duration)]
+    #[arg(long, default_value = "5m", value_parser = duration, env = "HOURGLASS_SCALE_DOWN_STABILIZATION")]
     scale_down_stabilization: Duration,
     /// Scale to zero after the queue has been empty this long.
-    #[arg(long, default_value = "5m", value_parser = duration)]
+    #[arg(long, default_value = "5m", value_parser = duration, env = "HOURGLASS_IDLE_COOLDOWN")]
     idle_cooldown: Duration,
     /// Aim to finish this long before the deadline.
-    #[arg(long, default_value = "5m", value_parser = duration)]
+    #[arg(long, default_value = "5m", value_parser = duration, env = "HOURGLASS_SAFETY_MARGIN")]
     safety_margin: Duration,
     /// How long a worker pod takes from scheduled to taking work.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = duration, env = "HOURGLASS_POD_START")]
     pod_start: Duration,
     /// How long a new node takes to join (spot: 2-4 min).
-    #[arg(long, default_value = "3m", value_parser = duration)]
+    #[arg(long, default_value = "3m", value_parser = duration, env = "HOURGLASS_NODE_BOOT")]
     node_boot: Duration,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, env = "HOURGLASS_PODS_PER_NODE")]
     pods_per_node: u32,
     /// Rows/s of one worker pod before any shard has been measured.
-    #[arg(long = "pod-rows-per-sec", default_value = "250000", value_parser = count)]
+    #[arg(long = "pod-rows-per-sec", default_value = "250000", value_parser = count, env = "HOURGLASS_POD_ROWS_PER_SEC")]
     pod_rows_per_sec: f64,
     /// KEDA's `queueLength`: messages per replica for the queue-length rule
     /// (and for the deadline rule when the job has no deadline).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "HOURGLASS_TARGET_MESSAGES_PER_REPLICA")]
     target_messages_per_replica: u64,
     /// Shards one worker pod takes at once (its --concurrency).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "HOURGLASS_WORKER_CONCURRENCY")]
     worker_concurrency: u32,
 }
 
@@ -145,7 +145,7 @@ struct RunArgs {
     #[arg(long, env = "HOURGLASS_DEADLINE")]
     deadline: Option<String>,
     /// Rows per message when the ledger cannot say.
-    #[arg(long, default_value = "1000000", value_parser = count)]
+    #[arg(long, default_value = "1000000", value_parser = count, env = "HOURGLASS_ROWS_PER_MESSAGE")]
     rows_per_message: f64,
     /// Pre-warm nodes daily at HH:MM in --tz (a wall-clock time: it stays
     /// at 01:30 Berlin across DST), before the scheduled run.
@@ -153,18 +153,18 @@ struct RunArgs {
     prewarm_at: Option<String>,
     /// Worker pods to pre-warm room for: a number, or `auto` to size it from
     /// the last run's ledger (--prewarm-from).
-    #[arg(long, requires = "prewarm_at")]
+    #[arg(long, requires = "prewarm_at", env = "HOURGLASS_PREWARM_REPLICAS")]
     prewarm_replicas: Option<String>,
     /// The last run's output prefix, for `--prewarm-replicas auto`.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_PREWARM_FROM")]
     prewarm_from: Option<String>,
     /// How long the pre-warm window lasts.
-    #[arg(long, default_value = "1h", value_parser = duration)]
+    #[arg(long, default_value = "1h", value_parser = duration, env = "HOURGLASS_PREWARM_FOR")]
     prewarm_for: Duration,
-    #[arg(long, default_value = "15s", value_parser = duration)]
+    #[arg(long, default_value = "15s", value_parser = duration, env = "HOURGLASS_INTERVAL")]
     interval: Duration,
     /// Kubeconfig file; default: in-cluster service account, else KUBECONFIG / ~/.kube/config.
-    #[arg(long)]
+    #[arg(long, env = "HOURGLASS_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Serve Prometheus metrics here (e.g. 0.0.0.0:9090).
     #[arg(long, env = "HOURGLASS_METRICS_ADDR")]

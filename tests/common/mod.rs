@@ -54,6 +54,11 @@ pub fn hourglass(args: &[&str]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("running hourglass")
 }
 
+/// `hourglass` with extra environment variables.
+pub fn hourglass_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN).args(args).envs(env.iter().copied()).stdin(Stdio::null()).output().expect("running hourglass")
+}
+
 pub fn hourglass_ok(args: &[&str]) -> Output {
     run_ok(Command::new(BIN).args(args).stdin(Stdio::null()))
 }
