@@ -3,7 +3,10 @@
 //! `depth`, `max_receives`, `ack_batch`, `release`, `dead_letter`. The
 //! others are retried where their meaning is known: `receive` by the
 //! consumer's poll loop, `extend` by the lease (which stops when the lease
-//! runs out), `send_batch` entry by entry by `send_all`.
+//! runs out), `send_batch` entry by entry by `send_all`. A retried
+//! `dead_letter` whose first try sent but did not delete may leave two
+//! copies in the dead-letter queue: harmless, the failed record is what
+//! `status` reads.
 
 use super::{BatchOutcome, Depth, LongPoll, Message, Queue};
 use crate::retry::Policy;
