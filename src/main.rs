@@ -62,6 +62,9 @@ enum Command {
     /// Manage SQS queues.
     #[command(subcommand)]
     Queue(cmd::queue::QueueCommand),
+    /// The model registry: versions, aliases, promotion and rollback.
+    #[command(subcommand)]
+    Model(cmd::model::ModelCommand),
     /// Least-privilege IAM policies for each component.
     #[command(subcommand)]
     Iam(cmd::iam::IamCommand),
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cmd::verify::run(a).await,
             Command::Queue(c) => cmd::queue::run(c).await,
             Command::Iam(c) => cmd::iam::run(c),
+            Command::Model(c) => cmd::model::run(c).await,
             Command::Watch(a) => cmd::watch::run(a).await,
             Command::Scaler(a) => cmd::scaler::run(*a).await,
             Command::Bench(a) => cmd::bench::run(*a).await,

@@ -22,6 +22,8 @@ pub struct SubmitRequest {
     pub model_sha256: String,
     /// Clear a prefix that holds another job's ledger and outputs first.
     pub replace: bool,
+    /// The registry model `spec.model` was resolved from.
+    pub model_registry: Option<hourglass_core::ledger::RegistryPin>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +155,7 @@ async fn plan(req: &SubmitRequest, job: &JobId, input_store: &dyn BlobStore) -> 
             .collect(),
         skipped_files,
         shards,
+        model_registry: req.model_registry.clone(),
     })
 }
 

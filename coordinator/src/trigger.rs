@@ -96,7 +96,7 @@ impl Rules {
             {
                 return Err(at("name: use 1 to 40 letters, digits or '-'".into()));
             }
-            BlobUrl::parse(&r.model).map_err(|e| at(format!("model: {e}")))?;
+            hourglass_core::registry::ModelRef::parse(&r.model).map_err(|e| at(format!("model: {e}")))?;
             let probe = Event::probe();
             let out = r.render_output(&probe).map_err(|e| at(e.to_string()))?;
             BlobUrl::parse(&out).map_err(|e| at(format!("output: {e}")))?;
@@ -444,8 +444,15 @@ impl Watcher {
             self.metrics.count(&rule.name, "duplicate");
             return Ok(Handled::Duplicate(job));
         }
+        // A registry alias is resolved per job: each job pins the version
+        // that was current when its object arrived.
+        let mut spec = spec;
+        let (model, model_registry) =
+            hourglass_core::registry::resolve_ref(&rule.model).await.map_err(|e| fail(e.into()))?;
+        spec.model = model;
         let (signature, model_sha256) = self.models.read(&spec.model).await.map_err(fail)?;
-        let request = SubmitRequest { spec, job_id: Some(job), signature, model_sha256, replace: false };
+        let request =
+            SubmitRequest { spec, job_id: Some(job), signature, model_sha256, replace: false, model_registry };
         let report = submit(request, self.work.as_ref()).await.map_err(fail)?;
         self.metrics.count(&rule.name, "submitted");
         Ok(Handled::Submitted(report))

@@ -109,6 +109,23 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_files: Vec<SkippedFile>,
     pub shards: Vec<ShardPlan>,
+    /// The registry model the job scores, pinned at submit: an alias moved
+    /// later does not change the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_registry: Option<RegistryPin>,
+}
+
+/// A registry model as a job pinned it (`spec.model` is the version's
+/// `model.onnx`, `model_sha256` its digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryPin {
+    pub registry: BlobUrl,
+    pub name: String,
+    pub version: u64,
+    /// The alias it was resolved through at submit, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

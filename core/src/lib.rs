@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod registry;
 pub mod retry;
 pub mod rng;
 pub mod schedule;

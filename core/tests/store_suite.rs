@@ -57,6 +57,29 @@ async fn suite(store: Arc<dyn BlobStore>, root: &str) {
     }
     assert_eq!(wins, 1);
 
+    // put_if_version: a compare-and-swap; of racers that read the same
+    // version exactly one wins, a stale or missing version loses.
+    let cas = k("cas/aliases.json");
+    store.put(&cas, Bytes::from_static(b"0")).await.unwrap();
+    let read = store.head(&cas).await.unwrap().version;
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, key, v) = (store.clone(), cas.clone(), read.clone());
+            tokio::spawn(async move { s.put_if_version(&key, Bytes::from(format!("{}", i + 1)), &v).await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for r in racers {
+        wins += r.await.unwrap() as u32;
+    }
+    assert_eq!(wins, 1);
+    assert_ne!(&store.get(&cas).await.unwrap()[..], b"0");
+    assert!(!store.put_if_version(&cas, Bytes::from_static(b"stale"), &read).await.unwrap());
+    let now = store.head(&cas).await.unwrap().version;
+    assert!(store.put_if_version(&cas, Bytes::from_static(b"next"), &now).await.unwrap());
+    assert_eq!(&store.get(&cas).await.unwrap()[..], b"next");
+    assert!(!store.put_if_version(&k("cas/missing"), Bytes::from_static(b"x"), &now).await.unwrap());
+
     // listing: prefix semantics, key order, across pages (> 1,000 keys)
     let keys: Vec<String> = (0..1_100).map(|i| k(&format!("many/{i:05}"))).collect();
     futures::stream::iter(keys.clone())

@@ -177,6 +177,7 @@ mod tests {
             rows_estimate: shards as u64 * rows_each,
             files: vec![],
             skipped_files: vec![],
+            model_registry: None,
             shards: (0..shards)
                 .map(|i| ShardPlan {
                     shard: ShardId::parse(&format!("s{i:03}")).unwrap(),

@@ -199,6 +199,7 @@ pub(crate) async fn submit_job(
         signature: model.signature().clone(),
         model_sha256: model.sha256().to_string(),
         replace: false,
+        model_registry: None,
     };
     Ok(submit::submit(request, queue).await?)
 }

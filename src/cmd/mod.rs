@@ -8,6 +8,7 @@ pub mod demo;
 pub mod doctor;
 pub mod gen_data;
 pub mod iam;
+pub mod model;
 pub mod queue;
 pub mod scaler;
 pub mod status;

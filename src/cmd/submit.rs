@@ -17,7 +17,8 @@ pub struct SubmitArgs {
     /// --model, --output and --job-id.
     #[arg(long, env = "HOURGLASS_INPUT")]
     input: String,
-    /// The ONNX model.
+    /// The ONNX model: a file or URL, or a registry model `ROOT/NAME@ALIAS`
+    /// or `ROOT/NAME/VERSION` (resolved once: the job pins the version).
     #[arg(long, env = "HOURGLASS_MODEL")]
     model: String,
     /// Output prefix: part-<shard>.parquet files and the job ledger go here.
@@ -82,8 +83,11 @@ pub async fn run(a: SubmitArgs) -> Result<()> {
     let now = jiff::Timestamp::now();
     let date = schedule::run_date(&a.date, now, &tz)?;
     let expand = |flag: &str, v: &str| schedule::expand(flag, v, date);
-    let model = BlobUrl::parse(&expand("--model", &a.model)?)?;
+    let (model, model_registry) = hourglass_core::registry::resolve_ref(&expand("--model", &a.model)?).await?;
     let runtime = load_model(&model, 1).await?;
+    if let Some(pin) = &model_registry {
+        tracing::info!(name = %pin.name, version = pin.version, alias = ?pin.alias, "model resolved from the registry");
+    }
     let deadline_unix_ms = match a.deadline.as_deref() {
         Some(d) => Some(schedule::parse_instant("--deadline", d, now, &tz)?.as_millisecond().max(0) as u64),
         None => None,
@@ -110,6 +114,7 @@ pub async fn run(a: SubmitArgs) -> Result<()> {
         signature: runtime.signature().clone(),
         model_sha256: runtime.sha256().to_string(),
         replace: a.replace,
+        model_registry,
     };
     let report = submit::submit(request, queue.as_ref()).await?;
     if a.json {

@@ -47,7 +47,8 @@ pub struct WorkerArgs {
     /// Exit after the queue has been empty this long (default: serve until stopped).
     #[arg(long, value_parser = humantime::parse_duration, env = "HOURGLASS_EXIT_WHEN_IDLE")]
     exit_when_idle: Option<Duration>,
-    /// Load this model before taking any message, so a bad model fails fast.
+    /// Load this model before taking any message, so a bad model fails fast
+    /// (a file, URL or registry reference `ROOT/NAME@ALIAS`).
     #[arg(long, env = "HOURGLASS_MODEL")]
     model: Option<String>,
     /// Name in done and failed records (default: host-pid).
@@ -84,7 +85,10 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
         poll_wait: a.poll_wait.unwrap_or(long_poll.wait),
         interrupt_receive: long_poll.interruptible,
         exit_when_idle: a.exit_when_idle,
-        preload_model: a.model.as_deref().map(BlobUrl::parse).transpose()?,
+        preload_model: match a.model.as_deref() {
+            Some(m) => Some(hourglass_core::registry::resolve_ref(m).await?.0),
+            None => None,
+        },
         worker_id: a.worker_id.unwrap_or_else(config::default_worker_id),
         fault_batch_delay: a.fault_batch_delay,
         allow_prefixes: a

@@ -216,6 +216,34 @@ impl BlobStore for FsStore {
         .await
     }
 
+    async fn put_if_version(&self, key: &str, body: Bytes, expected: &str) -> Result<bool> {
+        let (k, expected) = (key.to_string(), expected.to_string());
+        blocking(move || {
+            let path = Self::path(&k);
+            let err = |e| Self::err("put", &k, e);
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            // The directory's lock orders compare-and-swaps on its files
+            // across processes (flock); plain puts do not take it.
+            let lock = std::fs::File::open(dir).map_err(err)?;
+            lock.lock().map_err(err)?;
+            let current = match std::fs::metadata(&path) {
+                Ok(meta) => version(&meta),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(err(e)),
+            };
+            if current != expected {
+                return Ok(false);
+            }
+            let tmp = Self::write_temp(&path, &body).map_err(err)?;
+            std::fs::rename(&tmp, &path).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                err(e)
+            })?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let k = key.to_string();
         blocking(move || {

@@ -45,6 +45,8 @@ pub struct ObjectMeta {
 ///   never a part;
 /// - `put_if_absent` creates the object only if no object has the key, and
 ///   says whether it did; of racing callers exactly one wins;
+/// - `put_if_version` replaces it only if it is still the version read;
+///   of racing callers exactly one wins;
 /// - `list` yields every object whose key starts with `prefix` (no
 ///   delimiter, recursive), in lexicographic key order, across pages;
 /// - missing objects are errors of kind `NotFound`; `delete` of a missing
@@ -69,6 +71,12 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool>;
+
+    /// Replaces the object only if it is still at `version` (its
+    /// `ObjectMeta::version`; S3's `If-Match`), and says whether it did: a
+    /// compare-and-swap. Of racing callers that read the same version,
+    /// exactly one wins; a missing object is a lost race.
+    async fn put_if_version(&self, key: &str, body: Bytes, version: &str) -> Result<bool>;
 
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 

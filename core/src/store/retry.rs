@@ -43,6 +43,9 @@ impl BlobStore for RetryStore {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool> {
         self.policy.run("store put", || self.inner.put_if_absent(key, body.clone())).await
     }
+    async fn put_if_version(&self, key: &str, body: Bytes, version: &str) -> Result<bool> {
+        self.policy.run("store put", || self.inner.put_if_version(key, body.clone(), version)).await
+    }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.policy.run("store head", || self.inner.head(key)).await
     }

@@ -256,6 +256,26 @@ impl BlobStore for S3Store {
         }
     }
 
+    async fn put_if_version(&self, key: &str, body: Bytes, version: &str) -> Result<bool> {
+        let target = self.target(key);
+        let res = self
+            .client()
+            .await
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(version)
+            .body(SdkBody::from(body))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            // Changed since it was read (412, or 409 for a racing write), or gone (404).
+            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412 | 409 | 404)) => Ok(false),
+            Err(e) => Err(self.err("put", target, e)),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let target = self.target(key);
         let out = self

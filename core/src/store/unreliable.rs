@@ -48,6 +48,10 @@ impl BlobStore for UnreliableStore {
         self.check("put", key).await?;
         self.inner.put_if_absent(key, body).await
     }
+    async fn put_if_version(&self, key: &str, body: Bytes, version: &str) -> Result<bool> {
+        self.check("put", key).await?;
+        self.inner.put_if_version(key, body, version).await
+    }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.check("head", key).await?;
         self.inner.head(key).await
