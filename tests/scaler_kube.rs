@@ -159,6 +159,32 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The real scaler binary ticking every second in dry-run, as the scaler's
+/// service account, following `output`'s ledger, serving metrics.
+fn live_scaler(kubeconfig: &str, queue: &str, output: &str, placeholders: &str) -> WorkerProc {
+    WorkerProc::spawn_command(
+        &[
+            "scaler",
+            "--kubeconfig",
+            kubeconfig,
+            "--queue",
+            queue,
+            "--deployment",
+            "batch/hourglass-worker",
+            "--placeholders",
+            placeholders,
+            "--ledger",
+            output,
+            "--interval",
+            "1s",
+            "--dry-run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+}
+
 async fn queue_with(s: &Scratch, messages: usize) -> String {
     let url = s.queue();
     let q = queue::open(&url).unwrap();
@@ -332,27 +358,7 @@ async fn scaler_exports_what_the_dashboard_and_alerts_use() {
     let (queue, output, kubeconfig) = (s.queue(), s.output(), k.kubeconfig("scaler"));
     // Runs the scaler until its metrics show `needle`; returns them.
     let scrape_when = |placeholders: &str, needle: &str| {
-        let mut scaler = common::WorkerProc::spawn_command(
-            &[
-                "scaler",
-                "--kubeconfig",
-                &kubeconfig,
-                "--queue",
-                &queue,
-                "--deployment",
-                "batch/hourglass-worker",
-                "--placeholders",
-                placeholders,
-                "--ledger",
-                &output,
-                "--interval",
-                "1s",
-                "--dry-run",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
+        let mut scaler = live_scaler(&kubeconfig, &queue, &output, placeholders);
         let addr = common::metrics_addr(&mut scaler);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
@@ -427,29 +433,7 @@ async fn every_dashboard_query_returns_data_during_a_job() {
             common::model_path().to_str().unwrap(),
         ],
     );
-    let scaler = |placeholders: &str| {
-        WorkerProc::spawn_command(
-            &[
-                "scaler",
-                "--kubeconfig",
-                &kubeconfig,
-                "--queue",
-                &queue,
-                "--deployment",
-                "batch/hourglass-worker",
-                "--placeholders",
-                placeholders,
-                "--ledger",
-                &output,
-                "--interval",
-                "1s",
-                "--dry-run",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            &[],
-        )
-    };
+    let scaler = |placeholders: &str| live_scaler(&kubeconfig, &queue, &output, placeholders);
     let (mut healthy, mut failing) = (scaler("batch/hourglass-capacity"), scaler("batch/not-ours"));
     let events = format!("local://{}", s.s("events.db"));
     let rules = s.path("rules.yaml");

@@ -85,6 +85,33 @@ impl S3Store {
         Error::store(op, target, kind, message).caused_by(e)
     }
 
+    /// A PUT that happens only if the key is absent (`If-None-Match: *`),
+    /// or, with `version`, only if the object is still that version
+    /// (`If-Match`). `Ok(false)`: the condition failed (412, 409 for a
+    /// racing write, 404 for an object gone since it was read).
+    async fn put_conditional(&self, key: &str, body: Bytes, version: Option<&str>) -> Result<bool> {
+        let target = self.target(key);
+        let put = self.client().await.put_object().bucket(&self.bucket).key(key).body(SdkBody::from(body));
+        let put = match version {
+            None => put.if_none_match("*"),
+            Some(v) => put.if_match(v),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.raw_response().is_some_and(|r| match r.status().as_u16() {
+                    412 | 409 => true,
+                    // A 404 to If-None-Match is a missing bucket: an error.
+                    404 => version.is_some(),
+                    _ => false,
+                }) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("put", target, e)),
+        }
+    }
+
     async fn put_multipart(&self, key: &str, body: Bytes) -> Result<()> {
         let client = self.client().await;
         let target = self.target(key);
@@ -238,42 +265,11 @@ impl BlobStore for S3Store {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool> {
-        let target = self.target(key);
-        let res = self
-            .client()
-            .await
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .if_none_match("*")
-            .body(SdkBody::from(body))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) => Ok(false),
-            Err(e) => Err(self.err("put", target, e)),
-        }
+        self.put_conditional(key, body, None).await
     }
 
     async fn put_if_version(&self, key: &str, body: Bytes, version: &str) -> Result<bool> {
-        let target = self.target(key);
-        let res = self
-            .client()
-            .await
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .if_match(version)
-            .body(SdkBody::from(body))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            // Changed since it was read (412, or 409 for a racing write), or gone (404).
-            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 412 | 409 | 404)) => Ok(false),
-            Err(e) => Err(self.err("put", target, e)),
-        }
+        self.put_conditional(key, body, Some(version)).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
