@@ -115,4 +115,27 @@ fn push_alias_promote_rollback_and_pin() {
     let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(listed[0]["versions"], serde_json::json!([1, 2, 3]));
     assert_eq!(listed[0]["aliases"]["champion"], 1);
+
+    // Parity: a re-push of the champion's model scores the same and goes;
+    // another model is refused, with how far apart they are.
+    let v4 = push(&gbdt, &[]);
+    let parity = |v: &str| {
+        hourglass(&[
+            "model",
+            "promote",
+            "--registry",
+            &reg,
+            "--name",
+            "ctr",
+            "--version",
+            v,
+            "--require-parity",
+            "1e-6",
+        ])
+    };
+    let other = parity("2");
+    // (The MLP has other outputs than the GBDT: refused for that.)
+    assert!(!other.status.success() && out(&other).contains("--require-parity"), "{}", out(&other));
+    let same = parity(&v4["version"].to_string());
+    assert!(same.status.success() && out(&same).contains("agree within 0e0"), "{}", out(&same));
 }

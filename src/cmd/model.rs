@@ -6,8 +6,10 @@
 use super::load_model;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use hourglass_core::model::DType;
 use hourglass_core::registry::{self, Lineage, ModelRef, Registry};
 use hourglass_core::{BlobUrl, store};
+use hourglass_worker::runtime::InputData;
 use std::collections::BTreeMap;
 
 #[derive(Subcommand)]
@@ -106,6 +108,13 @@ pub struct PromoteArgs {
     /// current one's (e.g. `auc`; `logloss-` for lower is better).
     #[arg(long)]
     require_metric: Option<String>,
+    /// Refuse unless the new version scores like the current one: every
+    /// output within this absolute tolerance on --parity-rows random rows
+    /// (for a re-export or a runtime upgrade of the same model).
+    #[arg(long)]
+    require_parity: Option<f64>,
+    #[arg(long, default_value_t = 4096)]
+    parity_rows: usize,
 }
 
 #[derive(Args)]
@@ -285,6 +294,18 @@ async fn promote(a: PromoteArgs) -> Result<()> {
             }
         }
     }
+    if let Some(tolerance) = a.require_parity {
+        let Some(cur) = current else { bail!("--require-parity: {name}@{} points nowhere to compare with", a.alias) };
+        let worst = parity(&reg, name, cur, a.version, a.parity_rows).await?;
+        if worst > tolerance {
+            bail!(
+                "--require-parity {tolerance}: version {} differs from version {cur} by up to {worst:e} on {} rows",
+                a.version,
+                a.parity_rows
+            );
+        }
+        println!("parity: versions {cur} and {} agree within {worst:e} on {} rows", a.version, a.parity_rows);
+    }
     // The alias must still be where it was checked against.
     reg.set_alias(name, &a.alias, a.version, Some(current), &actor()).await?;
     println!("{name}@{}: {} → {}", a.alias, show_version(current), a.version);
@@ -295,4 +316,48 @@ async fn promote(a: PromoteArgs) -> Result<()> {
 fn dims(shape: &[Option<u64>]) -> String {
     let d: Vec<String> = shape.iter().map(|x| x.map(|n| n.to_string()).unwrap_or_else(|| "-1".into())).collect();
     format!("[{}]", d.join(", "))
+}
+
+/// The largest absolute difference between two versions' outputs on `rows`
+/// random rows (uniform in [-1, 3), a few exact zeros), through the worker
+/// runtime: the same inference path batch jobs use.
+async fn parity(reg: &Registry, name: &str, a: u64, b: u64, rows: usize) -> Result<f64> {
+    let (ma, mb) = (load_model(&reg.model_url(name, a), 1).await?, load_model(&reg.model_url(name, b), 1).await?);
+    if ma.signature().inputs != mb.signature().inputs {
+        bail!("--require-parity: versions {a} and {b} take different inputs");
+    }
+    let mut rng = hourglass_core::rng::SplitMix64::new(7);
+    let inputs: Vec<InputData> = ma
+        .signature()
+        .inputs
+        .iter()
+        .map(|spec| {
+            let n = rows * spec.width().unwrap_or(1) as usize;
+            match spec.dtype {
+                Some(DType::Int64) => InputData::I64((0..n).map(|_| (rng.uniform() * 100.0) as i64).collect()),
+                _ => InputData::F32(
+                    (0..n).map(|i| if i % 17 == 0 { 0.0 } else { (rng.uniform() * 4.0 - 1.0) as f32 }).collect(),
+                ),
+            }
+        })
+        .collect();
+    let (oa, ob) =
+        tokio::task::spawn_blocking(move || -> Result<_> { Ok((ma.run(&inputs, rows)?, mb.run(&inputs, rows)?)) })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let mut worst = 0f64;
+    for ca in &oa {
+        let Some(cb) = ob.iter().find(|c| c.name == ca.name) else {
+            bail!("--require-parity: version {b} has no output {:?}", ca.name);
+        };
+        for row in 0..rows {
+            let (x, y) = (ca.data.get_f64(row), cb.data.get_f64(row));
+            if x.is_nan() && y.is_nan() {
+                continue;
+            }
+            let d = (x - y).abs();
+            worst = if d.is_nan() { f64::INFINITY } else { worst.max(d) };
+        }
+    }
+    Ok(worst)
 }
