@@ -48,6 +48,9 @@ enum Command {
     Submit(Box<cmd::submit::SubmitArgs>),
     /// Lease shards from a queue and score them until stopped (SIGTERM drains).
     Worker(Box<cmd::worker::WorkerArgs>),
+    /// Serve models online: KServe v2 / Open Inference Protocol over HTTP,
+    /// with dynamic batching.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Show a job's progress from its ledger.
     Status(cmd::status::StatusArgs),
     /// Check a finished job: every input row has exactly one output row.
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cmd::verify::run(a).await,
             Command::Queue(c) => cmd::queue::run(c).await,
             Command::Iam(c) => cmd::iam::run(c),
+            Command::Serve(a) => cmd::serve::run(*a).await,
             Command::Model(c) => cmd::model::run(c).await,
             Command::Watch(a) => cmd::watch::run(a).await,
             Command::Scaler(a) => cmd::scaler::run(*a).await,

@@ -11,6 +11,7 @@ pub mod iam;
 pub mod model;
 pub mod queue;
 pub mod scaler;
+pub mod serve;
 pub mod status;
 pub mod submit;
 pub mod verify;

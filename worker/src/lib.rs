@@ -19,6 +19,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pool;
 pub mod runtime;
+pub mod serve;
 pub mod shard;
 
 pub use config::WorkerConfig;

@@ -164,6 +164,15 @@ impl InputData {
     }
 }
 
+/// One output of a batch, whole: its shape (batch dimension first) and its
+/// row-major data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: ColumnData,
+}
+
 /// One output column of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputColumn {
@@ -376,8 +385,35 @@ impl ModelRuntime {
     }
 
     /// Scores one batch. `inputs` are in the model's input order, each
-    /// row-major `[rows, width]`.
+    /// row-major `[rows, width]`. Outputs come as columns: `[N]` → one,
+    /// `[N, K]` → K (`name_0 …`).
     pub fn run(&self, inputs: &[InputData], rows: usize) -> Result<Vec<OutputColumn>> {
+        let mut columns = Vec::new();
+        for t in self.run_tensors(inputs, rows)? {
+            let infer_err = |m: String| Error::Inference { model: self.source.clone(), message: m };
+            macro_rules! split {
+                ($v:expr, $variant:ident) => {
+                    split_columns(&t.name, &t.shape, $v, rows)
+                        .map_err(infer_err)?
+                        .into_iter()
+                        .map(|(name, v)| OutputColumn { name, data: ColumnData::$variant(v) })
+                        .collect::<Vec<_>>()
+                };
+            }
+            columns.extend(match t.data {
+                ColumnData::F32(v) => split!(v, F32),
+                ColumnData::F64(v) => split!(v, F64),
+                ColumnData::I32(v) => split!(v, I32),
+                ColumnData::I64(v) => split!(v, I64),
+            });
+        }
+        Ok(columns)
+    }
+
+    /// Scores one batch and returns each output whole, as ONNX Runtime
+    /// gave it (shape and row-major data): what online serving answers
+    /// with. `run` is this, split into columns.
+    pub fn run_tensors(&self, inputs: &[InputData], rows: usize) -> Result<Vec<OutputTensor>> {
         let infer_err =
             |e: &dyn std::fmt::Display| Error::Inference { model: self.source.clone(), message: e.to_string() };
         if inputs.len() != self.signature.inputs.len() {
@@ -404,28 +440,24 @@ impl ModelRuntime {
         }
         let mut session = self.session();
         let outputs = session.run(values).map_err(|e| infer_err(&e))?;
-        let mut columns = Vec::new();
+        let mut tensors = Vec::with_capacity(self.signature.outputs.len());
         for spec in &self.signature.outputs {
             let value = outputs.get(&spec.name).ok_or_else(|| infer_err(&format!("output {:?} missing", spec.name)))?;
             let ty = match value.dtype() {
                 ValueType::Tensor { ty, .. } => *ty,
                 other => return Err(infer_err(&format!("output {:?} is {other:?}, not a tensor", spec.name))),
             };
-            macro_rules! split {
+            macro_rules! take {
                 ($t:ty, $variant:ident) => {{
                     let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| infer_err(&e))?;
-                    split_columns(&spec.name, shape, data, rows)
-                        .map_err(|m| infer_err(&m))?
-                        .into_iter()
-                        .map(|(name, v)| OutputColumn { name, data: ColumnData::$variant(v) })
-                        .collect::<Vec<_>>()
+                    (shape.to_vec(), ColumnData::$variant(data.to_vec()))
                 }};
             }
-            let cols = match ty {
-                TensorElementType::Float32 => split!(f32, F32),
-                TensorElementType::Float64 => split!(f64, F64),
-                TensorElementType::Int32 => split!(i32, I32),
-                TensorElementType::Int64 => split!(i64, I64),
+            let (shape, data) = match ty {
+                TensorElementType::Float32 => take!(f32, F32),
+                TensorElementType::Float64 => take!(f64, F64),
+                TensorElementType::Int32 => take!(i32, I32),
+                TensorElementType::Int64 => take!(i64, I64),
                 other => {
                     return Err(infer_err(&format!(
                         "output {:?} has type {other:?}; supported: float32, float64, int32, int64",
@@ -433,9 +465,9 @@ impl ModelRuntime {
                     )));
                 }
             };
-            columns.extend(cols);
+            tensors.push(OutputTensor { name: spec.name.clone(), shape, data });
         }
-        Ok(columns)
+        Ok(tensors)
     }
 
     /// A free session if there is one, else waits for the first.
@@ -453,12 +485,12 @@ impl ModelRuntime {
 fn split_columns<T: Copy>(
     name: &str,
     shape: &[i64],
-    data: &[T],
+    data: Vec<T>,
     rows: usize,
 ) -> std::result::Result<Vec<(String, Vec<T>)>, String> {
     match shape {
-        [n] if *n as usize == rows => Ok(vec![(name.to_string(), data.to_vec())]),
-        [n, 1] if *n as usize == rows => Ok(vec![(name.to_string(), data.to_vec())]),
+        [n] if *n as usize == rows => Ok(vec![(name.to_string(), data)]),
+        [n, 1] if *n as usize == rows => Ok(vec![(name.to_string(), data)]),
         [n, k] if *n as usize == rows => {
             let k = *k as usize;
             Ok((0..k).map(|j| (format!("{name}_{j}"), data.iter().skip(j).step_by(k).copied().collect())).collect())
@@ -473,9 +505,9 @@ mod tests {
 
     #[test]
     fn splits_outputs_into_columns() {
-        let cols = split_columns("p", &[2, 2], &[1, 2, 3, 4], 2).unwrap();
+        let cols = split_columns("p", &[2, 2], vec![1, 2, 3, 4], 2).unwrap();
         assert_eq!(cols, vec![("p_0".into(), vec![1, 3]), ("p_1".into(), vec![2, 4])]);
-        assert_eq!(split_columns("s", &[2, 1], &[5, 6], 2).unwrap(), vec![("s".into(), vec![5, 6])]);
-        assert!(split_columns("s", &[3], &[1, 2, 3], 2).is_err());
+        assert_eq!(split_columns("s", &[2, 1], vec![5, 6], 2).unwrap(), vec![("s".into(), vec![5, 6])]);
+        assert!(split_columns("s", &[3], vec![1, 2, 3], 2).is_err());
     }
 }
