@@ -14,15 +14,29 @@ use std::time::Duration;
 fn tritonclient_speaks_to_hourglass_serve() {
     let model = model_path();
     let mut serve = WorkerProc::spawn_command(
-        &["serve", "--model", model.to_str().unwrap(), "--http-addr", "127.0.0.1:0", "--max-queue-delay", "2ms"],
+        &[
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--max-queue-delay",
+            "2ms",
+        ],
         &[],
     );
-    let line = serve.wait_for_line("\"serving\"", Duration::from_secs(60));
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = v["bound"].as_str().unwrap().to_string();
+    let bound = |line: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["bound"].as_str().unwrap().to_string()
+    };
+    let addr = bound(serve.wait_for_line("serving HTTP", Duration::from_secs(60)));
+    let grpc = bound(serve.wait_for_line("serving gRPC", Duration::from_secs(10)));
     let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/serve_client.py");
-    let out = Command::new(python).arg(script).args([&addr, "ctr_gbdt", model.to_str().unwrap()]).output().unwrap();
+    let out =
+        Command::new(python).arg(script).args([&addr, &grpc, "ctr_gbdt", model.to_str().unwrap()]).output().unwrap();
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
         "{}\n{}",
@@ -38,7 +52,7 @@ fn tritonclient_speaks_to_hourglass_serve() {
     let ok = value("hourglass_serve_requests_total{model=\"ctr_gbdt\",outcome=\"ok\"}");
     let calls = value("hourglass_serve_batch_rows_count");
     assert!(ok >= 200.0 && calls > 0.0 && calls <= ok, "requests {ok}, calls {calls}\n{text}");
-    assert_eq!(value("hourglass_serve_requests_total{model=\"ctr_gbdt\",outcome=\"bad_request\"}"), 3.0, "{text}");
+    assert_eq!(value("hourglass_serve_requests_total{model=\"ctr_gbdt\",outcome=\"bad_request\"}"), 5.0, "{text}");
     serve.signal("TERM");
     assert!(serve.wait_exit(Duration::from_secs(30)).success());
 }

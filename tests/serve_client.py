@@ -3,16 +3,22 @@ nobody here wrote: health, metadata, infer over HTTP with binary and JSON
 tensors, outputs checked against a direct ONNX Runtime run, and malformed
 requests answered with errors that name the input. Prints OK on success.
 
-Usage: serve_client.py HOST:PORT MODEL_NAME MODEL_PATH
+Then the same over gRPC: raw_input_contents (tritonclient's way), typed
+fp32_contents (built by hand with the protocol's generated stub), errors
+as gRPC status codes.
+
+Usage: serve_client.py HTTP_HOST:PORT GRPC_HOST:PORT MODEL_NAME MODEL_PATH
 """
 
 import sys
 import numpy as np
 import onnxruntime as ort
+import tritonclient.grpc as grpcclient
 import tritonclient.http as http
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-url, name, path = sys.argv[1], sys.argv[2], sys.argv[3]
+url, grpc_url, name, path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 client = http.InferenceServerClient(url=url, concurrency=8)
 assert client.is_server_live()
 assert client.is_server_ready()
@@ -84,4 +90,53 @@ try:
     raise AssertionError("a missing model was found")
 except InferenceServerException as e:
     assert "unknown model" in str(e), str(e)
+
+# gRPC: the same model through GRPCInferenceService.
+g = grpcclient.InferenceServerClient(url=grpc_url)
+assert g.is_server_live() and g.is_server_ready() and g.is_model_ready(name)
+gmeta = g.get_model_metadata(name, as_json=True)
+assert gmeta["inputs"][0]["shape"] == ["-1", "39"], gmeta
+assert gmeta["versions"] == ["1"], gmeta
+for rows in (1, 5, 256):
+    x = rng.uniform(-1, 3, size=(rows, 39)).astype(np.float32)
+    inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = g.infer(name, [inp], outputs=[grpcclient.InferRequestedOutput("probabilities"),
+                                           grpcclient.InferRequestedOutput("label")])
+    want_label, want_prob = session.run(["label", "probabilities"], {"input": x})
+    got = result.as_numpy("probabilities")
+    assert got.shape == (rows, 2) and np.max(np.abs(got - want_prob)) <= 1e-6
+    assert (result.as_numpy("label") == want_label).all()
+    assert result.get_response().model_version == "1"
+
+# Typed contents instead of raw bytes, through the protocol's own stub.
+x = rng.uniform(-1, 3, size=(3, 39)).astype(np.float32)
+req = service_pb2.ModelInferRequest(model_name=name, id="typed-1")
+t = req.inputs.add(name="input", datatype="FP32", shape=[3, 39])
+t.contents.fp32_contents.extend(x.ravel().tolist())
+req.outputs.add(name="probabilities")
+resp = g._client_stub.ModelInfer(req)
+assert resp.id == "typed-1" and [o.name for o in resp.outputs] == ["probabilities"], resp
+got = np.frombuffer(resp.raw_output_contents[0], dtype=np.float32).reshape(3, 2)
+(want,) = session.run(["probabilities"], {"input": x})
+assert np.max(np.abs(got - want)) <= 1e-6
+
+
+def grpc_refused(call, needle, code):
+    try:
+        call()
+    except InferenceServerException as e:
+        assert needle in str(e) and e.status() == code, (str(e), e.status())
+        return
+    raise AssertionError(f"accepted: {needle}")
+
+
+short = grpcclient.InferInput("input", [2, 39], "FP32")
+short.set_data_from_numpy(np.zeros((2, 39), dtype=np.float32))
+short._raw_content = short._raw_content[:-4]
+grpc_refused(lambda: g.infer(name, [short]), "bytes of binary data", "StatusCode.INVALID_ARGUMENT")
+grpc_refused(lambda: g.get_model_metadata("missing"), "unknown model", "StatusCode.NOT_FOUND")
+gbad = grpcclient.InferInput("input", [1, 39], "INT64")
+gbad.set_data_from_numpy(np.zeros((1, 39), dtype=np.int64))
+grpc_refused(lambda: g.infer(name, [gbad]), 'datatype "INT64"', "StatusCode.INVALID_ARGUMENT")
 print("OK")

@@ -1,13 +1,12 @@
 //! `hourglass serve`: online inference over the KServe v2 / Open Inference
-//! Protocol (HTTP), on the worker's model runtime and CPU pool.
+//! Protocol (HTTP and gRPC), on the worker's model runtime and CPU pool.
 
 use super::stop_signal;
 use anyhow::{Context, Result};
 use clap::Args;
-use hourglass_core::store;
+use hourglass_worker::RuntimeOptions;
 use hourglass_worker::pool::CpuPool;
-use hourglass_worker::serve::{ServeConfig, Server};
-use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use hourglass_worker::serve::{self, Model, ServeConfig, Server};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,33 +16,64 @@ use tokio_util::sync::CancellationToken;
 pub struct ServeArgs {
     /// A model to serve (repeatable): a file or URL, served under its file
     /// stem (`models/ctr_gbdt.onnx` → `ctr_gbdt`), or a registry model
-    /// `ROOT/NAME@ALIAS` / `ROOT/NAME/VERSION`, served under NAME.
+    /// `ROOT/NAME@ALIAS` / `ROOT/NAME/VERSION`, served under NAME. An
+    /// alias is followed: when it moves, the new version is loaded,
+    /// warmed and switched to without failing a request.
     #[arg(long = "model", required = true, env = "HOURGLASS_SERVE_MODELS", value_delimiter = ',')]
     models: Vec<String>,
     /// Where to listen for HTTP (KServe v2 REST, /metrics).
     #[arg(long, default_value = "0.0.0.0:8000", env = "HOURGLASS_HTTP_ADDR")]
     http_addr: SocketAddr,
+    /// Where to listen for gRPC (KServe v2 GRPCInferenceService); `off`
+    /// serves HTTP only.
+    #[arg(long, default_value = "0.0.0.0:8001", env = "HOURGLASS_GRPC_ADDR", value_parser = parse_grpc_addr)]
+    grpc_addr: GrpcAddr,
     /// Most rows in one ONNX Runtime call; 1 turns dynamic batching off.
     #[arg(long, default_value_t = 256, env = "HOURGLASS_MAX_BATCH_SIZE")]
     max_batch_size: usize,
-    /// How long a request may wait for others to share its batch.
+    /// How long a request may wait for others to share its batch (`500us`,
+    /// `2ms`).
     #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration, env = "HOURGLASS_MAX_QUEUE_DELAY")]
     max_queue_delay: Duration,
-    /// Requests waiting per model before new ones get 429.
+    /// Batch sizes (rows) sent without waiting out the delay when nothing
+    /// else is waiting (repeatable or comma-separated), as Triton's
+    /// `preferred_batch_size`.
+    #[arg(long = "preferred-batch-size", env = "HOURGLASS_PREFERRED_BATCH_SIZES", value_delimiter = ',')]
+    preferred_batch_sizes: Vec<usize>,
+    /// Requests waiting per model before new ones get 429 /
+    /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024, env = "HOURGLASS_QUEUE_LIMIT")]
     queue_limit: usize,
     /// CPU threads for inference (batches run at once, one session each);
     /// default: the cores.
     #[arg(long, env = "HOURGLASS_THREADS")]
     threads: Option<usize>,
+    /// A request not answered in this long gets 504 / DEADLINE_EXCEEDED.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "HOURGLASS_REQUEST_TIMEOUT")]
     request_timeout: Duration,
+    /// How often a model served from a registry alias checks the alias.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "HOURGLASS_FOLLOW_INTERVAL")]
+    follow_interval: Duration,
+}
+
+#[derive(Clone, Copy)]
+pub struct GrpcAddr(Option<SocketAddr>);
+
+fn parse_grpc_addr(s: &str) -> Result<GrpcAddr, String> {
+    if s == "off" {
+        return Ok(GrpcAddr(None));
+    }
+    s.parse().map(|a| GrpcAddr(Some(a))).map_err(|e| format!("{s:?}: {e} (HOST:PORT or off)"))
 }
 
 pub async fn run(a: ServeArgs) -> Result<()> {
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     hourglass_worker::runtime::environment()?;
+    let options = RuntimeOptions { intra_threads: 1, sessions: threads };
+    let pool = CpuPool::new(threads);
+    let max_batch_size = a.max_batch_size.max(1);
     let mut models = Vec::new();
+    let mut follows = Vec::new();
     for reference in &a.models {
         let (url, pin) = hourglass_core::registry::resolve_ref(reference).await?;
         let (name, version) = match &pin {
@@ -53,39 +83,54 @@ pub async fn run(a: ServeArgs) -> Result<()> {
                 (stem, "1".to_string())
             }
         };
-        let bytes = store::open(&url)?.get(url.key()).await.with_context(|| format!("model {url}: cannot read"))?;
-        let options = RuntimeOptions { intra_threads: 1, sessions: threads };
-        let source = url.to_string();
-        let runtime = tokio::task::spawn_blocking(move || {
-            let r = ModelRuntime::load(&bytes, &source, options)?;
-            r.check_batch_scoring()?;
-            Ok::<_, hourglass_worker::Error>(r)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        tracing::info!(model = %name, version = %version, sha256 = runtime.sha256(), source = %url, "model loaded");
-        models.push((name, version, Arc::new(runtime)));
+        if models.iter().any(|m: &Model| m.name == name) {
+            anyhow::bail!("--model {reference}: another --model is already served as {name:?}");
+        }
+        let runtime = Arc::new(serve::load(&url, options).await.with_context(|| format!("model {reference}"))?);
+        serve::warm(&runtime, &pool, max_batch_size).await.with_context(|| format!("warming model {reference}"))?;
+        tracing::info!(model = %name, version = %version, sha256 = runtime.sha256(), source = %url, "model loaded and warmed");
+        if pin.as_ref().is_some_and(|p| p.alias.is_some()) {
+            follows.push((name.clone(), reference.clone()));
+        }
+        models.push(Model { name, version, runtime });
     }
     let config = ServeConfig {
-        max_batch_size: a.max_batch_size.max(1),
-        max_queue_delay: if a.max_batch_size <= 1 { Duration::ZERO } else { a.max_queue_delay },
+        max_batch_size,
+        max_queue_delay: if max_batch_size <= 1 { Duration::ZERO } else { a.max_queue_delay },
+        preferred_batch_sizes: a.preferred_batch_sizes.clone(),
         queue_limit: a.queue_limit,
         instances: threads,
         request_timeout: a.request_timeout,
     };
-    let server = Server::new(models, CpuPool::new(threads), config);
+    let server = Server::new(models, pool, config);
     let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
     server.metrics.register(&mut registry);
     let stop = CancellationToken::new();
-    let (bound, task) = server
-        .serve(a.http_addr, Arc::new(registry), stop.clone())
+    for (name, reference) in follows {
+        tokio::spawn(server.clone().follow(name, reference, options, a.follow_interval, stop.clone()));
+    }
+    let (bound, http) = serve::http::serve(server.clone(), a.http_addr, Arc::new(registry), stop.clone())
         .await
         .with_context(|| format!("--http-addr {}", a.http_addr))?;
-    tracing::info!(%bound, "serving");
+    tracing::info!(%bound, "serving HTTP");
+    let grpc = match a.grpc_addr.0 {
+        Some(addr) => {
+            let (bound, task) = serve::grpc::serve(server.clone(), addr, stop.clone())
+                .await
+                .with_context(|| format!("--grpc-addr {addr}"))?;
+            tracing::info!(%bound, "serving gRPC");
+            Some(task)
+        }
+        None => None,
+    };
     stop_signal().await;
+    server.set_not_ready();
     stop.cancel();
-    task.await.context("the server task")?;
+    http.await.context("the HTTP server task")?;
+    if let Some(grpc) = grpc {
+        grpc.await.context("the gRPC server task")?;
+    }
     tracing::info!("stopped: every in-flight request answered");
     Ok(())
 }

@@ -470,6 +470,11 @@ impl ModelRuntime {
         Ok(tensors)
     }
 
+    /// How many sessions (batches that can run at once) it holds.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// A free session if there is one, else waits for the first.
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {
         for s in &self.sessions {

@@ -1,0 +1,11 @@
+//! Generates the KServe v2 gRPC types, server and client from
+//! `proto/grpc_predict_v2.proto`, with the `protoc` that the
+//! protoc-bin-vendored crate carries (no system package needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(config, &["proto/grpc_predict_v2.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! KServe v2 over gRPC: `inference.GRPCInferenceService` (liveness,
+//! readiness, server and model metadata, `ModelInfer` with typed contents
+//! or `raw_input_contents`), answered from the same [`Server`] as HTTP.
+//! Outputs go back in `raw_output_contents`, as Triton sends them.
+
+use super::{Given, GivenInput, Refusal, ServeError, Server};
+use crate::runtime::ColumnData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// The generated protocol types, server and client.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use proto::model_infer_response::InferOutputTensor;
+use proto::model_metadata_response::TensorMetadata;
+use proto::*;
+
+/// The largest message either way (a request of ~1M FP32 values is 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Binds `addr` and serves gRPC until `stop` is cancelled; then stops
+/// accepting and waits for open calls to finish.
+pub async fn serve(
+    server: Arc<Server>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = GrpcInferenceServiceServer::new(Grpc { server })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let task = tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(service, incoming, stop.cancelled_owned())
+            .await
+        {
+            tracing::warn!(error = %e, "the gRPC server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+struct Grpc {
+    server: Arc<Server>,
+}
+
+fn status(e: ServeError) -> Status {
+    match e.kind {
+        Refusal::BadRequest => Status::invalid_argument(e.message),
+        Refusal::NotFound => Status::not_found(e.message),
+        Refusal::Busy => Status::resource_exhausted(e.message),
+        Refusal::Timeout => Status::deadline_exceeded(e.message),
+        Refusal::Unavailable => Status::unavailable(e.message),
+        Refusal::Internal => Status::internal(e.message),
+    }
+}
+
+fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Grpc {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: self.server.is_ready() }))
+    }
+
+    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        self.server.loaded(&r.name, version(&r.version)).map_err(status)?;
+        Ok(Response::new(ModelReadyResponse { ready: true }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "hourglass".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec![],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        let m = self.server.metadata(&r.name, version(&r.version)).map_err(status)?;
+        let tensors = |ts: Vec<super::TensorMeta>| -> Vec<TensorMetadata> {
+            ts.into_iter()
+                .map(|t| TensorMetadata { name: t.name, datatype: t.datatype.into(), shape: t.shape })
+                .collect()
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: m.name,
+            versions: vec![m.version],
+            platform: "onnxruntime_onnx".into(),
+            inputs: tensors(m.inputs),
+            outputs: tensors(m.outputs),
+        }))
+    }
+
+    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let r = req.into_inner();
+        let raw = &r.raw_input_contents;
+        if !raw.is_empty() && raw.len() != r.inputs.len() {
+            return Err(Status::invalid_argument(format!(
+                "raw_input_contents has {} entries for {} inputs; give one per input, in order",
+                raw.len(),
+                r.inputs.len()
+            )));
+        }
+        let mut given = Vec::with_capacity(r.inputs.len());
+        for (i, input) in r.inputs.iter().enumerate() {
+            let data = if let Some(bytes) = raw.get(i) {
+                Given::Raw(bytes)
+            } else if let Some(c) = &input.contents {
+                if !c.fp32_contents.is_empty() {
+                    Given::F32(&c.fp32_contents)
+                } else if !c.int64_contents.is_empty() {
+                    Given::I64(&c.int64_contents)
+                } else {
+                    Given::Missing
+                }
+            } else {
+                Given::Missing
+            };
+            given.push(GivenInput { name: &input.name, datatype: &input.datatype, shape: input.shape.clone(), data });
+        }
+        let outputs: Vec<&str> = r.outputs.iter().map(|o| o.name.as_str()).collect();
+        let answer =
+            self.server.infer(&r.model_name, version(&r.model_version), given, &outputs).await.map_err(status)?;
+        let mut tensors = Vec::with_capacity(answer.outputs.len());
+        let mut raw_out = Vec::with_capacity(answer.outputs.len());
+        for t in answer.outputs {
+            let (datatype, bytes): (&str, Vec<u8>) = match &t.data {
+                ColumnData::F32(v) => ("FP32", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                ColumnData::F64(v) => ("FP64", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                ColumnData::I32(v) => ("INT32", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                ColumnData::I64(v) => ("INT64", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            };
+            tensors.push(InferOutputTensor {
+                name: t.name,
+                datatype: datatype.into(),
+                shape: t.shape,
+                parameters: Default::default(),
+                contents: None,
+            });
+            raw_out.push(bytes);
+        }
+        Ok(Response::new(ModelInferResponse {
+            model_name: answer.model,
+            model_version: answer.version,
+            id: r.id,
+            parameters: Default::default(),
+            outputs: tensors,
+            raw_output_contents: raw_out,
+        }))
+    }
+}

@@ -1,0 +1,594 @@
+//! `hourglass serve`: online inference on the worker's own `ModelRuntime`
+//! and CPU pool (no second inference path), speaking the KServe v2 / Open
+//! Inference Protocol over HTTP/1.1 ([`http`]: JSON tensors and the binary
+//! tensor data extension) and gRPC ([`grpc`]: `GRPCInferenceService`,
+//! typed contents or `raw_input_contents`).
+//!
+//! Both protocols parse into the same [`GivenInput`]s and go through
+//! [`Server::infer`]: the inputs are checked against the model (name,
+//! datatype, shape, byte length), queued for the model's dynamic batcher
+//! ([`batch`]), and answered with the version that scored them. A full
+//! queue is refused (429 / `RESOURCE_EXHAUSTED`) rather than grown; a
+//! request not answered within `request_timeout` gets 504 /
+//! `DEADLINE_EXCEEDED`.
+//!
+//! A model served from a registry alias is followed ([`Server::follow`]):
+//! when the alias moves, the new version is loaded and warmed beside the
+//! old one, new requests switch to it at once, and the old version's
+//! batcher answers what it already holds and stops.
+
+mod batch;
+pub mod grpc;
+pub mod http;
+
+use crate::ModelRuntime;
+use crate::pool::CpuPool;
+use crate::runtime::{InputData, OutputTensor, RuntimeOptions};
+use batch::Job;
+use hourglass_core::model::{DType, TensorSpec};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How requests are batched and bounded.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Most rows in one batch; 1 turns batching off (each request alone).
+    pub max_batch_size: usize,
+    /// How long the first request of a batch may wait for others.
+    pub max_queue_delay: Duration,
+    /// Batch sizes (rows) worth sending without waiting out the delay:
+    /// a batch that reaches one with nothing else waiting goes at once.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Requests waiting per model before new ones are refused.
+    pub queue_limit: usize,
+    /// Batches run at once per model (one ONNX Runtime session each).
+    pub instances: usize,
+    pub request_timeout: Duration,
+}
+
+/// One version of a model, loaded, with its batcher.
+pub struct Loaded {
+    pub version: String,
+    pub runtime: Arc<ModelRuntime>,
+    queue: mpsc::Sender<Job>,
+}
+
+/// A served name and the version it answers with now.
+struct Slot {
+    current: RwLock<Arc<Loaded>>,
+}
+
+/// What a request gives for one input, before it is checked.
+pub struct GivenInput<'a> {
+    pub name: &'a str,
+    pub datatype: &'a str,
+    pub shape: Vec<i64>,
+    pub data: Given<'a>,
+}
+
+pub enum Given<'a> {
+    /// Little-endian bytes: HTTP's binary extension, gRPC's raw contents.
+    Raw(&'a [u8]),
+    /// A JSON `data` array (nested or flat).
+    Json(&'a Value),
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    /// No data at all.
+    Missing,
+}
+
+/// A scored request: the outputs asked for, and who scored them.
+pub struct Answer {
+    pub model: String,
+    pub version: String,
+    pub outputs: Vec<OutputTensor>,
+}
+
+/// Why a request was not answered; each protocol maps the kind to its
+/// status (HTTP code, gRPC code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest,
+    NotFound,
+    /// The model's queue is full.
+    Busy,
+    Timeout,
+    /// Shutting down.
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug)]
+pub struct ServeError {
+    pub kind: Refusal,
+    pub message: String,
+}
+
+impl ServeError {
+    fn new(kind: Refusal, message: impl Into<String>) -> Self {
+        ServeError { kind, message: message.into() }
+    }
+}
+
+/// A tensor's name, protocol datatype and shape (-1: any).
+pub struct TensorMeta {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+/// A model's metadata as both protocols report it.
+pub struct ModelMeta {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub inputs: Vec<TensorMeta>,
+    pub outputs: Vec<TensorMeta>,
+}
+
+/// The server's metrics.
+pub struct ServeMetrics {
+    pub requests: Family<Vec<(String, String)>, Counter>,
+    pub request_seconds: Histogram,
+    pub queue_seconds: Histogram,
+    pub batch_rows: Histogram,
+    pub queue_depth: Gauge,
+    pub rejected: Counter,
+    /// 1 for each model's serving version (labels: model, version, sha256).
+    pub loaded: Family<Vec<(String, String)>, Gauge>,
+    pub swaps: Family<Vec<(String, String)>, Counter>,
+}
+
+impl ServeMetrics {
+    fn new() -> Self {
+        let latency = || Histogram::new((0..16).map(|i| 0.0001 * 2f64.powi(i)));
+        ServeMetrics {
+            requests: Default::default(),
+            request_seconds: latency(),
+            queue_seconds: latency(),
+            batch_rows: Histogram::new((0..14).map(|i| 2f64.powi(i))),
+            queue_depth: Gauge::default(),
+            rejected: Counter::default(),
+            loaded: Default::default(),
+            swaps: Default::default(),
+        }
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        let p = "hourglass_serve";
+        r.register(format!("{p}_requests"), "Inference requests by model and outcome", self.requests.clone());
+        r.register(format!("{p}_request_seconds"), "Time from request to response", self.request_seconds.clone());
+        r.register(format!("{p}_queue_seconds"), "Time a request waited for its batch", self.queue_seconds.clone());
+        r.register(format!("{p}_batch_rows"), "Rows per ONNX Runtime call", self.batch_rows.clone());
+        r.register(format!("{p}_queue_depth"), "Requests waiting for a batch", self.queue_depth.clone());
+        r.register(format!("{p}_rejected"), "Requests refused because the queue was full", self.rejected.clone());
+        r.register(format!("{p}_model_loaded"), "The version each model answers with (1)", self.loaded.clone());
+        r.register(format!("{p}_model_swaps"), "Version switches by model and outcome", self.swaps.clone());
+    }
+
+    fn count(&self, model: &str, outcome: &str) {
+        self.requests.get_or_create(&vec![("model".into(), model.into()), ("outcome".into(), outcome.into())]).inc();
+    }
+
+    fn loaded_labels(model: &str, l: &Loaded) -> Vec<(String, String)> {
+        vec![
+            ("model".into(), model.into()),
+            ("version".into(), l.version.clone()),
+            ("sha256".into(), l.runtime.sha256().into()),
+        ]
+    }
+}
+
+/// A model to serve at startup.
+pub struct Model {
+    pub name: String,
+    pub version: String,
+    pub runtime: Arc<ModelRuntime>,
+}
+
+/// Everything the protocol handlers need.
+pub struct Server {
+    models: BTreeMap<String, Slot>,
+    config: ServeConfig,
+    pool: CpuPool,
+    pub metrics: Arc<ServeMetrics>,
+    ready: AtomicBool,
+}
+
+impl Server {
+    /// Starts a batcher per model on `pool`. Warm the models first
+    /// ([`warm`]): the server reports ready from the start.
+    pub fn new(models: Vec<Model>, pool: CpuPool, config: ServeConfig) -> Arc<Self> {
+        let metrics = Arc::new(ServeMetrics::new());
+        let mut server = Server { models: BTreeMap::new(), config, pool, metrics, ready: true.into() };
+        for m in models {
+            let loaded = server.start(m.version, m.runtime);
+            server.metrics.loaded.get_or_create(&ServeMetrics::loaded_labels(&m.name, &loaded)).set(1);
+            server.models.insert(m.name, Slot { current: RwLock::new(loaded) });
+        }
+        Arc::new(server)
+    }
+
+    fn start(&self, version: String, runtime: Arc<ModelRuntime>) -> Arc<Loaded> {
+        let (tx, rx) = mpsc::channel(self.config.queue_limit.max(1));
+        tokio::spawn(batch::batcher(rx, runtime.clone(), self.pool.clone(), self.config.clone(), self.metrics.clone()));
+        Arc::new(Loaded { version, runtime, queue: tx })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the server not ready (shutting down): readiness probes fail so
+    /// that load balancers stop sending before the listeners close.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
+
+    /// The version `name` answers with now; `version`, when given, must be
+    /// it.
+    pub fn loaded(&self, name: &str, version: Option<&str>) -> Result<Arc<Loaded>, ServeError> {
+        let slot = self.models.get(name).ok_or_else(|| {
+            ServeError::new(Refusal::NotFound, format!("unknown model {name:?}; serving: {}", self.names().join(", ")))
+        })?;
+        let loaded = slot.current.read().expect("not poisoned").clone();
+        match version {
+            Some(v) if !v.is_empty() && v != loaded.version => Err(ServeError::new(
+                Refusal::NotFound,
+                format!("model {name:?} has no version {v:?}; serving version {}", loaded.version),
+            )),
+            _ => Ok(loaded),
+        }
+    }
+
+    pub fn metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMeta, ServeError> {
+        let loaded = self.loaded(name, version)?;
+        let sig = loaded.runtime.signature();
+        let tensors = |specs: &[TensorSpec]| -> Vec<TensorMeta> {
+            specs
+                .iter()
+                .map(|t| TensorMeta {
+                    name: t.name.clone(),
+                    datatype: datatype(t.dtype),
+                    shape: t.shape.iter().map(|d| d.map(|n| n as i64).unwrap_or(-1)).collect(),
+                })
+                .collect()
+        };
+        Ok(ModelMeta {
+            name: name.to_string(),
+            version: loaded.version.clone(),
+            sha256: loaded.runtime.sha256().to_string(),
+            inputs: tensors(&sig.inputs),
+            outputs: tensors(&sig.outputs),
+        })
+    }
+
+    /// Checks a request against the model, waits for its batch and answers
+    /// with the outputs asked for (all when `outputs` is empty), in the
+    /// model's order.
+    pub async fn infer(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        given: Vec<GivenInput<'_>>,
+        outputs: &[&str],
+    ) -> Result<Answer, ServeError> {
+        let started = Instant::now();
+        let loaded = self.loaded(name, version)?;
+        let result = self.infer_on(name, &loaded, given, outputs).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => match e.kind {
+                Refusal::BadRequest | Refusal::NotFound => "bad_request",
+                Refusal::Busy => "rejected",
+                Refusal::Timeout => "timeout",
+                Refusal::Unavailable | Refusal::Internal => "error",
+            },
+        };
+        self.metrics.count(name, outcome);
+        if result.is_ok() {
+            self.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn infer_on(
+        &self,
+        name: &str,
+        loaded: &Loaded,
+        given: Vec<GivenInput<'_>>,
+        outputs: &[&str],
+    ) -> Result<Answer, ServeError> {
+        let sig = loaded.runtime.signature();
+        for o in outputs {
+            if !sig.outputs.iter().any(|s| s.name == *o) {
+                let known: Vec<&str> = sig.outputs.iter().map(|s| s.name.as_str()).collect();
+                return Err(ServeError::new(
+                    Refusal::BadRequest,
+                    format!("unknown output {o:?}; the model has {}", known.join(", ")),
+                ));
+            }
+        }
+        let (inputs, rows) = bind(&loaded.runtime, given).map_err(|m| ServeError::new(Refusal::BadRequest, m))?;
+        let (tx, rx) = oneshot::channel();
+        let job = Job { inputs, rows, enqueued: Instant::now(), reply: tx };
+        if loaded.queue.try_send(job).is_err() {
+            self.metrics.rejected.inc();
+            return Err(ServeError::new(Refusal::Busy, format!("model {name:?}: the queue is full; retry later")));
+        }
+        self.metrics.queue_depth.inc();
+        let mut all = match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(Ok(outputs))) => outputs,
+            Ok(Ok(Err(msg))) => return Err(ServeError::new(Refusal::Internal, msg)),
+            Ok(Err(_)) => return Err(ServeError::new(Refusal::Internal, "the batcher stopped")),
+            Err(_) => {
+                return Err(ServeError::new(
+                    Refusal::Timeout,
+                    format!("no answer within {:?}", self.config.request_timeout),
+                ));
+            }
+        };
+        if !outputs.is_empty() {
+            all.retain(|t| outputs.contains(&t.name.as_str()));
+        }
+        Ok(Answer { model: name.to_string(), version: loaded.version.clone(), outputs: all })
+    }
+
+    /// Switches `name` to a loaded, warmed version: requests from now on
+    /// go to it; the old version answers what it holds, then its batcher
+    /// stops once the last request holding it is done.
+    pub fn swap(&self, name: &str, version: String, runtime: Arc<ModelRuntime>) -> Result<String, ServeError> {
+        let slot = self
+            .models
+            .get(name)
+            .ok_or_else(|| ServeError::new(Refusal::NotFound, format!("unknown model {name:?}")))?;
+        let next = self.start(version, runtime);
+        let old = std::mem::replace(&mut *slot.current.write().expect("not poisoned"), next.clone());
+        self.metrics.loaded.remove(&ServeMetrics::loaded_labels(name, &old));
+        self.metrics.loaded.get_or_create(&ServeMetrics::loaded_labels(name, &next)).set(1);
+        Ok(old.version.clone())
+    }
+
+    /// Follows a registry alias: every `every`, resolves `reference`; when
+    /// it names another version, loads it, warms it and swaps it in. A
+    /// failed load leaves the current version serving and is retried.
+    pub async fn follow(
+        self: Arc<Self>,
+        name: String,
+        reference: String,
+        options: RuntimeOptions,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let current = match self.loaded(&name, None) {
+                Ok(l) => l.version.clone(),
+                Err(_) => return,
+            };
+            let label = |outcome: &str| vec![("model".to_string(), name.clone()), ("outcome".into(), outcome.into())];
+            match self.follow_once(&name, &reference, &current, options).await {
+                Ok(None) => {}
+                Ok(Some(version)) => {
+                    self.metrics.swaps.get_or_create(&label("ok")).inc();
+                    tracing::info!(model = %name, from = %current, to = %version, "alias moved: now serving the new version");
+                }
+                Err(e) => {
+                    self.metrics.swaps.get_or_create(&label("failed")).inc();
+                    tracing::warn!(model = %name, reference = %reference, error = %e, "following the alias failed; still serving version {current}");
+                }
+            }
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        name: &str,
+        reference: &str,
+        current: &str,
+        options: RuntimeOptions,
+    ) -> Result<Option<String>, crate::Error> {
+        let (url, pin) = hourglass_core::registry::resolve_ref(reference).await?;
+        let version = pin.map(|p| p.version.to_string()).unwrap_or_else(|| current.to_string());
+        if version == current {
+            return Ok(None);
+        }
+        tracing::info!(model = %name, from = %current, to = %version, "alias moved: loading the new version beside the old");
+        let runtime = Arc::new(load(&url, options).await?);
+        warm(&runtime, &self.pool, self.config.max_batch_size).await?;
+        let _ = self.swap(name, version.clone(), runtime);
+        Ok(Some(version))
+    }
+}
+
+/// Reads and loads a model for serving; refuses one that cannot score
+/// batches.
+pub async fn load(url: &hourglass_core::BlobUrl, options: RuntimeOptions) -> Result<ModelRuntime, crate::Error> {
+    let bytes = hourglass_core::store::open(url)?.get(url.key()).await?;
+    let source = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let r = ModelRuntime::load(&bytes, &source, options)?;
+        r.check_batch_scoring()?;
+        Ok(r)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Runs a model once at one row and once at a full batch on every session,
+/// so that the first requests do not pay for ONNX Runtime's lazy setup.
+pub async fn warm(runtime: &Arc<ModelRuntime>, pool: &CpuPool, max_batch: usize) -> Result<(), crate::Error> {
+    let sessions = runtime.sessions().max(1);
+    let mut runs = Vec::new();
+    for _ in 0..sessions {
+        for rows in [1, max_batch.max(1)] {
+            let runtime = runtime.clone();
+            runs.push(pool.run(move || {
+                let inputs = zeros(&runtime, rows);
+                runtime.run_tensors(&inputs, rows).map(|_| ())
+            }));
+        }
+    }
+    for r in futures::future::join_all(runs).await {
+        r?;
+    }
+    Ok(())
+}
+
+fn zeros(runtime: &ModelRuntime, rows: usize) -> Vec<InputData> {
+    runtime
+        .signature()
+        .inputs
+        .iter()
+        .map(|s| {
+            let n = rows * s.width().unwrap_or(1) as usize;
+            match s.dtype {
+                Some(DType::Int64) => InputData::I64(vec![0; n]),
+                _ => InputData::F32(vec![0.0; n]),
+            }
+        })
+        .collect()
+}
+
+/// The protocol's datatype for a model tensor type.
+pub fn datatype(d: Option<DType>) -> &'static str {
+    match d {
+        Some(DType::Float32) => "FP32",
+        Some(DType::Int64) => "INT64",
+        Some(DType::Int32) => "INT32",
+        _ => "BYTES",
+    }
+}
+
+/// Checks the given inputs against the model and decodes them, in the
+/// model's input order; returns them with the row count.
+fn bind(runtime: &ModelRuntime, given: Vec<GivenInput<'_>>) -> Result<(Vec<InputData>, usize), String> {
+    let sig = runtime.signature();
+    let mut by_name: BTreeMap<&str, GivenInput<'_>> = BTreeMap::new();
+    for input in given {
+        if !sig.inputs.iter().any(|s| s.name == input.name) {
+            let known: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!("unknown input {:?}; the model takes {}", input.name, known.join(", ")));
+        }
+        if by_name.contains_key(input.name) {
+            return Err(format!("input {:?} is given twice", input.name));
+        }
+        by_name.insert(input.name, input);
+    }
+    let mut rows = None;
+    let mut inputs = Vec::with_capacity(sig.inputs.len());
+    for spec in &sig.inputs {
+        let name = &spec.name;
+        let input = by_name.get(name.as_str()).ok_or_else(|| format!("input {name:?} is missing"))?;
+        let want = datatype(spec.dtype);
+        if input.datatype != want {
+            return Err(format!("input {name:?}: datatype {:?}, the model takes {want}", input.datatype));
+        }
+        let shape = &input.shape;
+        if shape.iter().any(|d| *d < 0) {
+            return Err(format!("input {name:?}: bad shape {shape:?}"));
+        }
+        let width = spec.width().unwrap_or(1) as i64;
+        let n = match (shape.as_slice(), spec.shape.len()) {
+            ([n, w], 2) if *w == width => *n,
+            ([n], 1) => *n,
+            ([n, 1], 1) => *n,
+            _ => {
+                let dims: Vec<String> =
+                    spec.shape.iter().map(|d| d.map(|x| x.to_string()).unwrap_or("-1".into())).collect();
+                return Err(format!("input {name:?}: shape {shape:?} does not fit the model's [{}]", dims.join(", ")));
+            }
+        } as usize;
+        if *rows.get_or_insert(n) != n {
+            return Err(format!("input {name:?} has {n} rows, another input {}", rows.unwrap_or(0)));
+        }
+        let count = n * width as usize;
+        inputs.push(decode(name, spec.dtype, &input.data, count)?);
+    }
+    let rows = rows.unwrap_or(0);
+    if rows == 0 {
+        return Err("the request has no rows".into());
+    }
+    Ok((inputs, rows))
+}
+
+fn decode(name: &str, dtype: Option<DType>, data: &Given<'_>, count: usize) -> Result<InputData, String> {
+    let int64 = dtype == Some(DType::Int64);
+    let wrong_count = |n: usize| format!("input {name:?}: {n} values, its shape needs {count}");
+    match data {
+        Given::Raw(bytes) => {
+            let want = count * if int64 { 8 } else { 4 };
+            if bytes.len() != want {
+                return Err(format!("input {name:?}: {} bytes of binary data, its shape needs {want}", bytes.len()));
+            }
+            Ok(if int64 {
+                InputData::I64(
+                    bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                )
+            } else {
+                InputData::F32(
+                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+                )
+            })
+        }
+        Given::F32(v) if !int64 => {
+            if v.len() != count {
+                return Err(wrong_count(v.len()));
+            }
+            Ok(InputData::F32(v.to_vec()))
+        }
+        Given::I64(v) if int64 => {
+            if v.len() != count {
+                return Err(wrong_count(v.len()));
+            }
+            Ok(InputData::I64(v.to_vec()))
+        }
+        Given::F32(_) | Given::I64(_) => {
+            Err(format!("input {name:?}: the contents are of another type than its datatype"))
+        }
+        Given::Missing => Err(format!("input {name:?} has no data")),
+        Given::Json(data) => {
+            fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+                match v {
+                    Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
+                    other => out.push(other),
+                }
+            }
+            let mut flat = Vec::with_capacity(count);
+            flatten(data, &mut flat);
+            if flat.len() != count {
+                return Err(wrong_count(flat.len()));
+            }
+            let bad = |i: usize| format!("input {name:?}: element {i} is not a number");
+            Ok(if int64 {
+                InputData::I64(
+                    flat.iter().enumerate().map(|(i, v)| v.as_i64().ok_or_else(|| bad(i))).collect::<Result<_, _>>()?,
+                )
+            } else {
+                InputData::F32(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(i, v)| v.as_f64().map(|x| x as f32).ok_or_else(|| bad(i)))
+                        .collect::<Result<_, _>>()?,
+                )
+            })
+        }
+    }
+}
