@@ -56,3 +56,76 @@ fn tritonclient_speaks_to_hourglass_serve() {
     serve.signal("TERM");
     assert!(serve.wait_exit(Duration::from_secs(30)).success());
 }
+
+/// 32 clients (HTTP and gRPC) for 10 s while the registry alias the server
+/// follows moves from version 1 (GBDT) to version 2 (MLP): no request
+/// fails, every answer names its version, and once any request is answered
+/// by version 2 none sent later is answered by version 1.
+#[test]
+fn an_alias_move_swaps_versions_under_load_without_failing_a_request() {
+    let s = Scratch::new();
+    let reg = s.s("registry");
+    let models = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let push = |file: &str| {
+        let path = models.join(file);
+        hourglass_ok(&[
+            "model",
+            "push",
+            path.to_str().unwrap(),
+            "--registry",
+            &reg,
+            "--name",
+            "ctr",
+            "--alias",
+            "champion",
+        ]);
+    };
+    push("ctr_gbdt.onnx");
+    let reference = format!("{reg}/ctr@champion");
+    let mut serve = WorkerProc::spawn_command(
+        &[
+            "serve",
+            "--model",
+            &reference,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--follow-interval",
+            "100ms",
+        ],
+        &[],
+    );
+    let bound = |line: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["bound"].as_str().unwrap().to_string()
+    };
+    let addr = bound(serve.wait_for_line("serving HTTP", Duration::from_secs(60)));
+    let grpc = bound(serve.wait_for_line("serving gRPC", Duration::from_secs(10)));
+    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/serve_swap_client.py");
+    let mut client = Command::new(python)
+        .arg(script)
+        .args([&addr, &grpc, "ctr", "10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(client.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "WARM");
+    push("ctr_mlp.onnx");
+    serve.wait_for_line("now serving the new version", Duration::from_secs(30));
+    let summary = lines.next().expect("the client's summary").unwrap();
+    assert!(client.wait().unwrap().success());
+    eprintln!("swap under load: {summary}");
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(v["failed"], 0, "{summary}");
+    assert!(v["by_version"]["1"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(v["by_version"]["2"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert_eq!(v["stale_after_switch"], 0, "{summary}");
+    assert_eq!(v["last_versions"], serde_json::json!(["2"]), "{summary}");
+    let text = scrape(&addr);
+    assert!(text.contains("hourglass_serve_model_loaded{model=\"ctr\",version=\"2\""), "{text}");
+    assert!(!text.contains("version=\"1\""), "{text}");
+    serve.signal("TERM");
+    assert!(serve.wait_exit(Duration::from_secs(30)).success());
+}
