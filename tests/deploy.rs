@@ -382,3 +382,41 @@ fn every_alert_has_a_runbook_section() {
         assert!(description.contains("namespace"), "{name}: the description does not name the namespace");
     }
 }
+
+#[test]
+fn chart_serves_online_from_a_registry_alias_on_on_demand_nodes() {
+    let (_, docs) = render();
+    let serve = find(&docs, "Deployment", "hg-hourglass-serve");
+    assert!(serve["spec"]["replicas"].is_null(), "the HPA owns replicas");
+    let pod = &serve["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--model=s3://ml-models/registry/ctr@champion"), "{args:?}");
+    assert!(args.contains(&"--preferred-batch-size=64,256"), "{args:?}");
+    // Ready = listening = the model loaded and warmed.
+    for (probe, path) in [("readinessProbe", "/v2/health/ready"), ("startupProbe", "/v2/health/ready")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "http", "{probe}");
+    }
+    let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    assert_eq!(terms[0]["matchExpressions"][0]["key"], "karpenter.sh/capacity-type");
+    assert_eq!(terms[0]["matchExpressions"][0]["values"][0], "on-demand", "not on spot");
+    assert!(pod["tolerations"].is_null(), "the spot taint is not tolerated");
+    let threads = c["env"].as_array().unwrap().iter().find(|e| e["name"] == "HOURGLASS_SERVE_THREADS").unwrap();
+    assert_eq!(threads["valueFrom"]["resourceFieldRef"]["resource"], "limits.cpu");
+    let selector = &serve["spec"]["selector"]["matchLabels"];
+    let service = find(&docs, "Service", "hg-hourglass-serve");
+    assert_eq!(&service["spec"]["selector"], selector);
+    let ports: Vec<&str> =
+        service["spec"]["ports"].as_array().unwrap().iter().map(|p| p["targetPort"].as_str().unwrap()).collect();
+    assert_eq!(ports, ["http", "grpc"]);
+    let hpa = find(&docs, "HorizontalPodAutoscaler", "hg-hourglass-serve");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "hg-hourglass-serve");
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    let pdb = find(&docs, "PodDisruptionBudget", "hg-hourglass-serve");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // Without a model the chart refuses to render.
+    let (_, err, ok) = render_with(&["--set", "serve.model="]);
+    assert!(!ok && err.contains("serve.model is required"), "{err}");
+}

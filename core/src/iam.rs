@@ -27,6 +27,9 @@ pub enum Role {
     Submit,
     Scaler,
     Watcher,
+    /// `hourglass serve`: reads models (and aliases) under `--model`, the
+    /// registry root or one model's URL.
+    Serve,
 }
 
 impl Role {
@@ -36,7 +39,10 @@ impl Role {
             "submit" => Role::Submit,
             "scaler" => Role::Scaler,
             "watcher" => Role::Watcher,
-            other => return Err(Error::invalid(format!("role {other:?}"), "use worker, submit, scaler or watcher")),
+            "serve" => Role::Serve,
+            other => {
+                return Err(Error::invalid(format!("role {other:?}"), "use worker, submit, scaler, watcher or serve"));
+            }
         })
     }
 
@@ -47,6 +53,7 @@ impl Role {
             Role::Submit => include_str!("../../deploy/iam/submit.json"),
             Role::Scaler => include_str!("../../deploy/iam/scaler.json"),
             Role::Watcher => include_str!("../../deploy/iam/watcher.json"),
+            Role::Serve => include_str!("../../deploy/iam/serve.json"),
         }
     }
 }
@@ -166,7 +173,7 @@ mod tests {
 
     #[test]
     fn every_role_renders_to_scoped_json() {
-        for role in [Role::Worker, Role::Submit, Role::Scaler, Role::Watcher] {
+        for role in [Role::Worker, Role::Submit, Role::Scaler, Role::Watcher, Role::Serve] {
             let text = render(role, &targets()).unwrap();
             let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
             for s in doc["Statement"].as_array().unwrap() {

@@ -13,7 +13,7 @@ pub enum IamCommand {
 
 #[derive(Args)]
 pub struct IamPolicyArgs {
-    /// worker, submit, scaler or watcher.
+    /// worker, submit, scaler, watcher or serve (the registry or model as --model).
     #[arg(long)]
     role: String,
     /// Input prefix (s3://bucket/prefix/), above any {date} part.

@@ -45,8 +45,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024, env = "HOURGLASS_QUEUE_LIMIT")]
     queue_limit: usize,
     /// CPU threads for inference (batches run at once, one session each);
-    /// default: the cores.
-    #[arg(long, env = "HOURGLASS_THREADS")]
+    /// default: the cores (HOURGLASS_SERVE_THREADS: HOURGLASS_THREADS is
+    /// the worker's per-shard setting).
+    #[arg(long, env = "HOURGLASS_SERVE_THREADS")]
     threads: Option<usize>,
     /// A request not answered in this long gets 504 / DEADLINE_EXCEEDED.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "HOURGLASS_REQUEST_TIMEOUT")]
