@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Tensor bytes as `Bytes`: decoded without a copy, cloned for free.
+    config.bytes(["."]);
     tonic_prost_build::configure().compile_with_config(config, &["proto/grpc_predict_v2.proto"], &["proto"])?;
     Ok(())
 }

@@ -25,7 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     #[arg(long, default_value = "models/ctr_gbdt.onnx")]
     model: String,
     #[arg(long, default_value_t = 4_000_000)]
@@ -61,10 +64,21 @@ pub struct BenchArgs {
     json: bool,
 }
 
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// `hourglass serve` under load over loopback (HTTP and gRPC):
+    /// concurrency × request size, dynamic batching on and off, beside raw
+    /// ONNX Runtime on the same threads.
+    Serve(super::bench_serve::BenchServeArgs),
+}
+
 /// Features per row of the reference CTR models.
 const WIDTH: usize = 39;
 
 pub async fn run(a: BenchArgs) -> Result<()> {
+    if let Some(BenchWhat::Serve(s)) = a.what {
+        return super::bench_serve::run(s).await;
+    }
     if a.threads == 0 || a.reps == 0 || a.batch_size == 0 {
         bail!("--threads, --reps and --batch-size must be at least 1");
     }

@@ -3,6 +3,7 @@
 //! endpoint, signals, loading a model) is here.
 
 pub mod bench;
+pub mod bench_serve;
 pub mod completions;
 pub mod demo;
 pub mod doctor;

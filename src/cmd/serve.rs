@@ -5,7 +5,6 @@ use super::stop_signal;
 use anyhow::{Context, Result};
 use clap::Args;
 use hourglass_worker::RuntimeOptions;
-use hourglass_worker::pool::CpuPool;
 use hourglass_worker::serve::{self, Model, ServeConfig, Server};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,7 +70,6 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     hourglass_worker::runtime::environment()?;
     let options = RuntimeOptions { intra_threads: 1, sessions: threads };
-    let pool = CpuPool::new(threads);
     let max_batch_size = a.max_batch_size.max(1);
     let mut models = Vec::new();
     let mut follows = Vec::new();
@@ -88,7 +86,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
             anyhow::bail!("--model {reference}: another --model is already served as {name:?}");
         }
         let runtime = Arc::new(serve::load(&url, options).await.with_context(|| format!("model {reference}"))?);
-        serve::warm(&runtime, &pool, max_batch_size).await.with_context(|| format!("warming model {reference}"))?;
+        serve::warm(&runtime, max_batch_size).await.with_context(|| format!("warming model {reference}"))?;
         tracing::info!(model = %name, version = %version, sha256 = runtime.sha256(), source = %url, "model loaded and warmed");
         if pin.as_ref().is_some_and(|p| p.alias.is_some()) {
             follows.push((name.clone(), reference.clone()));
@@ -103,7 +101,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         instances: threads,
         request_timeout: a.request_timeout,
     };
-    let server = Server::new(models, pool, config);
+    let server = Server::new(models, config);
     let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
     server.metrics.register(&mut registry);

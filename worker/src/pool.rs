@@ -51,6 +51,12 @@ impl CpuPool {
         self.threads
     }
 
+    /// Runs `f` on the pool without waiting for it: long-lived loops (a
+    /// serving instance) that hold a pool thread until they return.
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        self.tx.send(Box::new(f)).expect("cpu pool threads live as long as the pool");
+    }
+
     /// Runs `f` on the pool and awaits its result.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = oneshot::channel();

@@ -189,6 +189,35 @@ pub enum ColumnData {
 }
 
 impl ColumnData {
+    /// The Open Inference Protocol's name for the element type.
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            ColumnData::F32(_) => "FP32",
+            ColumnData::F64(_) => "FP64",
+            ColumnData::I32(_) => "INT32",
+            ColumnData::I64(_) => "INT64",
+        }
+    }
+
+    /// Appends the values as little-endian bytes (the protocols' binary
+    /// tensor form).
+    pub fn extend_le_bytes(&self, out: &mut Vec<u8>) {
+        macro_rules! put {
+            ($v:expr, $n:expr) => {{
+                out.reserve($v.len() * $n);
+                for x in $v {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }};
+        }
+        match self {
+            ColumnData::F32(v) => put!(v, 4),
+            ColumnData::F64(v) => put!(v, 8),
+            ColumnData::I32(v) => put!(v, 4),
+            ColumnData::I64(v) => put!(v, 8),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             ColumnData::F32(v) => v.len(),

@@ -1,16 +1,24 @@
-//! The dynamic batcher: one per loaded model version. It takes the first
-//! waiting request, gathers more until the batch is full, reaches a
-//! preferred size with nothing else waiting, or the first request has
-//! waited `max_queue_delay`; runs the batch as one `ModelRuntime` call on
-//! the CPU pool and splits the outputs back by rows.
+//! The dynamic batcher, after Triton's: each loaded model version has
+//! `instances` instance loops, each on a thread of its own CPU pool with
+//! its own ONNX Runtime session. A free instance takes the first waiting
+//! request and everything queued behind it, up to `max_batch_size` rows or
+//! a preferred size. It waits for more only while requests for the model
+//! are being received or parsed (on their way to the queue), and never
+//! past `max_queue_delay` from the first request's queueing: a request
+//! alone is not held back for traffic that may never come, and under load,
+//! when requests queue while the instances are busy, batches form without
+//! any wait. The batch runs as one `ModelRuntime` call and the outputs are
+//! split back by rows. Waits use the OS's timed wait (microseconds), not
+//! the async timer wheel's millisecond ticks.
 
 use super::{ServeConfig, ServeMetrics};
 use crate::ModelRuntime;
-use crate::pool::CpuPool;
 use crate::runtime::{ColumnData, InputData, OutputTensor};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// One request waiting for its batch.
 pub(super) struct Job {
@@ -20,58 +28,63 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<Vec<OutputTensor>, String>>,
 }
 
-/// Runs until every sender is gone (the version was swapped out and its
-/// last request answered), then returns after the batches in flight.
-pub(super) async fn batcher(
-    mut rx: mpsc::Receiver<Job>,
+/// One instance: runs until every sender is gone (the version was swapped
+/// out and its last request answered) and the queue is empty.
+pub(super) fn instance(
+    rx: Arc<Mutex<Receiver<Job>>>,
     runtime: Arc<ModelRuntime>,
-    pool: CpuPool,
     config: ServeConfig,
     metrics: Arc<ServeMetrics>,
+    arriving: Arc<AtomicUsize>,
 ) {
-    let running = Arc::new(Semaphore::new(config.instances.max(1)));
     let largest_preferred = config.preferred_batch_sizes.iter().copied().max().unwrap_or(usize::MAX);
-    while let Some(first) = rx.recv().await {
-        let mut rows = first.rows;
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.max_queue_delay;
-        while rows < config.max_batch_size && rows < largest_preferred {
-            // What is waiting now joins without a wait.
-            let job = match rx.try_recv() {
-                Ok(job) => Some(job),
-                Err(_) if config.preferred_batch_sizes.contains(&rows) => None,
-                Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
-            };
-            match job {
-                Some(job) => {
-                    rows += job.rows;
-                    batch.push(job);
-                }
-                None => break,
+    loop {
+        let batch = {
+            // One instance gathers at a time; the others wait their turn.
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            let deadline = first.enqueued + config.max_queue_delay;
+            let mut rows = first.rows;
+            let mut batch = vec![first];
+            while rows < config.max_batch_size && rows < largest_preferred {
+                let job = match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) if config.preferred_batch_sizes.contains(&rows) => break,
+                    Err(TryRecvError::Empty) => {
+                        // Wait only for requests already on their way.
+                        let now = Instant::now();
+                        if now >= deadline || arriving.load(Ordering::Acquire) == 0 {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                };
+                rows += job.rows;
+                batch.push(job);
             }
+            (batch, rows)
+        };
+        let (mut batch, rows) = batch;
+        metrics.queue_depth.dec_by(batch.len() as i64);
+        metrics.batch_rows.observe(rows as f64);
+        metrics.calls.inc();
+        metrics.batched_requests.inc_by(batch.len() as u64);
+        for job in &batch {
+            metrics.queue_seconds.observe(job.enqueued.elapsed().as_secs_f64());
         }
-        let permit = running.clone().acquire_owned().await.expect("never closed");
-        let (runtime, pool, metrics) = (runtime.clone(), pool.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            metrics.queue_depth.dec_by(batch.len() as i64);
-            metrics.batch_rows.observe(rows as f64);
-            for job in &batch {
-                metrics.queue_seconds.observe(job.enqueued.elapsed().as_secs_f64());
-            }
-            let result = if batch.len() == 1 {
-                // One request: its inputs as they are, no copy.
-                let inputs = std::mem::take(&mut batch[0].inputs);
-                pool.run(move || runtime.run_tensors(&inputs, rows)).await
-            } else {
-                let inputs = concat(&batch);
-                pool.run(move || runtime.run_tensors(&inputs, rows)).await
-            };
-            split_back(batch, rows, result.map_err(|e| e.to_string()));
-        });
+        let result = if batch.len() == 1 {
+            // One request: its inputs as they are, no copy.
+            let inputs = std::mem::take(&mut batch[0].inputs);
+            runtime.run_tensors(&inputs, rows)
+        } else {
+            runtime.run_tensors(&concat(&batch), rows)
+        };
+        split_back(batch, rows, result.map_err(|e| e.to_string()));
     }
-    // Wait for the batches still running before reporting drained.
-    let _ = running.acquire_many(config.instances.max(1) as u32).await;
 }
 
 /// The batch's inputs, request after request.

@@ -4,7 +4,6 @@
 //! Outputs go back in `raw_output_contents`, as Triton sends them.
 
 use super::{Given, GivenInput, Refusal, ServeError, Server};
-use crate::runtime::ColumnData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,11 @@ use proto::*;
 /// The largest message either way (a request of ~1M FP32 values is 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// HTTP/2 flow-control window and frame size (the defaults, 64 KiB and
+/// 16 KiB, split a 256-row request into frames and window updates).
+pub const WINDOW: u32 = 4 << 20;
+pub const FRAME: u32 = 1 << 20;
+
 /// Binds `addr` and serves gRPC until `stop` is cancelled; then stops
 /// accepting and waits for open calls to finish.
 pub async fn serve(
@@ -39,6 +43,11 @@ pub async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let task = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            // Tensor payloads are tens of KiB: whole in one frame, no
+            // window updates per request.
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW * 4)
+            .max_frame_size(FRAME)
             .serve_with_incoming_shutdown(service, incoming, stop.cancelled_owned())
             .await
         {
@@ -116,6 +125,7 @@ impl GrpcInferenceService for Grpc {
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         let r = req.into_inner();
+        let arrival = self.server.arrival(&r.model_name);
         let raw = &r.raw_input_contents;
         if !raw.is_empty() && raw.len() != r.inputs.len() {
             return Err(Status::invalid_argument(format!(
@@ -142,17 +152,17 @@ impl GrpcInferenceService for Grpc {
             given.push(GivenInput { name: &input.name, datatype: &input.datatype, shape: input.shape.clone(), data });
         }
         let outputs: Vec<&str> = r.outputs.iter().map(|o| o.name.as_str()).collect();
-        let answer =
-            self.server.infer(&r.model_name, version(&r.model_version), given, &outputs).await.map_err(status)?;
+        let answer = self
+            .server
+            .infer(&r.model_name, version(&r.model_version), given, &outputs, arrival)
+            .await
+            .map_err(status)?;
         let mut tensors = Vec::with_capacity(answer.outputs.len());
         let mut raw_out = Vec::with_capacity(answer.outputs.len());
         for t in answer.outputs {
-            let (datatype, bytes): (&str, Vec<u8>) = match &t.data {
-                ColumnData::F32(v) => ("FP32", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                ColumnData::F64(v) => ("FP64", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                ColumnData::I32(v) => ("INT32", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                ColumnData::I64(v) => ("INT64", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            };
+            let datatype = t.data.datatype();
+            let mut bytes = Vec::new();
+            t.data.extend_le_bytes(&mut bytes);
             tensors.push(InferOutputTensor {
                 name: t.name,
                 datatype: datatype.into(),
@@ -160,7 +170,7 @@ impl GrpcInferenceService for Grpc {
                 parameters: Default::default(),
                 contents: None,
             });
-            raw_out.push(bytes);
+            raw_out.push(bytes.into());
         }
         Ok(Response::new(ModelInferResponse {
             model_name: answer.model,

@@ -122,6 +122,7 @@ fn metadata_json(m: &super::ModelMeta) -> Value {
 }
 
 async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let arrival = server.arrival(name);
     let header_len = req
         .headers()
         .get("inference-header-content-length")
@@ -189,7 +190,7 @@ async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<
         requested.push((n, o["parameters"]["binary_data"].as_bool().unwrap_or(binary_default)));
     }
     let names: Vec<&str> = requested.iter().map(|(n, _)| *n).collect();
-    match server.infer(name, version, given, &names).await {
+    match server.infer(name, version, given, &names, arrival).await {
         Ok(answer) => respond(answer, req.get("id").cloned(), &requested, binary_default),
         Err(e) => refuse(e),
     }
@@ -205,18 +206,18 @@ fn respond(
     let mut binary = Vec::new();
     for t in answer.outputs {
         let as_binary = requested.iter().find(|(n, _)| *n == t.name).map(|(_, b)| *b).unwrap_or(binary_default);
-        let (dt, bytes, values): (&str, Vec<u8>, Value) = match &t.data {
-            ColumnData::F32(v) => ("FP32", v.iter().flat_map(|x| x.to_le_bytes()).collect(), json!(v)),
-            ColumnData::F64(v) => ("FP64", v.iter().flat_map(|x| x.to_le_bytes()).collect(), json!(v)),
-            ColumnData::I32(v) => ("INT32", v.iter().flat_map(|x| x.to_le_bytes()).collect(), json!(v)),
-            ColumnData::I64(v) => ("INT64", v.iter().flat_map(|x| x.to_le_bytes()).collect(), json!(v)),
-        };
-        let mut entry = json!({"name": t.name, "datatype": dt, "shape": t.shape});
+        let mut entry = json!({"name": t.name, "datatype": t.data.datatype(), "shape": t.shape});
         if as_binary {
-            entry["parameters"] = json!({"binary_data_size": bytes.len()});
-            binary.extend(bytes);
+            let before = binary.len();
+            t.data.extend_le_bytes(&mut binary);
+            entry["parameters"] = json!({"binary_data_size": binary.len() - before});
         } else {
-            entry["data"] = values;
+            entry["data"] = match &t.data {
+                ColumnData::F32(v) => json!(v),
+                ColumnData::F64(v) => json!(v),
+                ColumnData::I32(v) => json!(v),
+                ColumnData::I64(v) => json!(v),
+            };
         }
         entries.push(entry);
     }

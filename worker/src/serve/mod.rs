@@ -20,6 +20,7 @@
 mod batch;
 pub mod grpc;
 pub mod http;
+pub mod load;
 
 use crate::ModelRuntime;
 use crate::pool::CpuPool;
@@ -33,10 +34,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// How requests are batched and bounded.
@@ -60,12 +61,29 @@ pub struct ServeConfig {
 pub struct Loaded {
     pub version: String,
     pub runtime: Arc<ModelRuntime>,
-    queue: mpsc::Sender<Job>,
+    queue: std::sync::mpsc::SyncSender<Job>,
+    /// The instance loops' threads; they end when `queue` is dropped.
+    _pool: CpuPool,
 }
 
 /// A served name and the version it answers with now.
 struct Slot {
     current: RwLock<Arc<Loaded>>,
+    /// Requests for this model being received or parsed, not yet queued:
+    /// what a forming batch may wait for.
+    arriving: Arc<AtomicUsize>,
+}
+
+/// A request on its way to a model's queue; counted in the model's
+/// `arriving` until dropped (queued, refused or failed).
+pub struct Arrival(Option<Arc<AtomicUsize>>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// What a request gives for one input, before it is checked.
@@ -142,6 +160,10 @@ pub struct ServeMetrics {
     pub request_seconds: Histogram,
     pub queue_seconds: Histogram,
     pub batch_rows: Histogram,
+    /// ONNX Runtime calls and the requests they answered: requests per
+    /// call is how much batching happens.
+    pub calls: Counter,
+    pub batched_requests: Counter,
     pub queue_depth: Gauge,
     pub rejected: Counter,
     /// 1 for each model's serving version (labels: model, version, sha256).
@@ -157,6 +179,8 @@ impl ServeMetrics {
             request_seconds: latency(),
             queue_seconds: latency(),
             batch_rows: Histogram::new((0..14).map(|i| 2f64.powi(i))),
+            calls: Counter::default(),
+            batched_requests: Counter::default(),
             queue_depth: Gauge::default(),
             rejected: Counter::default(),
             loaded: Default::default(),
@@ -170,6 +194,8 @@ impl ServeMetrics {
         r.register(format!("{p}_request_seconds"), "Time from request to response", self.request_seconds.clone());
         r.register(format!("{p}_queue_seconds"), "Time a request waited for its batch", self.queue_seconds.clone());
         r.register(format!("{p}_batch_rows"), "Rows per ONNX Runtime call", self.batch_rows.clone());
+        r.register(format!("{p}_calls"), "ONNX Runtime calls (batches)", self.calls.clone());
+        r.register(format!("{p}_batched_requests"), "Requests answered by those calls", self.batched_requests.clone());
         r.register(format!("{p}_queue_depth"), "Requests waiting for a batch", self.queue_depth.clone());
         r.register(format!("{p}_rejected"), "Requests refused because the queue was full", self.rejected.clone());
         r.register(format!("{p}_model_loaded"), "The version each model answers with (1)", self.loaded.clone());
@@ -200,29 +226,35 @@ pub struct Model {
 pub struct Server {
     models: BTreeMap<String, Slot>,
     config: ServeConfig,
-    pool: CpuPool,
     pub metrics: Arc<ServeMetrics>,
     ready: AtomicBool,
 }
 
 impl Server {
-    /// Starts a batcher per model on `pool`. Warm the models first
-    /// ([`warm`]): the server reports ready from the start.
-    pub fn new(models: Vec<Model>, pool: CpuPool, config: ServeConfig) -> Arc<Self> {
+    /// Starts each model's instances. Warm the models first ([`warm`]):
+    /// the server reports ready from the start.
+    pub fn new(models: Vec<Model>, config: ServeConfig) -> Arc<Self> {
         let metrics = Arc::new(ServeMetrics::new());
-        let mut server = Server { models: BTreeMap::new(), config, pool, metrics, ready: true.into() };
+        let mut server = Server { models: BTreeMap::new(), config, metrics, ready: true.into() };
         for m in models {
-            let loaded = server.start(m.version, m.runtime);
+            let arriving = Arc::new(AtomicUsize::new(0));
+            let loaded = server.start(m.version, m.runtime, &arriving);
             server.metrics.loaded.get_or_create(&ServeMetrics::loaded_labels(&m.name, &loaded)).set(1);
-            server.models.insert(m.name, Slot { current: RwLock::new(loaded) });
+            server.models.insert(m.name, Slot { current: RwLock::new(loaded), arriving });
         }
         Arc::new(server)
     }
 
-    fn start(&self, version: String, runtime: Arc<ModelRuntime>) -> Arc<Loaded> {
-        let (tx, rx) = mpsc::channel(self.config.queue_limit.max(1));
-        tokio::spawn(batch::batcher(rx, runtime.clone(), self.pool.clone(), self.config.clone(), self.metrics.clone()));
-        Arc::new(Loaded { version, runtime, queue: tx })
+    fn start(&self, version: String, runtime: Arc<ModelRuntime>, arriving: &Arc<AtomicUsize>) -> Arc<Loaded> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(self.config.queue_limit.max(1));
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let pool = CpuPool::new(self.config.instances.max(1));
+        for _ in 0..pool.threads() {
+            let (rx, runtime, config, metrics, arriving) =
+                (rx.clone(), runtime.clone(), self.config.clone(), self.metrics.clone(), arriving.clone());
+            pool.spawn(move || batch::instance(rx, runtime, config, metrics, arriving));
+        }
+        Arc::new(Loaded { version, runtime, queue: tx, _pool: pool })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -233,6 +265,16 @@ impl Server {
     /// that load balancers stop sending before the listeners close.
     pub fn set_not_ready(&self) {
         self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Marks a request for `name` as on its way: a batch being formed
+    /// waits for it (up to the queue delay). Take it before reading the
+    /// request body; [`Server::infer`] ends it once the request is queued.
+    pub fn arrival(&self, name: &str) -> Arrival {
+        Arrival(self.models.get(name).map(|slot| {
+            slot.arriving.fetch_add(1, Ordering::AcqRel);
+            slot.arriving.clone()
+        }))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -286,10 +328,11 @@ impl Server {
         version: Option<&str>,
         given: Vec<GivenInput<'_>>,
         outputs: &[&str],
+        arrival: Arrival,
     ) -> Result<Answer, ServeError> {
         let started = Instant::now();
         let loaded = self.loaded(name, version)?;
-        let result = self.infer_on(name, &loaded, given, outputs).await;
+        let result = self.infer_on(name, &loaded, given, outputs, arrival).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => match e.kind {
@@ -312,6 +355,7 @@ impl Server {
         loaded: &Loaded,
         given: Vec<GivenInput<'_>>,
         outputs: &[&str],
+        arrival: Arrival,
     ) -> Result<Answer, ServeError> {
         let sig = loaded.runtime.signature();
         for o in outputs {
@@ -326,6 +370,9 @@ impl Server {
         let (inputs, rows) = bind(&loaded.runtime, given).map_err(|m| ServeError::new(Refusal::BadRequest, m))?;
         let (tx, rx) = oneshot::channel();
         let job = Job { inputs, rows, enqueued: Instant::now(), reply: tx };
+        // Arrived before it is queued: an instance woken by this request
+        // must not wait for it as if it were still on its way.
+        drop(arrival);
         if loaded.queue.try_send(job).is_err() {
             self.metrics.rejected.inc();
             return Err(ServeError::new(Refusal::Busy, format!("model {name:?}: the queue is full; retry later")));
@@ -356,7 +403,7 @@ impl Server {
             .models
             .get(name)
             .ok_or_else(|| ServeError::new(Refusal::NotFound, format!("unknown model {name:?}")))?;
-        let next = self.start(version, runtime);
+        let next = self.start(version, runtime, &slot.arriving);
         let old = std::mem::replace(&mut *slot.current.write().expect("not poisoned"), next.clone());
         self.metrics.loaded.remove(&ServeMetrics::loaded_labels(name, &old));
         self.metrics.loaded.get_or_create(&ServeMetrics::loaded_labels(name, &next)).set(1);
@@ -412,7 +459,7 @@ impl Server {
         }
         tracing::info!(model = %name, from = %current, to = %version, "alias moved: loading the new version beside the old");
         let runtime = Arc::new(load(&url, options).await?);
-        warm(&runtime, &self.pool, self.config.max_batch_size).await?;
+        warm(&runtime, self.config.max_batch_size).await?;
         let _ = self.swap(name, version.clone(), runtime);
         Ok(Some(version))
     }
@@ -432,27 +479,31 @@ pub async fn load(url: &hourglass_core::BlobUrl, options: RuntimeOptions) -> Res
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Runs a model once at one row and once at a full batch on every session,
-/// so that the first requests do not pay for ONNX Runtime's lazy setup.
-pub async fn warm(runtime: &Arc<ModelRuntime>, pool: &CpuPool, max_batch: usize) -> Result<(), crate::Error> {
-    let sessions = runtime.sessions().max(1);
-    let mut runs = Vec::new();
-    for _ in 0..sessions {
-        for rows in [1, max_batch.max(1)] {
-            let runtime = runtime.clone();
-            runs.push(pool.run(move || {
-                let inputs = zeros(&runtime, rows);
-                runtime.run_tensors(&inputs, rows).map(|_| ())
-            }));
-        }
-    }
-    for r in futures::future::join_all(runs).await {
-        r?;
-    }
-    Ok(())
+/// Runs a model once at one row and once at a full batch on every session
+/// at once, so that the first requests do not pay for ONNX Runtime's lazy
+/// setup.
+pub async fn warm(runtime: &Arc<ModelRuntime>, max_batch: usize) -> Result<(), crate::Error> {
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..runtime.sessions().max(1))
+                .map(|_| {
+                    s.spawn(|| -> Result<(), crate::Error> {
+                        for rows in [1, max_batch.max(1)] {
+                            runtime.run_tensors(&zeros(&runtime, rows), rows)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            runs.into_iter().try_for_each(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-fn zeros(runtime: &ModelRuntime, rows: usize) -> Vec<InputData> {
+pub(super) fn zeros(runtime: &ModelRuntime, rows: usize) -> Vec<InputData> {
     runtime
         .signature()
         .inputs
