@@ -8,6 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Tensor bytes as `Bytes`: decoded without a copy, cloned for free.
     config.bytes(["."]);
-    tonic_prost_build::configure().compile_with_config(config, &["proto/grpc_predict_v2.proto"], &["proto"])?;
+    // Server only: `bench serve` frames its gRPC requests itself.
+    tonic_prost_build::configure().build_client(false).compile_with_config(
+        config,
+        &["proto/grpc_predict_v2.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

@@ -128,8 +128,15 @@ async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<
         .get("inference-header-content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let body = match req.into_body().collect().await {
+    let limit = super::grpc::MAX_MESSAGE_BYTES;
+    let body = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {} MiB; send fewer rows per request", limit >> 20),
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")),
     };
     let (head, mut binary) = match header_len {
