@@ -129,3 +129,39 @@ fn an_alias_move_swaps_versions_under_load_without_failing_a_request() {
     serve.signal("TERM");
     assert!(serve.wait_exit(Duration::from_secs(30)).success());
 }
+
+/// `hourglass bench serve` end to end on a tiny matrix: every cell ran
+/// without a failed request, batching on grouped requests, and the report
+/// carries raw ONNX Runtime and the targets (figures are for the README,
+/// not asserted).
+#[test]
+fn bench_serve_reports_every_cell() {
+    let out = hourglass_ok(&[
+        "bench",
+        "serve",
+        "--model",
+        model_path().to_str().unwrap(),
+        "--concurrency",
+        "1,8",
+        "--rows",
+        "1,16",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2 * 2 * 2 * 2, "protocols × rows × concurrency × batching");
+    for c in cells {
+        assert_eq!(c["failed"], 0, "{c}");
+        assert!(c["requests"].as_u64().unwrap() > 0, "{c}");
+        assert!(c["requests_per_call"].as_f64().unwrap() >= 1.0, "{c}");
+        if c["batching"] == false {
+            assert_eq!(c["requests_per_call"], 1.0, "batching off is one request per call: {c}");
+        }
+    }
+    assert!(v["raw"]["rows_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["raw"]["rows"], 16);
+}

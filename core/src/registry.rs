@@ -276,14 +276,27 @@ impl Registry {
     /// `aliases.json` and its version (`None` before the first alias).
     pub async fn aliases(&self, name: &str) -> Result<(Aliases, Option<String>)> {
         let key = self.key(&format!("{name}/aliases.json"));
-        let meta = match self.store.head(&key).await {
-            Ok(m) => m,
-            Err(e) if e.is_not_found() => return Ok((Aliases { v: 1, ..Aliases::default() }, None)),
-            Err(e) => return Err(e),
-        };
-        let body = store::read_range_if(self.store.as_ref(), &key, 0..meta.size, Some(&meta.version)).await?;
-        let aliases = serde_json::from_slice(&body).map_err(|e| Error::invalid(self.root.join(&key).to_string(), e))?;
-        Ok((aliases, Some(meta.version)))
+        // A move between the HEAD and the GET changes the object under the
+        // read: read it again (each move is a whole new file, so this ends).
+        let mut attempt = 0;
+        loop {
+            let meta = match self.store.head(&key).await {
+                Ok(m) => m,
+                Err(e) if e.is_not_found() => return Ok((Aliases { v: 1, ..Aliases::default() }, None)),
+                Err(e) => return Err(e),
+            };
+            let body = match store::read_range_if(self.store.as_ref(), &key, 0..meta.size, Some(&meta.version)).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::Changed && attempt < 20 => {
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let aliases =
+                serde_json::from_slice(&body).map_err(|e| Error::invalid(self.root.join(&key).to_string(), e))?;
+            return Ok((aliases, Some(meta.version)));
+        }
     }
 
     /// Resolves `selector` of `name` to a version and its manifest.

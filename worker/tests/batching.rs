@@ -95,3 +95,35 @@ async fn a_request_alone_is_not_held_for_the_queue_delay() {
     assert_eq!(got, alone(&runtime, &x));
     assert_eq!(server.metrics.calls.get(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_instead_of_growing() {
+    // One instance scoring 256-row calls of the deep model (~1 ms each), a
+    // queue of one: 100 requests submitted at once cannot all wait.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/ctr_deep.onnx");
+    let runtime = Arc::new(ModelRuntime::load_file(&path, RuntimeOptions { intra_threads: 1, sessions: 1 }).unwrap());
+    let config = ServeConfig {
+        max_batch_size: 1,
+        max_queue_delay: Duration::ZERO,
+        preferred_batch_sizes: vec![],
+        queue_limit: 1,
+        instances: 1,
+        request_timeout: HOUR,
+    };
+    let server = Server::new(vec![Model { name: "m".into(), version: "1".into(), runtime }], config);
+    let x = rows(256, 5);
+    let calls = (0..100).map(|_| {
+        let given =
+            vec![GivenInput { name: "input", datatype: "FP32", shape: vec![256, WIDTH as i64], data: Given::F32(&x) }];
+        server.infer("m", None, given, &[], server.arrival("m"))
+    });
+    let results = within_a_minute(futures::future::join_all(calls)).await;
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(!refused.is_empty(), "no request was refused");
+    for e in &refused {
+        assert_eq!(e.kind, hourglass_worker::serve::Refusal::Busy, "{e:?}");
+        assert!(e.message.contains("queue is full"), "{e:?}");
+    }
+    assert!(results.iter().filter(|r| r.is_ok()).count() >= 1);
+    assert_eq!(server.metrics.rejected.get(), refused.len() as u64);
+}
