@@ -82,9 +82,31 @@ impl LocalQueue {
         }
         let conn = Connection::open(&path).map_err(|e| qerr("open", &e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| qerr("open", &e))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| qerr("open", &e))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| qerr("open", &e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| qerr("open", &e))?;
+        // Several processes opening a new queue at once (a worker, the
+        // scaler and the watcher of one machine) race to switch it to WAL
+        // and create the tables; SQLite answers the loser "database is
+        // locked" at once, without its busy handler. Try again until the
+        // busy timeout.
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let init = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+                .and_then(|()| conn.execute_batch(SCHEMA));
+            match init {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    #[allow(clippy::disallowed_methods)] // Opening is synchronous: it waits its own thread.
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(qerr("open", &e)),
+            }
+        }
         if let Some(n) = max_receives {
             if n == 0 {
                 return Err(Error::invalid(name, "max_receives must be at least 1"));
@@ -338,6 +360,28 @@ impl Queue for LocalQueue {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn processes_opening_a_new_queue_at_once_all_succeed() {
+        for round in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("queue-{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let opens: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        LocalQueue::open(&path, Some(3)).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                o.join().unwrap().unwrap();
+            }
+        }
+    }
+
     use super::*;
 
     fn q(dir: &tempfile::TempDir, max: Option<u32>) -> LocalQueue {
