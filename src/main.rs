@@ -48,8 +48,8 @@ enum Command {
     Submit(Box<cmd::submit::SubmitArgs>),
     /// Lease shards from a queue and score them until stopped (SIGTERM drains).
     Worker(Box<cmd::worker::WorkerArgs>),
-    /// Serve models online: KServe v2 / Open Inference Protocol over HTTP,
-    /// with dynamic batching.
+    /// Serve models online: KServe v2 / Open Inference Protocol over HTTP and
+    /// gRPC, with dynamic batching, following registry aliases.
     Serve(Box<cmd::serve::ServeArgs>),
     /// Show a job's progress from its ledger.
     Status(cmd::status::StatusArgs),

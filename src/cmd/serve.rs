@@ -30,8 +30,9 @@ pub struct ServeArgs {
     /// Most rows in one ONNX Runtime call; 1 turns dynamic batching off.
     #[arg(long, default_value_t = 256, env = "HOURGLASS_MAX_BATCH_SIZE")]
     max_batch_size: usize,
-    /// How long a request may wait for others to share its batch (`500us`,
-    /// `2ms`).
+    /// The most a forming batch waits for requests already arriving (being
+    /// received or parsed), from its first request's queueing (`500us`,
+    /// `2ms`); a request alone does not wait.
     #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration, env = "HOURGLASS_MAX_QUEUE_DELAY")]
     max_queue_delay: Duration,
     /// Batch sizes (rows) sent without waiting out the delay when nothing
