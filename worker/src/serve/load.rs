@@ -124,16 +124,17 @@ async fn user(load: &Load, k: usize, measure_from: Instant, end: Instant) -> Use
         out.failed += 1;
         out.error.get_or_insert(e);
     };
+    // One connection per virtual user, whatever the protocol.
+    let stream = match tokio::net::TcpStream::connect(load.addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&mut out, format!("connect: {e}"));
+            return out;
+        }
+    };
+    let _ = stream.set_nodelay(true);
     match load.protocol {
         Protocol::Http => {
-            let stream = match tokio::net::TcpStream::connect(load.addr).await {
-                Ok(s) => s,
-                Err(e) => {
-                    fail(&mut out, format!("connect: {e}"));
-                    return out;
-                }
-            };
-            let _ = stream.set_nodelay(true);
             let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -176,14 +177,6 @@ async fn user(load: &Load, k: usize, measure_from: Instant, end: Instant) -> Use
         Protocol::Grpc => {
             // gRPC framed by hand on a bare HTTP/2 connection: the cheapest
             // client, so that the CPU it takes from the server is small.
-            let stream = match tokio::net::TcpStream::connect(load.addr).await {
-                Ok(s) => s,
-                Err(e) => {
-                    fail(&mut out, format!("connect: {e}"));
-                    return out;
-                }
-            };
-            let _ = stream.set_nodelay(true);
             let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder
                 .initial_stream_window_size(super::grpc::WINDOW)
