@@ -62,6 +62,10 @@ enum Command {
     /// Start jobs when files land in S3: read S3 event notifications from a
     /// queue, match them against rules, submit (idempotently).
     Watch(cmd::watch::WatchArgs),
+    /// Training jobs on the worker fleet: sweeps whose trials register
+    /// validated models in the registry.
+    #[command(subcommand)]
+    Train(cmd::train::TrainCommand),
     /// Manage SQS queues.
     #[command(subcommand)]
     Queue(cmd::queue::QueueCommand),
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Verify(a) => cmd::verify::run(a).await,
             Command::Queue(c) => cmd::queue::run(c).await,
+            Command::Train(c) => cmd::train::run(c).await,
             Command::Iam(c) => cmd::iam::run(c),
             Command::Serve(a) => cmd::serve::run(*a).await,
             Command::Model(c) => cmd::model::run(c).await,

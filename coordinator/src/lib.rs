@@ -13,6 +13,7 @@ pub mod plan;
 pub mod status;
 pub mod submit;
 pub mod synth;
+pub mod train;
 pub mod trigger;
 pub mod verify;
 

@@ -47,6 +47,25 @@ pub struct Failure {
     pub error_kind: String,
     pub message: String,
     pub attempts: u32,
+    /// A failed trial's last trainer output lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+}
+
+/// One trial of a training job, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialStatus {
+    pub trial: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// `done`, `failed` or `pending`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainer_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +100,15 @@ pub struct JobStatus {
     /// Each planned shard's state in shard order, for the live view.
     #[serde(skip)]
     pub shard_states: Vec<ShardState>,
+    /// `infer` (a batch job: its units are shards) or `train` (a training
+    /// job: its units are trials).
+    pub kind: hourglass_core::task::TaskKind,
+    /// A training job's trials, in plan order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trials: Vec<TrialStatus>,
+    /// A training job's promotion decision, once every trial is done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<hourglass_core::train::PromotionRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,38 +123,45 @@ pub enum ShardState {
 /// is shown.
 pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobStatus> {
     let ledger = Ledger::new(store::open(output)?, output);
-    let job = ledger.read_job().await?.ok_or_else(|| {
+    let any = ledger.read_any_job().await?.ok_or_else(|| {
         Error::Invalid(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json")))
     })?;
+    let job_id = any.job().clone();
+    let units = any.units();
     let done = ledger.done_records().await?;
     let failed = ledger.failed_records().await?;
-    let planned: std::collections::BTreeSet<_> = job.shards.iter().map(|s| s.shard.clone()).collect();
+    let planned: std::collections::BTreeSet<_> = units.iter().map(|(s, _)| (*s).clone()).collect();
     let foreign_records =
-        (done.iter().filter(|d| d.job != job.job).count() + failed.iter().filter(|f| f.job != job.job).count()) as u64;
-    let done: Vec<_> = done.into_iter().filter(|d| d.job == job.job && planned.contains(&d.shard)).collect();
+        (done.iter().filter(|d| d.job != job_id).count() + failed.iter().filter(|f| f.job != job_id).count()) as u64;
+    let done: Vec<_> = done.into_iter().filter(|d| d.job == job_id && planned.contains(&d.shard)).collect();
     let done_ids: std::collections::BTreeSet<_> = done.iter().map(|d| d.shard.clone()).collect();
     let failed: Vec<_> = failed
         .into_iter()
-        .filter(|f| f.job == job.job && planned.contains(&f.shard) && !done_ids.contains(&f.shard))
+        .filter(|f| f.job == job_id && planned.contains(&f.shard) && !done_ids.contains(&f.shard))
         .collect();
     let mut success = ledger.success().await?;
-    if success.is_none() && done.len() == job.shards.len() {
+    if let hourglass_core::ledger::AnyJob::Infer(job) = &any
+        && success.is_none()
+        && done.len() == units.len()
+    {
         // A worker died between its done record and `_SUCCESS`: repair.
-        ledger.try_finalize(&job).await?;
+        // (A training job's last step, the promotion, is the workers':
+        // the undeleted message of the last trial brings it back.)
+        ledger.try_finalize(job).await?;
         success = ledger.success().await?;
     }
-    let total = job.shards.len() as u64;
+    let total = units.len() as u64;
     let rows_done: u64 = done.iter().map(|d| d.rows).sum();
     let now = now_ms();
     // Throughput counts from the first shard started, not from submit: a
     // job queued before its workers came up is not slow.
-    let first_start = done.iter().map(|d| d.started_at_ms).min().unwrap_or(job.submitted_at_ms);
+    let first_start = done.iter().map(|d| d.started_at_ms).min().unwrap_or(any.submitted_at_ms());
     let end = if success.is_some() { done.iter().map(|d| d.finished_at_ms).max().unwrap_or(now) } else { now };
     let elapsed_secs = end.saturating_sub(first_start) as f64 / 1000.0;
     let rows_per_sec = if elapsed_secs > 0.0 { rows_done as f64 / elapsed_secs } else { 0.0 };
     // Estimate what remains from the plan of the shards not yet done.
-    let remaining: u64 = job.shards.iter().filter(|s| !done_ids.contains(&s.shard)).map(|s| s.rows_estimate).sum();
-    let open_shards = job.shards.len() - done.len() - failed.len();
+    let remaining: u64 = units.iter().filter(|(s, _)| !done_ids.contains(*s)).map(|(_, r)| r).sum();
+    let open_shards = units.len() - done.len() - failed.len();
     let (mut shards_lost, mut dead_letters) = (0u64, None);
     if let Some(queue) = queue {
         let depth = queue.depth().await?;
@@ -152,27 +187,58 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
         JobState::Running => None,
     };
     let failed_ids: std::collections::BTreeSet<_> = failed.iter().map(|f| f.shard.clone()).collect();
-    let shard_states = job
-        .shards
+    let shard_states = units
         .iter()
-        .map(|s| {
-            if done_ids.contains(&s.shard) {
+        .map(|(s, _)| {
+            if done_ids.contains(*s) {
                 ShardState::Done
-            } else if failed_ids.contains(&s.shard) {
+            } else if failed_ids.contains(*s) {
                 ShardState::Failed
             } else {
                 ShardState::Pending
             }
         })
         .collect();
-    let deadline = job.spec.deadline_unix_ms;
+    let deadline = any.deadline_unix_ms();
+    let (trials, promotion) = match &any {
+        hourglass_core::ledger::AnyJob::Train(job) => {
+            let trials = job
+                .trials
+                .iter()
+                .map(|t| {
+                    let d = done.iter().find(|d| d.shard == t.trial);
+                    let r = d.and_then(|d| d.trial.as_ref());
+                    TrialStatus {
+                        trial: t.trial.to_string(),
+                        params: t.params.clone(),
+                        state: if d.is_some() {
+                            "done"
+                        } else if failed_ids.contains(&t.trial) {
+                            "failed"
+                        } else {
+                            "pending"
+                        },
+                        version: r.map(|r| r.version),
+                        metrics: r.map(|r| r.metrics.clone()).unwrap_or_default(),
+                        trainer_seconds: r.map(|r| r.trainer_seconds),
+                        seconds: d.map(|d| d.seconds),
+                    }
+                })
+                .collect();
+            (trials, ledger.read_promotion().await?)
+        }
+        hourglass_core::ledger::AnyJob::Infer(_) => (vec![], None),
+    };
     let slack_secs = match (deadline, state) {
         (Some(d), JobState::Succeeded) => Some((d as f64 - end as f64) / 1000.0),
         (Some(d), _) => eta_secs.map(|eta| (d as f64 - now as f64) / 1000.0 - eta),
         _ => None,
     };
     Ok(JobStatus {
-        job: job.job.clone(),
+        kind: any.kind(),
+        trials,
+        promotion,
+        job: job_id,
         output: ledger.root().to_string(),
         state,
         shards_total: total,
@@ -180,7 +246,7 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
         shards_failed: failed.len() as u64,
         shards_pending: total - done.len() as u64 - failed.len() as u64 - shards_lost,
         rows_done,
-        rows_estimate: job.rows_estimate,
+        rows_estimate: any.rows_estimate(),
         bad_rows: done.iter().map(|d| d.bad_rows).sum(),
         elapsed_secs,
         rows_per_sec,
@@ -194,11 +260,15 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
                 error_kind: f.error_kind,
                 message: f.message,
                 attempts: f.attempts,
+                log_tail: f.log_tail,
             })
             .collect(),
         shards_lost,
         dead_letters,
-        skipped_files: job.skipped_files.clone(),
+        skipped_files: match &any {
+            hourglass_core::ledger::AnyJob::Infer(job) => job.skipped_files.clone(),
+            hourglass_core::ledger::AnyJob::Train(_) => vec![],
+        },
         foreign_records,
         shard_states,
     })
@@ -417,11 +487,42 @@ impl JobStatus {
             };
             out.push_str(&format!("deadline {when} ({slack})\n"));
         }
+        for t in &self.trials {
+            let metrics: Vec<String> =
+                ["auc", "logloss"].iter().filter_map(|m| Some(format!("{m} {:.4}", t.metrics.get(*m)?))).collect();
+            out.push_str(&format!(
+                "trial    {} {:<7} {}{}{} {}\n",
+                t.trial,
+                t.state,
+                t.version.map(|v| format!("v{v} ")).unwrap_or_default(),
+                metrics.join(" "),
+                t.trainer_seconds.map(|s| format!(" trainer {s:.1}s")).unwrap_or_default(),
+                serde_json::Value::Object(t.params.clone()),
+            ));
+        }
+        if let Some(p) = &self.promotion {
+            out.push_str(&format!(
+                "promote  {} {} version {} ({} {} {:.4}): {}\n",
+                p.alias,
+                if p.promoted { "->" } else { "stays; best is" },
+                p.best_version,
+                p.best_trial,
+                p.metric,
+                p.best_value,
+                p.reason
+            ));
+        }
+        let unit = if self.kind == hourglass_core::task::TaskKind::Train { "trial" } else { "shard" };
         for f in &self.failures {
             out.push_str(&format!(
-                "failed   shard {} after {} attempts [{}]: {}\n",
+                "failed   {unit} {} after {} attempts [{}]: {}\n",
                 f.shard, f.attempts, f.error_kind, f.message
             ));
+            if let Some(tail) = &f.log_tail {
+                for line in tail.lines() {
+                    out.push_str(&format!("         | {line}\n"));
+                }
+            }
         }
         out
     }
@@ -456,6 +557,9 @@ mod tests {
             skipped_files: vec![],
             foreign_records: 0,
             shard_states: states,
+            kind: hourglass_core::task::TaskKind::Infer,
+            trials: vec![],
+            promotion: None,
         }
     }
 
@@ -473,6 +577,7 @@ mod tests {
             error_kind: "bad_row".into(),
             message: "s3://a-very-long-bucket-name/with/a/deep/prefix/part-00000.csv line 152: ".repeat(3),
             attempts: 3,
+            log_tail: None,
         }];
         let line = s.progress_line();
         assert!(line.chars().count() <= VIEW_COLUMNS, "{line}");

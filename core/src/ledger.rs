@@ -144,6 +144,9 @@ pub struct DoneRecord {
     pub output: BlobUrl,
     /// Hex sha256 of the output object.
     pub sha256: String,
+    /// A training trial's result (then `output` is the registered model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<crate::train::TrialResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +160,9 @@ pub struct FailedRecord {
     pub attempts: u32,
     pub worker: String,
     pub failed_at_ms: u64,
+    /// The last lines a trainer printed, for a failed training trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +215,68 @@ impl JobRecord {
         fields.iter().find(|(_, same)| !same).map(|(field, _)| {
             format!("its {field} differs from the plan of shard {} in job {}'s job.json", task.shard, self.job)
         })
+    }
+}
+
+/// Whatever a prefix's `job.json` holds: a batch job or a training job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyJob {
+    Infer(JobRecord),
+    Train(crate::train::TrainJobRecord),
+}
+
+impl AnyJob {
+    /// Reads `job.json`: a record with `"kind": "train"` is a training job,
+    /// one without a kind a batch job.
+    pub fn from_json(what: &str, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |e: serde_json::Error| Error::invalid(what.to_string(), format!("corrupt ledger record: {e}"));
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("train") => Ok(AnyJob::Train(serde_json::from_value(value).map_err(corrupt)?)),
+            None => Ok(AnyJob::Infer(serde_json::from_value(value).map_err(corrupt)?)),
+            Some(other) => Err(Error::invalid(what.to_string(), format!("job of unknown kind {other:?}"))),
+        }
+    }
+
+    pub fn kind(&self) -> crate::task::TaskKind {
+        match self {
+            AnyJob::Infer(_) => crate::task::TaskKind::Infer,
+            AnyJob::Train(_) => crate::task::TaskKind::Train,
+        }
+    }
+
+    pub fn job(&self) -> &JobId {
+        match self {
+            AnyJob::Infer(j) => &j.job,
+            AnyJob::Train(j) => &j.job,
+        }
+    }
+
+    /// The units the ledger records (shards or trials) with their row
+    /// estimates, in plan order.
+    pub fn units(&self) -> Vec<(&ShardId, u64)> {
+        match self {
+            AnyJob::Infer(j) => j.shards.iter().map(|s| (&s.shard, s.rows_estimate)).collect(),
+            AnyJob::Train(j) => j.trials.iter().map(|t| (&t.trial, t.rows_estimate)).collect(),
+        }
+    }
+
+    pub fn rows_estimate(&self) -> u64 {
+        self.units().iter().map(|(_, r)| r).sum()
+    }
+
+    pub fn deadline_unix_ms(&self) -> Option<u64> {
+        match self {
+            AnyJob::Infer(j) => j.spec.deadline_unix_ms,
+            AnyJob::Train(j) => j.spec.deadline_unix_ms,
+        }
+    }
+
+    pub fn submitted_at_ms(&self) -> u64 {
+        match self {
+            AnyJob::Infer(j) => j.submitted_at_ms,
+            AnyJob::Train(j) => j.submitted_at_ms,
+        }
     }
 }
 
@@ -281,19 +349,38 @@ impl Ledger {
         self.key("_hourglass/job.json")
     }
 
+    /// The batch job the prefix holds; a training job there is an error
+    /// naming it (batch-only callers: submit, verify).
     pub async fn read_job(&self) -> Result<Option<JobRecord>> {
-        self.read_json(&self.job_key()).await
+        match self.read_any_job().await? {
+            None => Ok(None),
+            Some(AnyJob::Infer(j)) => Ok(Some(j)),
+            Some(AnyJob::Train(j)) => Err(Error::invalid(
+                self.root.to_string(),
+                format!("the prefix holds training job {}, not a batch job", j.job),
+            )),
+        }
+    }
+
+    /// The job the prefix holds, of either kind.
+    pub async fn read_any_job(&self) -> Result<Option<AnyJob>> {
+        let key = self.job_key();
+        match self.store.get(&key).await {
+            Ok(bytes) => AnyJob::from_json(&self.store.url(&key).to_string(), &bytes).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The job record and its version (to tell a changed record from the
     /// one a worker cached), or `None` when the prefix holds no job.
-    pub async fn read_job_versioned(&self) -> Result<Option<(JobRecord, String)>> {
+    pub async fn read_job_versioned(&self) -> Result<Option<(AnyJob, String)>> {
         let version = match self.store.head(&self.job_key()).await {
             Ok(meta) => meta.version,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(self.read_job().await?.map(|r| (r, version)))
+        Ok(self.read_any_job().await?.map(|r| (r, version)))
     }
 
     /// The version of `job.json`, or `None` when there is none.
@@ -310,6 +397,46 @@ impl Ledger {
     pub async fn create_job(&self, job: &JobRecord) -> Result<bool> {
         let body = serde_json::to_vec_pretty(job).expect("ledger records serialize");
         self.store.put_if_absent(&self.job_key(), Bytes::from(body)).await
+    }
+
+    /// `create_job` for a training job.
+    pub async fn create_train_job(&self, job: &crate::train::TrainJobRecord) -> Result<bool> {
+        let body = serde_json::to_vec_pretty(job).expect("ledger records serialize");
+        self.store.put_if_absent(&self.job_key(), Bytes::from(body)).await
+    }
+
+    /// `update_job` for a training job.
+    pub async fn update_train_job(&self, job: &crate::train::TrainJobRecord) -> Result<()> {
+        self.write_json(&self.job_key(), job).await
+    }
+
+    /// A training job's promotion decision, once made.
+    pub async fn read_promotion(&self) -> Result<Option<crate::train::PromotionRecord>> {
+        self.read_json(&self.key("_hourglass/promotion.json")).await
+    }
+
+    /// Records the promotion decision; of two finalizers racing, the first
+    /// record stays (the decision is the same, its time is not).
+    pub async fn create_promotion(&self, record: &crate::train::PromotionRecord) -> Result<bool> {
+        let body = serde_json::to_vec_pretty(record).expect("ledger records serialize");
+        self.store.put_if_absent(&self.key("_hourglass/promotion.json"), Bytes::from(body)).await
+    }
+
+    pub async fn read_registration(&self, trial: &ShardId) -> Result<Option<crate::train::Registration>> {
+        self.read_json(&self.key(&format!("_hourglass/registered/{trial}.json"))).await
+    }
+
+    /// Records the version a trial claimed unless an earlier attempt did;
+    /// returns whether this call recorded it.
+    pub async fn create_registration(&self, record: &crate::train::Registration) -> Result<bool> {
+        let body = serde_json::to_vec_pretty(record).expect("ledger records serialize");
+        let key = self.key(&format!("_hourglass/registered/{}.json", record.trial));
+        self.store.put_if_absent(&key, Bytes::from(body)).await
+    }
+
+    /// Where a trial's trainer log is kept.
+    pub fn trial_log_url(&self, trial: &ShardId) -> BlobUrl {
+        self.root.join(&format!("_hourglass/logs/{trial}.log"))
     }
 
     /// Rewrites the record of the job the prefix already holds (a resume
@@ -397,30 +524,49 @@ impl Ledger {
     /// does. A done record of another job under the prefix is an error:
     /// the prefix's outputs cannot be trusted.
     pub async fn try_finalize(&self, job: &JobRecord) -> Result<bool> {
+        self.try_finalize_any(&AnyJob::Infer(job.clone())).await
+    }
+
+    /// Whether every planned unit of `job` has a done record (and none of
+    /// another job is under the prefix), with the done records when so.
+    pub async fn all_done(&self, job: &AnyJob) -> Result<Option<Vec<DoneRecord>>> {
         let done = self.done_shards().await?;
-        if !job.shards.iter().all(|s| done.contains(&s.shard)) {
+        let units = job.units();
+        if !units.iter().all(|(s, _)| done.contains(*s)) {
+            return Ok(None);
+        }
+        let planned: BTreeSet<&ShardId> = units.iter().map(|(s, _)| *s).collect();
+        let mut records = Vec::new();
+        for record in self.done_records().await? {
+            if record.job != *job.job() {
+                return Err(Error::invalid(
+                    self.root.join(&format!("_hourglass/done/{}.json", record.shard)).to_string(),
+                    format!("done record of job {}, but the prefix holds job {}", record.job, job.job()),
+                ));
+            }
+            if planned.contains(&record.shard) {
+                records.push(record);
+            }
+        }
+        Ok(Some(records))
+    }
+
+    /// `try_finalize` for a job of either kind.
+    pub async fn try_finalize_any(&self, job: &AnyJob) -> Result<bool> {
+        // A listing first: the common call (not the last unit) stops here.
+        let listed = self.done_shards().await?;
+        if !job.units().iter().all(|(s, _)| listed.contains(*s)) {
             return Ok(false);
         }
         if self.success().await?.is_some() {
             return Ok(false);
         }
-        let planned: BTreeSet<&ShardId> = job.shards.iter().map(|s| &s.shard).collect();
-        let mut rows = 0;
-        for record in self.done_records().await? {
-            if record.job != job.job {
-                return Err(Error::invalid(
-                    self.root.join(&format!("_hourglass/done/{}.json", record.shard)).to_string(),
-                    format!("done record of job {}, but the prefix holds job {}", record.job, job.job),
-                ));
-            }
-            if planned.contains(&record.shard) {
-                rows += record.rows;
-            }
-        }
+        let Some(done) = self.all_done(job).await? else { return Ok(false) };
+        let rows = done.iter().map(|d| d.rows).sum();
         let record = SuccessRecord {
             v: LEDGER_VERSION,
-            job: job.job.clone(),
-            shards: job.shards.len() as u64,
+            job: job.job().clone(),
+            shards: job.units().len() as u64,
             rows,
             finished_at_ms: now_ms(),
         };

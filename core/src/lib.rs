@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod store;
 pub mod task;
 pub mod telemetry;
+pub mod train;
 pub mod units;
 pub mod url;
 

@@ -55,9 +55,30 @@ pub struct Lineage {
     /// The file or URL it was pushed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// The training run that made it.
+    /// The training run that made it (`<job>/<trial>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_run: Option<String>,
+    /// The trainer that made it: its name, command and the sha256 of each
+    /// file the command names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<TrainerLineage>,
+    /// The trainer's parameters.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// The files it was trained and checked on, as they were (ETags, sizes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dataset: Vec<crate::train::DatasetFile>,
+}
+
+/// A trainer, as a version's lineage records it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerLineage {
+    pub name: String,
+    pub command: Vec<String>,
+    /// sha256 of each file the command names (the script, the interpreter).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 /// One move of an alias.
@@ -197,12 +218,51 @@ impl Registry {
         lineage: Lineage,
         metrics: BTreeMap<String, f64>,
     ) -> Result<Manifest> {
+        let version = self.claim_version(name, bytes.clone()).await?;
+        self.describe_version(name, version, bytes, false, signature, lineage, metrics).await
+    }
+
+    /// Claims the next version number of `name` by creating its
+    /// `model.onnx` with put-if-absent (a racing push moves on to the next
+    /// number). The version is invisible to readers until
+    /// [`Registry::describe_version`] writes its manifest.
+    pub async fn claim_version(&self, name: &str, bytes: Bytes) -> Result<u64> {
         check_name(name).map_err(|e| Error::invalid("model push", e))?;
-        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         let mut version = self.allocated(name, false).await?.last().copied().unwrap_or(0) + 1;
-        // Claim the version with the model itself; a racing push moves on.
         while !self.store.put_if_absent(&self.key(&format!("{name}/{version}/model.onnx")), bytes.clone()).await? {
             version += 1;
+        }
+        Ok(version)
+    }
+
+    /// Whether a claimed version has its manifest (is visible).
+    pub async fn is_described(&self, name: &str, version: u64) -> Result<bool> {
+        match self.store.head(&self.key(&format!("{name}/{version}/manifest.json"))).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the manifest that makes a claimed version visible. With
+    /// `rewrite_model`, first replaces the claimed `model.onnx` with
+    /// `bytes` (a re-run completing a version an attempt that died had
+    /// claimed: nobody can have read it, it had no manifest).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn describe_version(
+        &self,
+        name: &str,
+        version: u64,
+        bytes: Bytes,
+        rewrite_model: bool,
+        signature: ModelSignature,
+        lineage: Lineage,
+        metrics: BTreeMap<String, f64>,
+    ) -> Result<Manifest> {
+        check_name(name).map_err(|e| Error::invalid("model push", e))?;
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if rewrite_model {
+            self.store.put(&self.key(&format!("{name}/{version}/model.onnx")), bytes.clone()).await?;
         }
         let manifest = Manifest {
             v: MANIFEST_VERSION,

@@ -1,6 +1,11 @@
-//! The shard task: one queue message, JSON, version 1, unknown fields
-//! rejected. It carries everything a stateless worker needs to score one
-//! shard and record the result; the attempt count comes from the queue.
+//! Tasks: one queue message each, JSON, unknown fields rejected; the
+//! attempt count comes from the queue.
+//!
+//! Version 2 of the contract adds `kind`: `infer` (a [`ShardTask`]: score
+//! one shard) or `train` (a [`TrainTask`]: run one trial of a training
+//! job). Version 1 messages have no `kind` and are shard tasks; they still
+//! parse. A worker of this build writes version 2, so workers must be
+//! upgraded before the coordinators that submit to their queue.
 
 use crate::{BlobUrl, Error, JobId, Result, ShardId};
 use serde::{Deserialize, Serialize};
@@ -9,11 +14,36 @@ use serde::{Deserialize, Serialize};
 /// line end, and a worker buffers no more than this of one line.
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
 
-/// The version this build writes and the only one it reads.
-pub const TASK_VERSION: u32 = 1;
+/// The version this build writes. It also reads [`TASK_VERSION_V1`].
+pub const TASK_VERSION: u32 = 2;
+/// Shard tasks before task kinds existed: no `kind` field.
+pub const TASK_VERSION_V1: u32 = 1;
 /// SQS refuses bodies over 256 KiB; the local queue holds itself to the same
 /// limit so a job that works locally works on SQS.
 pub const MAX_TASK_BYTES: usize = 256 * 1024;
+
+/// What a task asks a worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    Infer,
+    Train,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Infer => "infer",
+            TaskKind::Train => "train",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,9 +136,97 @@ fn default_max_line_bytes() -> u64 {
     DEFAULT_MAX_LINE_BYTES
 }
 
-impl ShardTask {
+/// One trial of a training job: its parameters. Everything else (dataset,
+/// trainer, registry, promotion rule) is in the job's `job.json`, which the
+/// worker reads and trusts; the task only says which trial to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainTask {
+    pub v: u32,
+    pub job: JobId,
+    pub trial: ShardId,
+    /// The training job's output prefix; its ledger lives under it.
+    pub output: BlobUrl,
+    /// The trial's trainer parameters (the job's base parameters with one
+    /// point of its grid applied).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_unix_ms: Option<u64>,
+}
+
+/// A decoded queue message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    Infer(ShardTask),
+    Train(TrainTask),
+}
+
+/// What the lease mechanics need of any task, whatever its kind.
+pub trait UnitTask {
+    fn kind(&self) -> TaskKind;
+    fn job(&self) -> &JobId;
+    /// The shard or trial: the unit the job's ledger records.
+    fn unit(&self) -> &ShardId;
+    /// The job's output prefix.
+    fn output(&self) -> &BlobUrl;
+    /// Every location the task names, for the worker's prefix allow-list.
+    fn urls(&self) -> Vec<(&'static str, &BlobUrl)>;
+}
+
+impl UnitTask for ShardTask {
+    fn kind(&self) -> TaskKind {
+        TaskKind::Infer
+    }
+    fn job(&self) -> &JobId {
+        &self.job
+    }
+    fn unit(&self) -> &ShardId {
+        &self.shard
+    }
+    fn output(&self) -> &BlobUrl {
+        &self.output
+    }
+    fn urls(&self) -> Vec<(&'static str, &BlobUrl)> {
+        vec![("input", &self.input.url), ("model", &self.model.url), ("output", &self.output)]
+    }
+}
+
+impl UnitTask for TrainTask {
+    fn kind(&self) -> TaskKind {
+        TaskKind::Train
+    }
+    fn job(&self) -> &JobId {
+        &self.job
+    }
+    fn unit(&self) -> &ShardId {
+        &self.trial
+    }
+    fn output(&self) -> &BlobUrl {
+        &self.output
+    }
+    fn urls(&self) -> Vec<(&'static str, &BlobUrl)> {
+        vec![("output", &self.output)]
+    }
+}
+
+impl Task {
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            Task::Infer(_) => TaskKind::Infer,
+            Task::Train(_) => TaskKind::Train,
+        }
+    }
+
+    /// Version 2 JSON: the task's fields and its `kind`.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("a shard task always serializes")
+        let (kind, mut value) = match self {
+            Task::Infer(t) => (TaskKind::Infer, serde_json::to_value(t)),
+            Task::Train(t) => (TaskKind::Train, serde_json::to_value(t)),
+        };
+        let value = value.as_mut().expect("a task always serializes");
+        value["v"] = TASK_VERSION.into();
+        value["kind"] = kind.as_str().into();
+        value.to_string()
     }
 
     /// Decodes and validates one message body. Every failure is `Invalid`:
@@ -116,25 +234,67 @@ impl ShardTask {
     pub fn decode(body: &str) -> Result<Self> {
         if body.len() > MAX_TASK_BYTES {
             return Err(Error::invalid(
-                "shard task",
+                "task",
                 format!("message of {} bytes exceeds the {} byte limit", body.len(), MAX_TASK_BYTES),
             ));
         }
-        let value: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| Error::invalid("shard task", format!("not json: {e}")))?;
-        match value.get("v").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(TASK_VERSION) => {}
+        let mut value: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| Error::invalid("task", format!("not json: {e}")))?;
+        let kind = match value.get("v").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(TASK_VERSION_V1) => TaskKind::Infer,
+            Some(v) if v == u64::from(TASK_VERSION) => {
+                let kind = value.as_object_mut().and_then(|o| o.remove("kind"));
+                match kind.as_ref().and_then(|k| k.as_str()) {
+                    Some("infer") => TaskKind::Infer,
+                    Some("train") => TaskKind::Train,
+                    Some(other) => {
+                        return Err(Error::invalid(
+                            "task",
+                            format!("unknown kind {other:?}; this worker runs \"infer\" and \"train\" tasks"),
+                        ));
+                    }
+                    None => return Err(Error::invalid("task", "version 2 task without a \"kind\"")),
+                }
+            }
             Some(v) => {
                 return Err(Error::invalid(
-                    "shard task",
-                    format!("unknown version {v}; this worker reads version {TASK_VERSION}"),
+                    "task",
+                    format!("unknown version {v}; this worker reads versions {TASK_VERSION_V1} and {TASK_VERSION}"),
                 ));
             }
-            None => return Err(Error::invalid("shard task", "missing version field \"v\"")),
+            None => return Err(Error::invalid("task", "missing version field \"v\"")),
+        };
+        match kind {
+            TaskKind::Infer => {
+                let task: ShardTask =
+                    serde_json::from_value(value).map_err(|e| Error::invalid("shard task", e.to_string()))?;
+                task.validate()?;
+                Ok(Task::Infer(task))
+            }
+            TaskKind::Train => {
+                let task: TrainTask =
+                    serde_json::from_value(value).map_err(|e| Error::invalid("train task", e.to_string()))?;
+                Ok(Task::Train(task))
+            }
         }
-        let task: ShardTask = serde_json::from_value(value).map_err(|e| Error::invalid("shard task", e.to_string()))?;
-        task.validate()?;
-        Ok(task)
+    }
+}
+
+impl ShardTask {
+    /// The version 2 message of this shard task.
+    pub fn encode(&self) -> String {
+        Task::Infer(self.clone()).encode()
+    }
+
+    /// Decodes a message that must be a shard task (`hourglass bench`).
+    pub fn decode(body: &str) -> Result<Self> {
+        match Task::decode(body)? {
+            Task::Infer(t) => Ok(t),
+            Task::Train(t) => Err(Error::invalid(
+                format!("task {}/{}", t.job, t.trial),
+                "a training trial where a shard task was expected",
+            )),
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -200,12 +360,49 @@ mod tests {
         let err = ShardTask::decode(&v.to_string()).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
         v.as_object_mut().unwrap().remove("surprise");
-        v["v"] = 2.into();
+        v.as_object_mut().unwrap().remove("kind");
         let err = ShardTask::decode(&v.to_string()).unwrap_err().to_string();
-        assert!(err.contains("unknown version 2"), "{err}");
+        assert!(err.contains("without a \"kind\""), "{err}");
+        v["v"] = 3.into();
+        let err = ShardTask::decode(&v.to_string()).unwrap_err().to_string();
+        assert!(err.contains("unknown version 3"), "{err}");
         let big = format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_TASK_BYTES));
         assert!(ShardTask::decode(&big).unwrap_err().to_string().contains("exceeds"));
         assert!(ShardTask::decode("{not json").unwrap_err().to_string().contains("not json"));
+    }
+
+    #[test]
+    fn version_1_messages_still_parse_as_shard_tasks() {
+        let mut v: serde_json::Value = serde_json::from_str(&task().encode()).unwrap();
+        assert_eq!(v["kind"], "infer");
+        v.as_object_mut().unwrap().remove("kind");
+        v["v"] = 1.into();
+        let old = Task::decode(&v.to_string()).unwrap();
+        let Task::Infer(t) = old else { panic!("not a shard task") };
+        assert_eq!(t.v, 1);
+        assert_eq!(t.shard, task().shard);
+        // A version 1 message cannot carry a kind.
+        v["kind"] = "infer".into();
+        assert!(Task::decode(&v.to_string()).unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn train_tasks_round_trip_and_unknown_kinds_are_refused() {
+        let mut params = serde_json::Map::new();
+        params.insert("num_leaves".into(), 31.into());
+        let t = Task::Train(TrainTask {
+            v: TASK_VERSION,
+            job: JobId::parse("t1").unwrap(),
+            trial: ShardId::parse("trial-0002").unwrap(),
+            output: BlobUrl::parse("s3://out/train/").unwrap(),
+            params,
+            deadline_unix_ms: None,
+        });
+        assert_eq!(Task::decode(&t.encode()).unwrap(), t);
+        let mut v: serde_json::Value = serde_json::from_str(&t.encode()).unwrap();
+        v["kind"] = "dance".into();
+        assert!(Task::decode(&v.to_string()).unwrap_err().to_string().contains("unknown kind \"dance\""));
+        assert!(ShardTask::decode(&t.encode()).unwrap_err().to_string().contains("training trial"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn signature() -> ModelSignature {
 }
 
 fn lineage(by: &str) -> Lineage {
-    Lineage { pushed_by: by.into(), source: Some("test".into()), training_run: None }
+    Lineage { pushed_by: by.into(), source: Some("test".into()), training_run: None, ..Default::default() }
 }
 
 async fn suite(root: BlobUrl) {

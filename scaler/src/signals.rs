@@ -1,12 +1,14 @@
 //! What the live loop reads before each decision: the job's progress from
 //! its ledger (rows left, deadline, measured throughput) and the queue's
-//! depth. The ledger is read incrementally: a listing of the done records
+//! depth. A training job counts the same way: each trial's backlog is the
+//! training rows it reads, and its rate is what its own trials measured
+//! (training rows per trial-second), never the batch jobs' scoring rate. The ledger is read incrementally: a listing of the done records
 //! each tick, and a GET only for the records not seen before.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hourglass_core::ledger::{DoneRecord, JobRecord, Ledger};
+use hourglass_core::ledger::{AnyJob, DoneRecord, JobRecord, Ledger};
 use hourglass_core::{BlobUrl, JobId, Result, ShardId};
 
 use crate::policy::{History, PolicyConfig, Signals, decide};
@@ -34,7 +36,7 @@ pub struct Progress {
 /// Follows one job's ledger across ticks.
 pub struct LedgerWatch {
     ledger: Ledger,
-    job: Option<JobRecord>,
+    job: Option<AnyJob>,
     done: HashMap<ShardId, u64>,
     ewma: Option<f64>,
 }
@@ -50,8 +52,8 @@ impl LedgerWatch {
     }
 
     pub async fn refresh(&mut self) -> Result<Progress> {
-        let job = self.ledger.read_job().await?;
-        if job.as_ref().map(|j| &j.job) != self.job.as_ref().map(|j| &j.job) {
+        let job = self.ledger.read_any_job().await?;
+        if job.as_ref().map(|j| j.job()) != self.job.as_ref().map(|j| j.job()) {
             // A new job under the same prefix: start over.
             self.done.clear();
             self.ewma = None;
@@ -62,7 +64,7 @@ impl LedgerWatch {
         for shard in listed.iter().filter(|s| !self.done.contains_key(*s)) {
             // Records of another job under the prefix are not progress.
             if let Some(record) = self.ledger.read_done(shard).await?
-                && self.job.as_ref().is_some_and(|j| j.job == record.job)
+                && self.job.as_ref().is_some_and(|j| *j.job() == record.job)
             {
                 fresh.push(record);
             }
@@ -79,15 +81,16 @@ impl LedgerWatch {
         let Some(job) = &self.job else {
             return Progress { rows_per_sec: self.ewma, ..Progress::default() };
         };
-        let backlog = job.shards.iter().filter(|s| !self.done.contains_key(&s.shard)).map(|s| s.rows_estimate).sum();
+        let units = job.units();
+        let backlog = units.iter().filter(|(s, _)| !self.done.contains_key(*s)).map(|(_, r)| r).sum();
         Progress {
-            job: Some(job.job.clone()),
+            job: Some(job.job().clone()),
             backlog_rows: Some(backlog),
-            deadline_unix_ms: job.spec.deadline_unix_ms,
+            deadline_unix_ms: job.deadline_unix_ms(),
             rows_per_sec: self.ewma,
-            shards_total: job.shards.len() as u64,
-            shards_done: job.shards.iter().filter(|s| self.done.contains_key(&s.shard)).count() as u64,
-            submitted_at_ms: Some(job.submitted_at_ms),
+            shards_total: units.len() as u64,
+            shards_done: units.iter().filter(|(s, _)| self.done.contains_key(*s)).count() as u64,
+            submitted_at_ms: Some(job.submitted_at_ms()),
         }
     }
 }
@@ -153,6 +156,7 @@ mod tests {
             attempt: 1,
             output: BlobUrl::parse("file:///tmp/x").unwrap(),
             sha256: String::new(),
+            trial: None,
         }
     }
 

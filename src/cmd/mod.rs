@@ -15,6 +15,7 @@ pub mod scaler;
 pub mod serve;
 pub mod status;
 pub mod submit;
+pub mod train;
 pub mod verify;
 pub mod watch;
 pub mod worker;

@@ -176,7 +176,12 @@ async fn push(a: PushArgs) -> Result<()> {
     let runtime = load_model(&url, 1).await?;
     let bytes = store::open(&url)?.get(url.key()).await?;
     let reg = open(&a.target)?;
-    let lineage = Lineage { pushed_by: actor(), source: Some(url.to_string()), training_run: a.training_run };
+    let lineage = Lineage {
+        pushed_by: actor(),
+        source: Some(url.to_string()),
+        training_run: a.training_run,
+        ..Default::default()
+    };
     let metrics: BTreeMap<String, f64> = a.metrics.into_iter().collect();
     let manifest = reg.push(&a.target.name, bytes, runtime.signature().clone(), lineage, metrics).await?;
     if let Some(alias) = &a.alias {

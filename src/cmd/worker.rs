@@ -8,6 +8,7 @@ use hourglass_core::{BlobUrl, queue};
 use hourglass_worker::lease::Worker;
 use hourglass_worker::{WorkerConfig, config};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,20 @@ pub struct WorkerArgs {
     /// model or output lies elsewhere is dead-lettered. Default: any.
     #[arg(long = "allow-prefix", env = "HOURGLASS_ALLOW_PREFIXES", value_delimiter = ',')]
     allow_prefixes: Vec<String>,
+    /// A trainer training jobs may name: `NAME=COMMAND` (repeatable, or
+    /// `;`-separated in the environment variable), e.g.
+    /// `lightgbm=.venv/bin/python trainers/lightgbm_onnx.py`. A job names a
+    /// trainer; it never carries a command. See docs/training.md.
+    #[arg(long = "trainer", env = "HOURGLASS_TRAINERS", value_delimiter = ';', value_parser = hourglass_worker::train::parse_trainer)]
+    trainers: Vec<(String, Vec<String>)>,
+    /// Trainers running at once in this worker; each may use
+    /// cores / --train-slots threads.
+    #[arg(long, default_value_t = 1, env = "HOURGLASS_TRAIN_SLOTS")]
+    train_slots: usize,
+    /// Where datasets are staged and trainers write (default: a folder in
+    /// the system's temporary directory).
+    #[arg(long, env = "HOURGLASS_WORK_DIR")]
+    work_dir: Option<PathBuf>,
 }
 
 pub async fn run(a: WorkerArgs) -> Result<()> {
@@ -106,7 +121,16 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
     hourglass_worker::runtime::environment()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let worker = Arc::new(Worker::new(queue, config));
+    let mut train = hourglass_worker::train::TrainConfig {
+        trainers: a.trainers.into_iter().collect(),
+        slots: a.train_slots.max(1),
+        threads: (cores / a.train_slots.max(1)).max(1),
+        ..Default::default()
+    };
+    if let Some(dir) = a.work_dir {
+        train.work_dir = dir;
+    }
+    let worker = Arc::new(Worker::new(queue, config, train));
     let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r), worker.health()).await?;
     worker.run(shutdown).await?;
     Ok(())

@@ -31,6 +31,11 @@ pub enum Error {
     /// The lease ran out or was taken over: another worker owns the shard.
     #[error("lease lost: {0}")]
     LeaseLost(String),
+    /// A training trial failed: the trainer (`trainer_failed`,
+    /// `trainer_timeout`, `trainer_unknown`) or its model (`model_refused`:
+    /// not loadable, not binding, predictions or outputs wrong).
+    #[error("{message}")]
+    Trial { kind: &'static str, message: String, log_tail: Option<String> },
     /// Delivered more times than allowed without any attempt recording a
     /// result: its workers died while holding it.
     #[error(
@@ -53,6 +58,7 @@ impl Error {
             Error::Encode { .. } => "encode",
             Error::Cancelled => "cancelled",
             Error::LeaseLost(_) => "lease_lost",
+            Error::Trial { kind, .. } => kind,
             Error::Lost { .. } => "lost",
         }
     }
@@ -62,6 +68,14 @@ impl Error {
             Error::Core(e) => e.is_retryable(),
             Error::Cancelled => true,
             _ => false,
+        }
+    }
+
+    /// The trainer output that explains a failed trial.
+    pub fn log_tail(&self) -> Option<&str> {
+        match self {
+            Error::Trial { log_tail, .. } => log_tail.as_deref(),
+            _ => None,
         }
     }
 

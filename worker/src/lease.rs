@@ -1,16 +1,20 @@
-//! The lease loop: receive shard tasks, keep their leases alive while they
-//! are scored, write output then done record then ack, and on shutdown stop
-//! receiving, let held shards finish within the drain timeout and release
-//! the rest.
+//! The lease mechanics: receive tasks, keep their leases alive while a
+//! handler works on them, record the result then ack, and on shutdown stop
+//! receiving, let held tasks finish within the drain timeout and release
+//! the rest. They are one loop for every task kind, generic over a
+//! [`TaskHandler`]: `infer` (score a shard, `crate::infer`) and `train` (run
+//! one trial, `crate::train`). A handler does the work and writes what it
+//! produces; everything else here is the same for both.
 //!
 //! Exactly-once in effect rests on these rules, enforced here:
 //! - a task is checked before any work: its URLs lie under the worker's
 //!   allowed prefixes, its output prefix holds a `job.json` of the task's
 //!   job, and the task is exactly what that record plans for its shard;
 //!   anything else is dead-lettered with the reason and writes nothing;
-//! - the output is written (to a deterministic key) before the done
-//!   record, the done record before the ack, and a delivery whose done
-//!   record exists is acked (and the job finalized) without work;
+//! - the output is written (to a deterministic key, or a registry version
+//!   found again by its lineage) before the done record, the done record
+//!   before the ack, and a delivery whose done record exists is acked (and
+//!   the job finalized) without work;
 //! - a worker writes only while it holds the lease: a lease extension
 //!   refused as stale, or a lease past its visibility timeout by the
 //!   worker's own clock (a frozen process, a partition), cancels the shard
@@ -18,28 +22,61 @@
 //!   left and that no other attempt recorded the shard, and the done record
 //!   is created only if absent, so of two attempts exactly one is recorded.
 
+use crate::infer::InferHandler;
 use crate::pool::CpuPool;
-use crate::runtime::{ModelRuntime, RuntimeOptions};
-use crate::shard::{OpenedInput, ShardJob, score_shard};
+use crate::train::TrainHandler;
 use crate::{Error, Result, WorkerConfig};
-use bytes::Bytes;
-use hourglass_core::ledger::{DoneRecord, FailedRecord, JobRecord, LEDGER_VERSION, Ledger, now_ms};
+use hourglass_core::ledger::{AnyJob, DoneRecord, FailedRecord, LEDGER_VERSION, Ledger, now_ms};
 use hourglass_core::queue::{Message, Queue};
 use hourglass_core::retry;
-use hourglass_core::task::ShardTask;
-use hourglass_core::{BlobUrl, store};
-use sha2::Digest;
+use hourglass_core::store;
+use hourglass_core::task::{Task, UnitTask};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::health::WorkerHealth;
 use crate::metrics::WorkerMetrics;
+
+/// One kind of work. The mechanics hand a handler a task they have
+/// checked (allowed prefixes, the job's record, not done yet, attempts
+/// left) and hold the lease while it runs; the handler produces the
+/// result and its done record, writing only while `Lease::check_writable`
+/// passes, and creating the done record with `Ledger::create_done`.
+pub trait TaskHandler: Send + Sync {
+    type Task: UnitTask + Send + Sync;
+
+    /// Why the job the prefix holds does not plan this task (stale or
+    /// forged), or `None` when it does.
+    fn refuses(&self, record: &AnyJob, task: &Self::Task) -> Option<String>;
+
+    /// Does the work and records it. `Ok(None)`: another attempt recorded
+    /// the unit first and this one wrote nothing after noticing. An error
+    /// is retried or recorded as failed by the mechanics.
+    fn run(&self, work: Work<'_, Self::Task>) -> impl Future<Output = Result<Option<DoneRecord>>> + Send;
+
+    /// Called after every settled unit: completes the job if it was the
+    /// last one (`_SUCCESS`, and what else the kind does then). Returns
+    /// whether this call completed it.
+    fn finalize(&self, ledger: &Ledger, record: &AnyJob) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// What a handler gets with a task.
+pub struct Work<'a, T> {
+    pub task: &'a T,
+    pub ledger: &'a Ledger,
+    pub record: &'a AnyJob,
+    /// The delivery count, 1 for the first attempt.
+    pub attempt: u32,
+    pub lease: &'a Lease,
+}
 
 /// What a worker did, for its exit log and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,17 +99,19 @@ struct Counters {
 pub struct Worker {
     queue: Arc<dyn Queue>,
     config: WorkerConfig,
-    pool: CpuPool,
-    models: tokio::sync::Mutex<HashMap<String, Arc<ModelRuntime>>>,
+    infer: InferHandler,
+    train: TrainHandler,
     /// Job records by output prefix, with the `job.json` version read.
-    jobs: Mutex<HashMap<String, (String, Arc<JobRecord>)>>,
+    jobs: Mutex<HashMap<String, (String, Arc<AnyJob>)>>,
     counters: Counters,
     metrics: Arc<WorkerMetrics>,
     health: Arc<WorkerHealth>,
 }
 
 impl Worker {
-    pub fn new(queue: Arc<dyn Queue>, config: WorkerConfig) -> Self {
+    /// A worker that runs shard tasks, and training trials with the
+    /// trainers `train` knows.
+    pub fn new(queue: Arc<dyn Queue>, config: WorkerConfig, train: crate::train::TrainConfig) -> Self {
         let pool = CpuPool::new(config.concurrency);
         // A busy worker extends leases every third of the visibility
         // timeout and an idle one returns from a receive every poll: twice
@@ -80,14 +119,15 @@ impl Worker {
         // so a slow model load or store hiccup is not taken for it.
         let stall_after = (config.visibility_timeout * 2 + config.poll_wait).max(Duration::from_secs(300));
         let health = Arc::new(WorkerHealth::new(stall_after, config.preload_model.is_none()));
+        let metrics = Arc::new(WorkerMetrics::default());
         Self {
+            infer: InferHandler::new(config.clone(), pool.clone(), metrics.clone()),
+            train: TrainHandler::new(config.clone(), train, pool, metrics.clone()),
             queue,
             config,
-            pool,
-            models: Default::default(),
             jobs: Default::default(),
             counters: Counters::default(),
-            metrics: Arc::new(WorkerMetrics::default()),
+            metrics,
             health,
         }
     }
@@ -102,50 +142,10 @@ impl Worker {
         self.metrics.clone()
     }
 
-    fn runtime_options(&self) -> RuntimeOptions {
-        RuntimeOptions { intra_threads: self.config.threads, sessions: self.config.concurrency }
-    }
-
-    /// Loads a model by URL (before any message, when asked to preload).
-    pub async fn preload(&self, url: &BlobUrl) -> Result<Arc<ModelRuntime>> {
-        self.load_model(url, None).await
-    }
-
-    /// The task's model: cached by sha256, fetched and verified otherwise.
-    async fn model_for(&self, task: &ShardTask) -> Result<Arc<ModelRuntime>> {
-        self.load_model(&task.model.url, Some(&task.model.sha256)).await
-    }
-
-    /// Fetches, checks and loads a model, once per sha256: the cache lock is
-    /// held across the load so concurrent shards of a new job load it once.
-    async fn load_model(&self, url: &BlobUrl, expected_sha256: Option<&str>) -> Result<Arc<ModelRuntime>> {
-        let mut models = self.models.lock().await;
-        if let Some(m) = expected_sha256.and_then(|sha| models.get(sha)) {
-            return Ok(m.clone());
-        }
-        let bytes = store::open(url)?.get(url.key()).await?;
-        let sha = hex::encode(sha2::Sha256::digest(&bytes));
-        if let Some(expected) = expected_sha256.filter(|e| *e != sha) {
-            return Err(Error::Model {
-                model: url.to_string(),
-                message: format!("sha256 is {sha}, the job expects {expected}; the model changed after submit"),
-            });
-        }
-        if let Some(m) = models.get(&sha) {
-            return Ok(m.clone());
-        }
-        let (source, options) = (url.to_string(), self.runtime_options());
-        let model = Arc::new(self.pool.run(move || ModelRuntime::load(&bytes, &source, options)).await?);
-        models.insert(sha, model.clone());
-        self.metrics.model_loaded(&url.to_string(), model.sha256());
-        info!(model = %url, sha256 = model.sha256(), "model loaded");
-        Ok(model)
-    }
-
-    /// The job record of a prefix, as it is now: one HEAD per shard tells
+    /// The job record of a prefix, as it is now: one HEAD per task tells
     /// whether the cached record is still the prefix's (a prefix cleared
     /// and given to another job has a new `job.json`).
-    async fn job_record(&self, ledger: &Ledger) -> Result<Option<Arc<JobRecord>>> {
+    async fn job_record(&self, ledger: &Ledger) -> Result<Option<Arc<AnyJob>>> {
         let root = ledger.root().to_string();
         let Some(version) = ledger.job_version().await? else {
             self.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&root);
@@ -167,7 +167,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<WorkerSummary> {
         self.check_redrive().await?;
         if let Some(url) = self.config.preload_model.clone() {
-            self.preload(&url).await?;
+            self.infer.preload(&url).await?;
             self.health.model_loaded();
         }
         // Pool threads score `concurrency` shards; `prefetch_shards` more
@@ -324,7 +324,7 @@ impl Worker {
         let _settled = scopeguard(|| {
             self.metrics.in_flight.dec();
         });
-        let task = match ShardTask::decode(&message.body) {
+        let task = match Task::decode(&message.body) {
             Ok(t) => t,
             Err(e) => {
                 self.metrics.outcome("failed");
@@ -336,21 +336,30 @@ impl Worker {
                 return;
             }
         };
-        let span = info_span!("shard", job = %task.job, shard = %task.shard, attempt = message.receive_count);
-        self.handle_task(message, task, abandon).instrument(span).await;
+        match task {
+            Task::Infer(task) => {
+                let span = info_span!("shard", job = %task.job, shard = %task.shard, attempt = message.receive_count);
+                self.settle(&self.infer, message, task, abandon).instrument(span).await;
+            }
+            Task::Train(task) => {
+                let span = info_span!("trial", job = %task.job, trial = %task.trial, attempt = message.receive_count);
+                self.settle(&self.train, message, task, abandon).instrument(span).await;
+            }
+        }
     }
 
-    async fn handle_task(&self, message: Message, task: ShardTask, abandon: CancellationToken) {
+    /// The mechanics of one checked delivery, for any handler.
+    async fn settle<H: TaskHandler>(&self, handler: &H, message: Message, task: H::Task, abandon: CancellationToken) {
         // The lease's clock starts at receipt, before the checks' round trips.
         let lease = Lease::new(self.config.visibility_timeout, abandon.child_token());
-        for (what, url) in [("input", &task.input.url), ("model", &task.model.url), ("output", &task.output)] {
+        for (what, url) in task.urls() {
             if !self.config.allows(url) {
                 let reason = format!("its {what} {url} is outside this worker's --allow-prefix");
                 return self.refuse(&message, &reason).await;
             }
         }
-        let ledger = match store::open(&task.output) {
-            Ok(s) => Ledger::new(s, &task.output),
+        let ledger = match store::open(task.output()) {
+            Ok(s) => Ledger::new(s, task.output()),
             Err(e) => return self.fail(&message, &task, None, &e.into()).await,
         };
         let record = match self.job_record(&ledger).await {
@@ -364,17 +373,17 @@ impl Worker {
             }
             Err(e) => return self.retry_later(&message, &e).await,
         };
-        if let Some(reason) = record.refuses(&task) {
+        if let Some(reason) = handler.refuses(&record, &task) {
             return self.refuse(&message, &format!("stale or forged task: {reason}")).await;
         }
-        match ledger.read_done(&task.shard).await {
+        match ledger.read_done(task.unit()).await {
             Ok(Some(_)) => {
                 info!("already done; acking the redelivery");
                 self.metrics.outcome("skipped");
                 self.ack(&message).await;
                 // The attempt that recorded it may have died before
                 // finalizing: every completing path finalizes.
-                return self.finalize(&ledger, &record).await;
+                return self.finalize(handler, &ledger, &record).await;
             }
             Ok(None) => {}
             Err(e) => return self.retry_later(&message, &e.into()).await,
@@ -383,9 +392,16 @@ impl Worker {
             let err = Error::Lost { deliveries: message.receive_count, max_attempts: self.config.max_attempts };
             return self.fail(&message, &task, Some(&ledger), &err).await;
         }
-        info!(input = %task.input.url, "shard started");
+        info!(kind = %task.kind(), "task started");
         let heartbeat = self.heartbeat(&message, lease.clone());
-        let result = self.score(&task, &ledger, message.receive_count, &lease).await;
+        let work =
+            Work { task: &task, ledger: &ledger, record: &record, attempt: message.receive_count, lease: &lease };
+        let result = handler.run(work).await;
+        // A lease lost while the handler was settling outranks its error.
+        let result = match (result, lease.lost_error()) {
+            (Err(_), Some(lost)) => Err(lost),
+            (r, _) => r,
+        };
         lease.stop.cancel();
         propagate(heartbeat.await);
         match result {
@@ -393,30 +409,30 @@ impl Worker {
                 self.ack(&message).await;
                 self.counters.done.fetch_add(1, Ordering::Relaxed);
                 self.counters.rows.fetch_add(done.rows, Ordering::Relaxed);
-                self.metrics.job_rows(task.job.as_str(), done.rows, done.bad_rows);
+                self.metrics.job_rows(task.job().as_str(), done.rows, done.bad_rows);
                 self.metrics.shard_seconds.observe(done.seconds);
                 self.metrics.outcome("done");
-                info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "shard done");
-                self.finalize(&ledger, &record).await;
+                info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "task done");
+                self.finalize(handler, &ledger, &record).await;
             }
             Ok(None) => {
-                // Another attempt recorded the shard first; this delivery's
+                // Another attempt recorded the unit first; this delivery's
                 // receipt is most likely stale, and the ack only tidies up.
-                info!("another attempt recorded the shard first; nothing written");
+                info!("another attempt recorded the task first; nothing written");
                 self.metrics.outcome("superseded");
                 self.ack(&message).await;
-                self.finalize(&ledger, &record).await;
+                self.finalize(handler, &ledger, &record).await;
             }
             Err(Error::LeaseLost(why)) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
                 self.metrics.outcome("lease_lost");
-                warn!(reason = %why, "lease lost; the shard was cancelled and nothing was written");
+                warn!(reason = %why, "lease lost; the task was cancelled and nothing was written");
             }
             Err(Error::Cancelled) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
                 self.metrics.outcome("released");
                 match self.queue.release(&message.receipt).await {
-                    Ok(()) => info!("shard released for another worker"),
+                    Ok(()) => info!("task released for another worker"),
                     Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
                 }
             }
@@ -480,61 +496,6 @@ impl Worker {
         })
     }
 
-    /// Scores a shard and records it. `Ok(None)`: another attempt recorded
-    /// it first, and this one wrote nothing after noticing.
-    async fn score(
-        &self,
-        task: &ShardTask,
-        ledger: &Ledger,
-        attempt: u32,
-        lease: &Lease,
-    ) -> Result<Option<DoneRecord>> {
-        let model = self.model_for(task).await?;
-        let job = ShardJob {
-            task: task.clone(),
-            model,
-            batch_size: self.config.batch_size,
-            cancel: lease.cancel.clone(),
-            fault_batch_delay: self.config.fault_batch_delay,
-            decode_only: false,
-            inference_seconds: Some(self.metrics.inference_seconds.clone()),
-        };
-        let handle = tokio::runtime::Handle::current();
-        // Opened while the shard may still wait for a pool thread.
-        let input = OpenedInput::open(task).await?;
-        // Started when a pool thread takes it, not while it waits for one.
-        let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job, Some(input)))).await;
-        let outcome = lease.check(outcome)?;
-        // Write only with lease time left, and only if no other attempt
-        // recorded the shard meanwhile.
-        lease.check_writable()?;
-        if ledger.read_done(&task.shard).await?.is_some() {
-            return Ok(None);
-        }
-        let out_url = ledger.output_url(&task.shard);
-        let sha256 = hex::encode(sha2::Sha256::digest(&outcome.output));
-        ledger.store().put(out_url.key(), Bytes::from(outcome.output)).await?;
-        if let Some(bad) = outcome.bad_rows_csv {
-            ledger.store().put(ledger.bad_rows_url(&task.shard).key(), Bytes::from(bad)).await?;
-        }
-        lease.check_writable()?;
-        let done = DoneRecord {
-            v: LEDGER_VERSION,
-            job: task.job.clone(),
-            shard: task.shard.clone(),
-            rows: outcome.rows,
-            bad_rows: outcome.bad_rows,
-            seconds: outcome.seconds,
-            started_at_ms,
-            finished_at_ms: now_ms(),
-            worker: self.config.worker_id.clone(),
-            attempt,
-            output: out_url,
-            sha256,
-        };
-        Ok(ledger.create_done(&done).await?.then_some(done))
-    }
-
     async fn ack(&self, message: &Message) {
         // Not retried: a lost ack means a redelivery, which finds the done
         // record and acks again.
@@ -563,7 +524,7 @@ impl Worker {
     }
 
     /// Gives up on a shard: failed record, then dead-letter.
-    async fn fail(&self, message: &Message, task: &ShardTask, ledger: Option<&Ledger>, err: &Error) {
+    async fn fail(&self, message: &Message, task: &impl UnitTask, ledger: Option<&Ledger>, err: &Error) {
         warn!(error = %err, kind = err.kind(), "shard failed for good; dead-lettering");
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         self.metrics.outcome("failed");
@@ -571,13 +532,14 @@ impl Worker {
         if let Some(ledger) = ledger {
             let record = FailedRecord {
                 v: LEDGER_VERSION,
-                job: task.job.clone(),
-                shard: task.shard.clone(),
+                job: task.job().clone(),
+                shard: task.unit().clone(),
                 error_kind: err.kind().to_string(),
                 message: err.to_string(),
                 attempts: message.receive_count,
                 worker: self.config.worker_id.clone(),
                 failed_at_ms: now_ms(),
+                log_tail: err.log_tail().map(str::to_string),
             };
             if let Err(e) = ledger.write_failed(&record).await {
                 // Without the record, status would not show the failure:
@@ -591,10 +553,10 @@ impl Worker {
         }
     }
 
-    /// Writes `_SUCCESS` when this was the last shard.
-    async fn finalize(&self, ledger: &Ledger, record: &JobRecord) {
-        match ledger.try_finalize(record).await {
-            Ok(true) => info!(output = %ledger.root(), "all shards done; wrote _SUCCESS"),
+    /// Completes the job when this was its last unit.
+    async fn finalize<H: TaskHandler>(&self, handler: &H, ledger: &Ledger, record: &AnyJob) {
+        match handler.finalize(ledger, record).await {
+            Ok(true) => info!(output = %ledger.root(), "all units done; wrote _SUCCESS"),
             Ok(false) => {}
             Err(e) => warn!(error = %e, "finalize failed; `hourglass status` retries it"),
         }
@@ -604,7 +566,7 @@ impl Worker {
 /// One held lease: when it ends by this process's clock, whether it was
 /// lost, and the shard's cancellation (also cancelled on drain timeout).
 #[derive(Clone)]
-struct Lease {
+pub struct Lease {
     valid_until: Arc<Mutex<Instant>>,
     /// Cancels the shard's work: lease lost, or the drain timeout passed.
     cancel: CancellationToken,
@@ -640,13 +602,23 @@ impl Lease {
         self.cancel.cancel();
     }
 
+    /// Cancelled when the lease is lost or the drain timeout passes.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Whether the lease was lost (not merely given up on drain).
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     fn lost_error(&self) -> Option<Error> {
         self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone().map(Error::LeaseLost)
     }
 
     /// A shard's result, unless the lease was lost meanwhile (then any
     /// error, cancellation included, is the lost lease).
-    fn check<T>(&self, result: Result<T>) -> Result<T> {
+    pub fn check<T>(&self, result: Result<T>) -> Result<T> {
         if let Some(lost) = self.lost_error() {
             return Err(lost);
         }
@@ -657,7 +629,7 @@ impl Lease {
     }
 
     /// Whether the lease has time left for a write.
-    fn check_writable(&self) -> Result<()> {
+    pub fn check_writable(&self) -> Result<()> {
         let until = *self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
         if Instant::now() + self.margin >= until {
             self.lose("too little of the lease is left to write the shard's output");

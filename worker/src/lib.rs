@@ -15,12 +15,14 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod infer;
 pub mod lease;
 pub mod metrics;
 pub mod pool;
 pub mod runtime;
 pub mod serve;
 pub mod shard;
+pub mod train;
 
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
