@@ -443,8 +443,9 @@ impl JobStatus {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("job      {}\noutput   {}\nstate    {:?}\n", self.job, self.output, self.state));
+        let units = if self.kind == hourglass_core::task::TaskKind::Train { "trials" } else { "shards" };
         out.push_str(&format!(
-            "shards   {} done, {} failed, {} pending, {} total{}\n",
+            "{units:<8} {} done, {} failed, {} pending, {} total{}\n",
             self.shards_done,
             self.shards_failed,
             self.shards_pending,

@@ -3,6 +3,11 @@
 //! (C1..C26, bucket ids skewed towards small values), all float-valued
 //! integers. The distribution matches `models/make_models.py`, which trains
 //! the reference models on it. Output is deterministic for a seed.
+//!
+//! With a label column, each row also gets a 0/1 click drawn from the
+//! features by `make_models.py`'s logistic rule (a few features matter,
+//! plus noise), so a model trained on it is measurably better than chance
+//! on rows it has not seen. The features are the same with or without it.
 
 use crate::{Error, Result};
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
@@ -45,6 +50,26 @@ pub struct SynthSpec {
     pub files: usize,
     pub format: Format,
     pub seed: u64,
+    /// Name of a 0/1 label column to add after the features.
+    pub label: Option<String>,
+}
+
+/// The click of one row: `make_models.py`'s `synth` logit, with its noise
+/// and draw from `rng` (a stream of its own, so features do not change).
+fn click(rng: &mut Rng, x: &[f32; N_DENSE + N_CAT]) -> i64 {
+    let ln1p = |v: f32| (v as f64).ln_1p();
+    let card2 = 10f64.powi(1 + (2 % 6) as i32);
+    let logit =
+        -1.2 + 0.45 * ln1p(x[0]) - 0.30 * ln1p(x[1]) + 0.20 * ln1p(x[4]) + 0.80 * f64::from(u8::from(x[N_DENSE] < 2.0))
+            - 0.60 * f64::from(u8::from((x[N_DENSE + 2] as f64) < card2 / 20.0))
+            + 0.40 * f64::from(u8::from((x[N_DENSE + 7] as i64) % 7 == 3))
+            + 0.5 * rng.normal();
+    i64::from(rng.uniform() < 1.0 / (1.0 + (-logit).exp()))
+}
+
+/// The label stream's seed, apart from the features' stream.
+fn label_seed(seed: u64) -> u64 {
+    seed ^ 0x6c61_6265_6c5f_5f5f
 }
 
 /// Writes `rows` rows over `files` files under `dir` (ids `0..rows`, in
@@ -58,9 +83,10 @@ pub async fn generate(store: &dyn BlobStore, dir: &BlobUrl, spec: &SynthSpec) ->
         let ext = spec.format.as_str();
         let url = dir.join(&format!("part-{f:05}.{ext}"));
         let (format, seed) = (spec.format, spec.seed ^ (f.wrapping_mul(0x1000_0000_01B3)));
+        let label = spec.label.clone();
         let body = tokio::task::spawn_blocking(move || match format {
-            Format::Csv => csv_file(lo, hi, seed),
-            Format::Parquet => parquet_file(lo, hi, seed),
+            Format::Csv => csv_file(lo, hi, seed, label.as_deref()),
+            Format::Parquet => parquet_file(lo, hi, seed, label.as_deref()),
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -70,10 +96,15 @@ pub async fn generate(store: &dyn BlobStore, dir: &BlobUrl, spec: &SynthSpec) ->
     Ok(urls)
 }
 
-fn csv_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
+fn csv_file(lo: u64, hi: u64, seed: u64, label: Option<&str>) -> Result<Vec<u8>> {
     let mut rng = Rng::new(seed);
+    let mut labels = Rng::new(label_seed(seed));
     let mut out = Vec::with_capacity(((hi - lo) * 160) as usize);
-    writeln!(out, "id,{}", feature_names().join(",")).expect("vec write");
+    write!(out, "id,{}", feature_names().join(",")).expect("vec write");
+    if let Some(l) = label {
+        write!(out, ",{l}").expect("vec write");
+    }
+    out.push(b'\n');
     let mut feats = [0f32; N_DENSE + N_CAT];
     for id in lo..hi {
         row(&mut rng, &mut feats);
@@ -81,15 +112,22 @@ fn csv_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
         for v in feats {
             write!(out, ",{v}").expect("vec write");
         }
+        if label.is_some() {
+            write!(out, ",{}", click(&mut labels, &feats)).expect("vec write");
+        }
         out.push(b'\n');
     }
     Ok(out)
 }
 
-fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
+fn parquet_file(lo: u64, hi: u64, seed: u64, label: Option<&str>) -> Result<Vec<u8>> {
     let mut rng = Rng::new(seed);
+    let mut labels = Rng::new(label_seed(seed));
     let mut fields = vec![Field::new("id", DataType::Int64, false)];
     fields.extend(feature_names().into_iter().map(|n| Field::new(n, DataType::Float32, false)));
+    if let Some(l) = label {
+        fields.push(Field::new(l, DataType::Int64, false));
+    }
     let schema = Arc::new(Schema::new(fields));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -103,14 +141,21 @@ fn parquet_file(lo: u64, hi: u64, seed: u64) -> Result<Vec<u8>> {
         let end = (start + ROW_GROUP_ROWS as u64).min(hi);
         let n = (end - start) as usize;
         let mut cols: Vec<Vec<f32>> = (0..N_DENSE + N_CAT).map(|_| Vec::with_capacity(n)).collect();
+        let mut clicks: Vec<i64> = Vec::with_capacity(if label.is_some() { n } else { 0 });
         for _ in start..end {
             row(&mut rng, &mut feats);
             for (c, v) in cols.iter_mut().zip(feats) {
                 c.push(v);
             }
+            if label.is_some() {
+                clicks.push(click(&mut labels, &feats));
+            }
         }
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(start as i64..end as i64))];
         arrays.extend(cols.into_iter().map(|c| Arc::new(Float32Array::from(c)) as ArrayRef));
+        if label.is_some() {
+            arrays.push(Arc::new(Int64Array::from(clicks)));
+        }
         let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::internal("record batch", e))?;
         writer.write(&batch).map_err(|e| Error::internal("parquet write", e))?;
         start = end;

@@ -94,7 +94,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
         }
-        let spec = synth::SynthSpec { rows: a.rows, files: a.files, format, seed: 42 };
+        let spec = synth::SynthSpec { rows: a.rows, files: a.files, format, seed: 42, label: None };
         synth::generate(store::open(&input)?.as_ref(), &input, &spec).await?;
         std::fs::write(&marker, b"")?;
     }

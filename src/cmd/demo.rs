@@ -79,7 +79,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
 
     eprintln!("generating {} rows of {} in {} files…", a.rows, format, a.files);
     let t = Instant::now();
-    let spec = synth::SynthSpec { rows: a.rows, files: a.files, format, seed: 42 };
+    let spec = synth::SynthSpec { rows: a.rows, files: a.files, format, seed: 42, label: None };
     synth::generate(store::open(&input)?.as_ref(), &input, &spec).await?;
     let gen_secs = t.elapsed().as_secs_f64();
 

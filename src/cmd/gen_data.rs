@@ -19,6 +19,10 @@ pub struct GenDataArgs {
     format: FormatArg,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Add a 0/1 label column of this name that depends on the features
+    /// (for training jobs: a model learns it, better than chance).
+    #[arg(long)]
+    label: Option<String>,
     /// Print what was written as JSON (the files' URLs and the row count).
     #[arg(long)]
     json: bool,
@@ -27,7 +31,7 @@ pub struct GenDataArgs {
 pub async fn run(a: GenDataArgs) -> Result<()> {
     let dir = BlobUrl::parse(&a.output)?.as_prefix();
     let store = hourglass_core::store::open(&dir)?;
-    let spec = synth::SynthSpec { rows: a.rows, files: a.files, format: a.format.into(), seed: a.seed };
+    let spec = synth::SynthSpec { rows: a.rows, files: a.files, format: a.format.into(), seed: a.seed, label: a.label };
     let files = synth::generate(store.as_ref(), &dir, &spec).await?;
     if a.json {
         let files: Vec<String> = files.iter().map(ToString::to_string).collect();

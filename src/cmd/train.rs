@@ -59,8 +59,20 @@ pub async fn run(c: TrainCommand) -> Result<()> {
 async fn submit(a: TrainSubmitArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("--spec {}", a.spec.display()))?;
     // YAML is a superset of JSON: one parser reads both.
+    let mut value: serde_json::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("--spec {}: not YAML or JSON", a.spec.display()))?;
+    // Locations may be written as plain or relative paths, as on the
+    // command line; the record keeps them as absolute URLs.
+    for path in ["/registry", "/output", "/dataset/train", "/dataset/holdout"] {
+        if let Some(v) = value.pointer_mut(path)
+            && let Some(s) = v.as_str()
+        {
+            let url = BlobUrl::parse(s).with_context(|| format!("--spec {}: {}", a.spec.display(), &path[1..]))?;
+            *v = url.to_string().into();
+        }
+    }
     let mut spec: TrainSpec =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("--spec {}: not a training spec", a.spec.display()))?;
+        serde_json::from_value(value).with_context(|| format!("--spec {}: not a training spec", a.spec.display()))?;
     if let Some(rule) = a.promote_if {
         spec.promote_if = Some(rule);
     }

@@ -133,10 +133,9 @@ pub fn score_holdout(
         };
         match f.format {
             Format::Parquet => {
-                let dir = f.path.parent().unwrap_or(Path::new("/"));
-                let key = f.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-                let store = store::open(&BlobUrl::parse(&dir.display().to_string())?)?;
-                let opened = handle.block_on(StoreFileReader::open_with_metadata(store, &key, None, &name))?;
+                let url = BlobUrl::parse(&name)?;
+                let store = store::open(&url)?;
+                let opened = handle.block_on(StoreFileReader::open_with_metadata(store, url.key(), None, &name))?;
                 let groups = opened.1.metadata().num_row_groups();
                 let names: Vec<String> = opened.1.schema().fields().iter().map(|c| c.name().clone()).collect();
                 bind_visible(model, &name, &names, &visible, label)?;
