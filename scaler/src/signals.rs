@@ -227,6 +227,48 @@ mod tests {
         assert_eq!(watch.refresh().await.unwrap(), p);
     }
 
+    /// A training job's trials are backlog too: each counts the training
+    /// rows it reads, at the rate its own trials measured (a trial is far
+    /// slower per row than scoring, so the batch rate must not be used).
+    #[tokio::test]
+    async fn training_trials_count_in_the_backlog_at_their_own_rate() {
+        use hourglass_core::train::{TrainJobRecord, TrainSpec, TrialPlan};
+        let dir = tempfile::tempdir().unwrap();
+        let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
+        let ledger = Ledger::new(store::open(&root).unwrap(), &root);
+        let spec: TrainSpec = serde_json::from_value(serde_json::json!({
+            "name": "ctr", "registry": root.to_string(), "trainer": "lightgbm", "output": root.to_string(),
+            "dataset": {"train": root.to_string(), "holdout": root.to_string(), "label": "clicked"},
+            "deadline_unix_ms": 9_000_000u64,
+        }))
+        .unwrap();
+        let record = TrainJobRecord {
+            v: 1,
+            kind: hourglass_core::task::TaskKind::Train,
+            job: JobId::parse("j").unwrap(),
+            spec,
+            submitted_at_ms: 1_000_000,
+            features: vec!["a".into()],
+            train_files: vec![],
+            holdout_files: vec![],
+            trials: (0..4)
+                .map(|i| TrialPlan {
+                    trial: ShardId::parse(&format!("trial-{i:04}")).unwrap(),
+                    params: Default::default(),
+                    rows_estimate: 40_000,
+                })
+                .collect(),
+        };
+        ledger.create_train_job(&record).await.unwrap();
+        let mut watch = LedgerWatch::new(ledger.clone());
+        let p = watch.refresh().await.unwrap();
+        assert_eq!((p.backlog_rows, p.shards_total, p.deadline_unix_ms), (Some(160_000), 4, Some(9_000_000)));
+        // One trial of 40k rows took 8 s: 5k training rows/s per slot.
+        ledger.create_done(&done("trial-0001", 40_000, 8.0, 2_000_000)).await.unwrap();
+        let p = watch.refresh().await.unwrap();
+        assert_eq!((p.backlog_rows, p.shards_done, p.rows_per_sec), (Some(120_000), 1, Some(5_000.0)));
+    }
+
     #[test]
     fn prewarm_is_sized_from_the_last_run() {
         let dir = tempfile::tempdir().unwrap();
