@@ -30,6 +30,12 @@ pub enum Role {
     /// `hourglass serve`: reads models (and aliases) under `--model`, the
     /// registry root or one model's URL.
     Serve,
+    /// A worker that runs training trials: reads the dataset (`--input`),
+    /// writes the job's ledger (`--output`) and registers versions in the
+    /// registry (`--model`, its root: a version is claimed with a
+    /// conditional put and an alias moved by compare-and-swap, both
+    /// `s3:PutObject`).
+    Trainer,
 }
 
 impl Role {
@@ -40,8 +46,12 @@ impl Role {
             "scaler" => Role::Scaler,
             "watcher" => Role::Watcher,
             "serve" => Role::Serve,
+            "trainer" => Role::Trainer,
             other => {
-                return Err(Error::invalid(format!("role {other:?}"), "use worker, submit, scaler, watcher or serve"));
+                return Err(Error::invalid(
+                    format!("role {other:?}"),
+                    "use worker, submit, scaler, watcher, serve or trainer",
+                ));
             }
         })
     }
@@ -54,6 +64,7 @@ impl Role {
             Role::Scaler => include_str!("../../deploy/iam/scaler.json"),
             Role::Watcher => include_str!("../../deploy/iam/watcher.json"),
             Role::Serve => include_str!("../../deploy/iam/serve.json"),
+            Role::Trainer => include_str!("../../deploy/iam/trainer.json"),
         }
     }
 }

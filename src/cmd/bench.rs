@@ -70,14 +70,19 @@ enum BenchWhat {
     /// concurrency × request size, dynamic batching on and off, beside raw
     /// ONNX Runtime on the same threads.
     Serve(super::bench_serve::BenchServeArgs),
+    /// A training sweep's wall time against its trainers' time divided by
+    /// the workers: what leasing, staging, validation and registration add.
+    Train(super::bench_train::BenchTrainArgs),
 }
 
 /// Features per row of the reference CTR models.
 const WIDTH: usize = 39;
 
 pub async fn run(a: BenchArgs) -> Result<()> {
-    if let Some(BenchWhat::Serve(s)) = a.what {
-        return super::bench_serve::run(s).await;
+    match a.what {
+        Some(BenchWhat::Serve(s)) => return super::bench_serve::run(s).await,
+        Some(BenchWhat::Train(t)) => return super::bench_train::run(t).await,
+        None => {}
     }
     if a.threads == 0 || a.reps == 0 || a.batch_size == 0 {
         bail!("--threads, --reps and --batch-size must be at least 1");

@@ -47,7 +47,7 @@ pub struct DemoArgs {
 }
 
 /// Kills worker processes left behind if the demo fails half-way.
-struct Workers(Vec<Child>);
+pub(crate) struct Workers(pub(crate) Vec<Child>);
 
 impl Drop for Workers {
     fn drop(&mut self) {

@@ -13,7 +13,9 @@ pub enum IamCommand {
 
 #[derive(Args)]
 pub struct IamPolicyArgs {
-    /// worker, submit, scaler, watcher or serve (the registry or model as --model).
+    /// worker, submit, scaler, watcher, serve (the registry or model as --model)
+    /// or trainer (the dataset as --input, the training job's output as --output,
+    /// the registry root as --model).
     #[arg(long)]
     role: String,
     /// Input prefix (s3://bucket/prefix/), above any {date} part.

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_serve;
+pub mod bench_train;
 pub mod completions;
 pub mod demo;
 pub mod doctor;

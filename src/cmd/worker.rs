@@ -78,6 +78,10 @@ pub struct WorkerArgs {
     /// cores / --train-slots threads.
     #[arg(long, default_value_t = 1, env = "HOURGLASS_TRAIN_SLOTS")]
     train_slots: usize,
+    /// Threads each trainer may use (HOURGLASS_THREADS in its
+    /// environment); default: the cores divided by --train-slots.
+    #[arg(long, env = "HOURGLASS_TRAIN_THREADS")]
+    train_threads: Option<usize>,
     /// Where datasets are staged and trainers write (default: a folder in
     /// the system's temporary directory).
     #[arg(long, env = "HOURGLASS_WORK_DIR")]
@@ -124,7 +128,7 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
     let mut train = hourglass_worker::train::TrainConfig {
         trainers: a.trainers.into_iter().collect(),
         slots: a.train_slots.max(1),
-        threads: (cores / a.train_slots.max(1)).max(1),
+        threads: a.train_threads.unwrap_or(cores / a.train_slots.max(1)).max(1),
         ..Default::default()
     };
     if let Some(dir) = a.work_dir {

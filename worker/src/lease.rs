@@ -76,7 +76,12 @@ pub struct Work<'a, T> {
     /// The delivery count, 1 for the first attempt.
     pub attempt: u32,
     pub lease: &'a Lease,
+    /// The training slot the receive loop took for this task, if it did.
+    pub train_slot: Option<TrainSlot>,
 }
+
+/// A permit of the worker's training slots (`--train-slots`).
+pub type TrainSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// What a worker did, for its exit log and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +198,19 @@ impl Worker {
                 p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
                 _ = shutdown.cancelled() => break,
             };
-            let want = 1 + permits.available_permits();
+            // A worker that trains receives one message at a time, and only
+            // with a training slot free: a trial is leased by a worker that
+            // can start it now, never queued behind another trial while
+            // other workers idle. The slot goes with a trial, and is given
+            // back at once for a shard.
+            let mut train_slot = match self.train.slots() {
+                Some(slots) => Some(tokio::select! {
+                    p = slots.acquire_owned() => p.expect("the training semaphore is never closed"),
+                    _ = shutdown.cancelled() => break,
+                }),
+                None => None,
+            };
+            let want = if train_slot.is_some() { 1 } else { 1 + permits.available_permits() };
             // A receive cut off mid-way may have leased messages nobody
             // holds (they return after their lease), so only long polls are
             // raced against shutdown.
@@ -249,8 +266,9 @@ impl Worker {
                 let this = self.clone();
                 let abandon = abandon.clone();
                 let health = self.health.clone();
+                let train_slot = train_slot.take();
                 held.spawn(async move {
-                    this.handle(message, abandon).await;
+                    this.handle(message, abandon, train_slot).await;
                     health.progressed();
                     drop(permit);
                 });
@@ -319,7 +337,7 @@ impl Worker {
 
     /// One delivery, start to finish. Errors are handled here, never lost:
     /// every path ends in ack, release, or dead-letter.
-    async fn handle(self: Arc<Self>, message: Message, abandon: CancellationToken) {
+    async fn handle(self: Arc<Self>, message: Message, abandon: CancellationToken, train_slot: Option<TrainSlot>) {
         self.metrics.in_flight.inc();
         let _settled = scopeguard(|| {
             self.metrics.in_flight.dec();
@@ -339,17 +357,25 @@ impl Worker {
         match task {
             Task::Infer(task) => {
                 let span = info_span!("shard", job = %task.job, shard = %task.shard, attempt = message.receive_count);
-                self.settle(&self.infer, message, task, abandon).instrument(span).await;
+                drop(train_slot);
+                self.settle(&self.infer, message, task, abandon, None).instrument(span).await;
             }
             Task::Train(task) => {
                 let span = info_span!("trial", job = %task.job, trial = %task.trial, attempt = message.receive_count);
-                self.settle(&self.train, message, task, abandon).instrument(span).await;
+                self.settle(&self.train, message, task, abandon, train_slot).instrument(span).await;
             }
         }
     }
 
     /// The mechanics of one checked delivery, for any handler.
-    async fn settle<H: TaskHandler>(&self, handler: &H, message: Message, task: H::Task, abandon: CancellationToken) {
+    async fn settle<H: TaskHandler>(
+        &self,
+        handler: &H,
+        message: Message,
+        task: H::Task,
+        abandon: CancellationToken,
+        train_slot: Option<TrainSlot>,
+    ) {
         // The lease's clock starts at receipt, before the checks' round trips.
         let lease = Lease::new(self.config.visibility_timeout, abandon.child_token());
         for (what, url) in task.urls() {
@@ -394,8 +420,14 @@ impl Worker {
         }
         info!(kind = %task.kind(), "task started");
         let heartbeat = self.heartbeat(&message, lease.clone());
-        let work =
-            Work { task: &task, ledger: &ledger, record: &record, attempt: message.receive_count, lease: &lease };
+        let work = Work {
+            task: &task,
+            ledger: &ledger,
+            record: &record,
+            attempt: message.receive_count,
+            lease: &lease,
+            train_slot,
+        };
         let result = handler.run(work).await;
         // A lease lost while the handler was settling outranks its error.
         let result = match (result, lease.lost_error()) {

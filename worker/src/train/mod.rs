@@ -23,7 +23,7 @@ pub mod stage;
 pub mod trainer;
 pub mod validate;
 
-use crate::lease::{Lease, TaskHandler, Work};
+use crate::lease::{Lease, TaskHandler, TrainSlot, Work};
 use crate::metrics::WorkerMetrics;
 use crate::pool::CpuPool;
 use crate::runtime::{ModelRuntime, RuntimeOptions};
@@ -80,7 +80,7 @@ pub struct TrainHandler {
     worker: WorkerConfig,
     config: TrainConfig,
     pool: CpuPool,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     staged: stage::StagedData,
     metrics: Arc<WorkerMetrics>,
 }
@@ -91,13 +91,19 @@ const TRAINER_METRIC_PREFIX: &str = "trainer.";
 impl TrainHandler {
     pub fn new(worker: WorkerConfig, config: TrainConfig, pool: CpuPool, metrics: Arc<WorkerMetrics>) -> Self {
         Self {
-            slots: Semaphore::new(config.slots.max(1)),
+            slots: Arc::new(Semaphore::new(config.slots.max(1))),
             staged: stage::StagedData::new(config.work_dir.join("data")),
             worker,
             config,
             pool,
             metrics,
         }
+    }
+
+    /// The training slots, when this worker trains at all (the lease loop
+    /// receives only with one free).
+    pub fn slots(&self) -> Option<Arc<Semaphore>> {
+        (!self.config.trainers.is_empty()).then(|| self.slots.clone())
     }
 
     /// The trial's result, rebuilt from a version's manifest (an earlier
@@ -162,7 +168,13 @@ impl TrainHandler {
 
     /// Runs the trainer; the trial's output directory on success, with
     /// the trainer's seconds and log.
-    async fn train(&self, task: &TrainTask, job: &TrainJobRecord, lease: &Lease) -> Result<(PathBuf, f64, String)> {
+    async fn train(
+        &self,
+        task: &TrainTask,
+        job: &TrainJobRecord,
+        lease: &Lease,
+        slot: Option<TrainSlot>,
+    ) -> Result<(PathBuf, f64, String, u64)> {
         let command = self.config.trainers.get(&job.spec.trainer).ok_or_else(|| Error::Trial {
             kind: "trainer_unknown",
             message: format!(
@@ -179,10 +191,15 @@ impl TrainHandler {
         })?;
         let staged = self.staged.stage(job).await?;
         let cancel = lease.cancel_token();
-        let _slot = tokio::select! {
-            s = self.slots.acquire() => s.expect("the semaphore is never closed"),
-            _ = cancel.cancelled() => return lease.check(Err(Error::Cancelled)),
+        let _slot = match slot {
+            Some(s) => s,
+            None => tokio::select! {
+                s = self.slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                _ = cancel.cancelled() => return lease.check(Err(Error::Cancelled)),
+            },
         };
+        // The trial starts now, not while it waited for the slot.
+        let started_at_ms = now_ms();
         let out = self.config.work_dir.join("trials").join(format!("{}-{}", task.job, task.trial));
         let _ = tokio::fs::remove_dir_all(&out).await;
         tokio::fs::create_dir_all(&out).await.map_err(|e| Error::Trial {
@@ -210,7 +227,7 @@ impl TrainHandler {
         let ended =
             trainer::run(trainer::TrainerRun { command: command.clone(), env, max_time, lease: lease.clone() }).await;
         match ended {
-            Ok(exit) => Ok((out, exit.seconds, exit.log)),
+            Ok(exit) => Ok((out, exit.seconds, exit.log, started_at_ms)),
             Err(trainer::TrainerEnd::Failed { message, log }) => Err(Error::Trial {
                 kind: "trainer_failed",
                 message: format!("trainer {:?} failed: {message}", job.spec.trainer),
@@ -244,9 +261,9 @@ impl TaskHandler for TrainHandler {
     }
 
     async fn run(&self, work: Work<'_, TrainTask>) -> Result<Option<DoneRecord>> {
-        let Work { task, ledger, record, attempt, lease } = work;
+        let Work { task, ledger, record, attempt, lease, train_slot } = work;
         let AnyJob::Train(job) = record else { unreachable!("refuses() lets only training jobs through") };
-        let (started_at_ms, started) = (now_ms(), std::time::Instant::now());
+        let started_at_ms = now_ms();
         let registry = Registry::open(&job.spec.registry)?;
         let name = job.spec.name.as_str();
         let claimed = ledger.read_registration(&task.trial).await?;
@@ -260,7 +277,7 @@ impl TaskHandler for TrainHandler {
             return Ok(ledger.create_done(&done).await?.then_some(done));
         }
 
-        let (out, trainer_seconds, log) = self.train(task, job, lease).await?;
+        let (out, trainer_seconds, log, started_at_ms) = self.train(task, job, lease, train_slot).await?;
         let model_path = out.join("model.onnx");
         let bytes = Bytes::from(
             tokio::fs::read(&model_path).await.map_err(|e| refused(format!("the trainer wrote no model.onnx: {e}")))?,
@@ -344,8 +361,8 @@ impl TaskHandler for TrainHandler {
         let manifest = registry.describe_version(name, version, bytes, rewrite, signature, lineage, metrics).await?;
         self.metrics.model_loaded(&registry.model_url(name, version).to_string(), &manifest.sha256);
         info!(model = name, version, "trial registered");
-        let done =
-            self.done_record(task, job, &registry, &manifest, attempt, started_at_ms, started.elapsed().as_secs_f64());
+        let seconds = now_ms().saturating_sub(started_at_ms) as f64 / 1000.0;
+        let done = self.done_record(task, job, &registry, &manifest, attempt, started_at_ms, seconds);
         Ok(ledger.create_done(&done).await?.then_some(done))
     }
 
