@@ -58,7 +58,8 @@ pub struct SynthSpec {
 /// and draw from `rng` (a stream of its own, so features do not change).
 fn click(rng: &mut Rng, x: &[f32; N_DENSE + N_CAT]) -> i64 {
     let ln1p = |v: f32| (v as f64).ln_1p();
-    let card2 = 10f64.powi(1 + (2 % 6) as i32);
+    // C3's cardinality, 10^(1 + 2 % 6).
+    let card2 = 1000.0;
     let logit =
         -1.2 + 0.45 * ln1p(x[0]) - 0.30 * ln1p(x[1]) + 0.20 * ln1p(x[4]) + 0.80 * f64::from(u8::from(x[N_DENSE] < 2.0))
             - 0.60 * f64::from(u8::from((x[N_DENSE + 2] as f64) < card2 / 20.0))

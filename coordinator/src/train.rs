@@ -141,9 +141,10 @@ pub async fn submit_train(spec: TrainSpec, queue: &dyn Queue, replace: bool) -> 
     let (_, holdout) = check_side("holdout", &ds.holdout, ds.format, &ds.label, &features).await?;
     let formats: std::collections::BTreeSet<Format> = train.iter().chain(&holdout).map(|c| c.file.format).collect();
     if formats.len() > 1 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Invalid(
             "the dataset mixes CSV and Parquet files; a trainer reads one format (set dataset.format to pick one)"
-        )));
+                .into(),
+        ));
     }
     let (train_rows, holdout_rows) = (train.iter().map(rows_of).sum::<u64>(), holdout.iter().map(rows_of).sum::<u64>());
     for (what, rows, url) in [("training", train_rows, &ds.train), ("holdout", holdout_rows, &ds.holdout)] {

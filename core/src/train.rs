@@ -412,7 +412,7 @@ mod tests {
         let err = spec(r#"{"a":[]}"#).validate().unwrap_err().to_string();
         assert!(err.contains("no values"), "{err}");
         let huge: Vec<u32> = (0..40).collect();
-        let g = format!(r#"{{"a":{0:?},"b":{0:?}}}"#, huge);
+        let g = format!(r#"{{"a":{huge:?},"b":{huge:?}}}"#);
         assert!(spec(&g).validate().unwrap_err().to_string().contains("more than 1000"));
     }
 

@@ -130,9 +130,7 @@ impl TrainHandler {
         job: &TrainJobRecord,
         registry: &Registry,
         manifest: &Manifest,
-        attempt: u32,
-        started_at_ms: u64,
-        seconds: f64,
+        (attempt, started_at_ms, seconds): (u32, u64, f64),
     ) -> DoneRecord {
         DoneRecord {
             v: LEDGER_VERSION,
@@ -273,7 +271,7 @@ impl TaskHandler for TrainHandler {
             info!(version = reg.version, "an earlier attempt registered this trial; recording it");
             let manifest = registry.manifest(name, reg.version).await?;
             lease.check_writable()?;
-            let done = self.done_record(task, job, &registry, &manifest, attempt, started_at_ms, 0.0);
+            let done = self.done_record(task, job, &registry, &manifest, (attempt, started_at_ms, 0.0));
             return Ok(ledger.create_done(&done).await?.then_some(done));
         }
 
@@ -362,7 +360,7 @@ impl TaskHandler for TrainHandler {
         self.metrics.model_loaded(&registry.model_url(name, version).to_string(), &manifest.sha256);
         info!(model = name, version, "trial registered");
         let seconds = now_ms().saturating_sub(started_at_ms) as f64 / 1000.0;
-        let done = self.done_record(task, job, &registry, &manifest, attempt, started_at_ms, seconds);
+        let done = self.done_record(task, job, &registry, &manifest, (attempt, started_at_ms, seconds));
         Ok(ledger.create_done(&done).await?.then_some(done))
     }
 
