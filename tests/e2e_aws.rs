@@ -395,3 +395,65 @@ fn a_frozen_worker_on_sqs_writes_nothing_after_success() {
     assert_frozen_worker_writes_nothing(&mut frozen, rescue, versions);
     hourglass_ok(&["verify", &aws.url("out/")]);
 }
+
+/// A training sweep on S3 and SQS: the dataset staged from S3 with
+/// `If-Match`, each trial's model registered in a registry on S3 (version
+/// claims by conditional put, the alias moved by compare-and-swap), the
+/// best promoted; then a batch job scores with `@champion`.
+#[test]
+fn a_training_sweep_on_s3_and_sqs_registers_and_promotes_once() {
+    let aws = Aws::new(3);
+    for (dir, rows, seed) in [("data/train/", "20000", "1"), ("data/holdout/", "5000", "2")] {
+        hourglass_ok(&[
+            "gen-data",
+            "--output",
+            &aws.url(dir),
+            "--rows",
+            rows,
+            "--files",
+            "1",
+            "--format",
+            "parquet",
+            "--label",
+            "clicked",
+            "--seed",
+            seed,
+        ]);
+    }
+    let spec = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "name: ctr\nregistry: {}\ntrainer: lightgbm\noutput: {}\ndataset:\n  train: {}\n  holdout: {}\n  label: clicked\n  id_column: id\nparams: {{n_estimators: 20}}\ngrid: {{num_leaves: [4, 15]}}\npromote_if: auc > champion\n",
+        aws.url("registry"),
+        aws.url("runs/sweep/"),
+        aws.url("data/train/"),
+        aws.url("data/holdout/"),
+    );
+    std::fs::write(spec.path(), text).unwrap();
+    hourglass_ok(&["train", "submit", "--spec", spec.path().to_str().unwrap(), "--queue", &aws.queue]);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let trainer = format!(
+        "lightgbm={} {}",
+        root.join(".venv/bin/python").display(),
+        root.join("trainers/lightgbm_onnx.py").display()
+    );
+    let mut w = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s", "--trainer", &trainer], &[]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let st = status_json_of(&aws.url("runs/sweep/"), &[]);
+    assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(st["promotion"]["promoted"], true, "{st}");
+    let manifests = rt().block_on(hourglass_core::store::list_all(aws.store.as_ref(), "registry/ctr/")).unwrap();
+    let versions = manifests.iter().filter(|m| m.key.ends_with("/manifest.json")).count();
+    assert_eq!(versions, 2, "{manifests:?}");
+    assert!(aws.exists("registry/ctr/aliases.json"));
+    // The champion scores a batch job on S3.
+    let champion = format!("{}/ctr@champion", aws.url("registry"));
+    let out = std::process::Command::new(BIN)
+        .args(["submit", "--input", &aws.url("data/holdout/"), "--model", &champion])
+        .args(["--output", &aws.url("out/"), "--queue", &aws.queue])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut w = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    assert_exactly_once(&aws.outputs(), &ids(5000), false);
+}

@@ -296,3 +296,71 @@ fn a_worker_missing_any_one_action_fails_naming_it() {
         }
     }
 }
+
+fn role_policy(moto: &Moto, admin: &Keys, role: &str, input: &str, output: &str, model: &str, queue: &str) -> String {
+    let args =
+        ["iam", "policy", "--role", role, "--input", input, "--output", output, "--model", model, "--queue", queue];
+    String::from_utf8(run_ok(&mut moto.hourglass(admin, &args)).stdout).unwrap()
+}
+
+/// A training sweep under the `submit` and `trainer` policies alone: the
+/// trainer reads the dataset, writes its job's ledger and registers and
+/// promotes versions in the registry, and nothing else. A plain `worker`
+/// policy (no registry writes) fails the trial naming the missing right.
+#[test]
+fn a_training_sweep_runs_under_the_trainer_policy_and_not_the_worker_policy() {
+    let moto = Moto::start();
+    let admin = keys_of(&moto.py(None, &["bootstrap"]));
+    moto.py(Some(&admin), &["bucket", "data"]);
+    for (dir, rows, seed) in [("s3://data/ds/train/", "8000", "1"), ("s3://data/ds/holdout/", "2000", "2")] {
+        let args = [
+            "gen-data", "--output", dir, "--rows", rows, "--files", "1", "--format", "parquet", "--label", "clicked",
+            "--seed", seed,
+        ];
+        run_ok(&mut moto.hourglass(&admin, &args));
+    }
+    let queue = make_queue(&moto, &admin, "train");
+    let (input, model) = ("s3://data/ds/", "s3://data/registry/");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let trainer = format!("lightgbm={} {}", venv("python").display(), root.join("trainers/lightgbm_onnx.py").display());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |output: &str| {
+        let path = dir.path().join(format!("{}.yaml", output.len()));
+        let text = format!(
+            "name: ctr\nregistry: {model}\ntrainer: lightgbm\noutput: {output}\ndataset:\n  train: s3://data/ds/train/\n  holdout: s3://data/ds/holdout/\n  label: clicked\n  id_column: id\nparams: {{n_estimators: 10}}\ngrid: {{num_leaves: [4, 8]}}\npromote_if: auc > champion\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    let out = "s3://data/runs/ok/";
+    let submitter = moto.user(&admin, "submit", &role_policy(&moto, &admin, "submit", input, out, model, &queue));
+    let trainer_keys = moto.user(&admin, "trainer", &role_policy(&moto, &admin, "trainer", input, out, model, &queue));
+    let path = spec(out);
+    run_ok(&mut moto.hourglass(&submitter, &["train", "submit", "--spec", path.to_str().unwrap(), "--queue", &queue]));
+    let args = ["--exit-when-idle", "2s", "--poll-wait", "1s", "--trainer", &trainer];
+    let mut w = moto.worker(&trainer_keys, &queue, &args);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let log = w.log.join("\n");
+    assert!(!log.contains("AccessDenied") && !log.contains("needs s3:") && !log.contains("needs sqs:"), "{log}");
+    let st = run_ok(&mut moto.hourglass(&submitter, &["status", out, "--json"]));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(st["promotion"]["promoted"], true, "{st}");
+
+    // The batch worker's role cannot register: the trial fails, named.
+    let denied = "s3://data/runs/denied/";
+    let submitter2 = moto.user(&admin, "submit2", &role_policy(&moto, &admin, "submit", input, denied, model, &queue));
+    let worker_keys = moto.user(&admin, "worker", &role_policy(&moto, &admin, "worker", input, denied, model, &queue));
+    let path = spec(denied);
+    let args2 = ["train", "submit", "--spec", path.to_str().unwrap(), "--queue", &queue];
+    run_ok(&mut moto.hourglass(&submitter2, &args2));
+    let args = ["--exit-when-idle", "2s", "--poll-wait", "1s", "--max-attempts", "1", "--trainer", &trainer];
+    let mut w = moto.worker(&worker_keys, &queue, &args);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let st = moto.hourglass(&submitter2, &["status", denied, "--json"]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["state"], "failed", "{st}");
+    let message = st["failures"][0]["message"].as_str().unwrap();
+    assert!(message.contains("needs s3:PutObject") && message.contains("registry/ctr/"), "{message}");
+}
