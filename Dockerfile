@@ -18,7 +18,28 @@ RUN cargo build --release --locked --bin hourglass
 FROM python:3.11-slim-bookworm AS ort
 RUN pip install --no-cache-dir --target /ort onnxruntime==1.31.1
 
-# 3. Runtime: CA certificates for S3/SQS over TLS, nothing else.
+# 3. `--target trainer`: the same binary and library, with Python and the
+#    reference LightGBM trainer (trainers/lightgbm_onnx.py, pinned as
+#    models/requirements-runtime.txt pins it), for workers that also run
+#    training trials (chart: worker.training.trainers).
+FROM python:3.11-slim-bookworm AS trainer
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && pip install --no-cache-dir lightgbm==4.7.0 onnxmltools==1.16.0 onnx==1.23.2 numpy==2.4.6 pyarrow==22.0.0 \
+ && groupadd --gid 10001 hourglass \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hourglass
+COPY --from=build /src/target/release/hourglass /usr/local/bin/hourglass
+COPY --from=ort /ort/onnxruntime/capi/libonnxruntime.so.1.31.1 /usr/local/lib/libonnxruntime.so.1.31.1
+COPY trainers/ /opt/hourglass/trainers/
+ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
+    HOURGLASS_TRAINERS="lightgbm=python3 /opt/hourglass/trainers/lightgbm_onnx.py"
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/hourglass"]
+CMD ["--help"]
+
+# 4. Runtime, the default (last) target: CA certificates for S3/SQS over TLS,
+#    nothing else.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \

@@ -420,3 +420,28 @@ fn chart_serves_online_from_a_registry_alias_on_on_demand_nodes() {
     let (_, err, ok) = render_with(&["--set", "serve.model="]);
     assert!(!ok && err.contains("serve.model is required"), "{err}");
 }
+
+#[test]
+fn chart_workers_take_trainers_and_a_scratch_size_for_training() {
+    let (text, err, ok) = render_with(&[
+        "--set",
+        "worker.training.trainers.lightgbm=python3 /opt/hourglass/trainers/lightgbm_onnx.py",
+        "--set",
+        "worker.training.slots=2",
+        "--set",
+        "worker.training.scratchSizeLimit=8Gi",
+    ]);
+    assert!(ok, "{err}");
+    let docs = docs_of(&text);
+    let pod = &find(&docs, "Deployment", "hg-hourglass-worker")["spec"]["template"]["spec"];
+    let args: Vec<&str> = pod["containers"][0]["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(args.contains(&"--trainer=lightgbm=python3 /opt/hourglass/trainers/lightgbm_onnx.py"), "{args:?}");
+    assert!(args.contains(&"--train-slots=2"), "{args:?}");
+    let tmp = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tmp").unwrap();
+    assert_eq!(tmp["emptyDir"]["sizeLimit"], "8Gi");
+    // Without trainers, no training flags.
+    let (text, _, _) = render_with(&[]);
+    assert!(!text.contains("--trainer=") && !text.contains("--train-slots"));
+    let (_, err, ok) = render_with(&["--set", "worker.training.slots=0"]);
+    assert!(!ok && err.contains("/worker/training/slots"), "{err}");
+}
