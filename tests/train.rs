@@ -292,6 +292,8 @@ fn failing_trainers_and_refused_models_are_recorded_with_their_reasons_and_never
         assert_eq!(f["error_kind"], kind, "{name}: {st}");
         assert!(f["message"].as_str().unwrap().contains(reason), "{name}: {f}");
         if name == "exits" {
+            let log = std::fs::read_to_string(s.path("runs/exits/_hourglass/logs/trial-0000.log")).unwrap();
+            assert!(log.contains("fatal: the learning rate"), "{log}");
             let tail = f["log_tail"].as_str().unwrap();
             assert!(tail.contains("fatal: the learning rate"), "{tail}");
             assert!(tail.contains("\"progress\": 0.1"), "{tail}");

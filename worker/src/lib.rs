@@ -1,8 +1,11 @@
-//! The worker runtime: leases shard tasks from a queue, scores them with
-//! ONNX Runtime and writes outputs and done records to the store.
+//! The worker runtime: leases tasks from a queue (shards to score, training
+//! trials to run), does them and writes outputs and done records to the
+//! store.
 //!
-//! It owns the lease loop (`lease`: receive, heartbeat, ack, release,
-//! drain), the per-shard pipeline (`shard`: read, decode, score, encode),
+//! It owns the lease mechanics (`lease`: receive, heartbeat, ack, release,
+//! drain, generic over a task handler), the handlers (`infer`: score a
+//! shard; `train`: stage a dataset, run a trainer, check and register its
+//! model, promote the best), the per-shard pipeline (`shard`: read, decode, score, encode),
 //! the model runtime (`runtime`: ONNX Runtime sessions, the one place that
 //! touches `ort`), the codecs (`codec`: CSV and Parquet in, Parquet out) and
 //! the bounded CPU pool that keeps decoding and inference off the async

@@ -172,6 +172,7 @@ impl TrainHandler {
         job: &TrainJobRecord,
         lease: &Lease,
         slot: Option<TrainSlot>,
+        ledger: &Ledger,
     ) -> Result<(PathBuf, f64, String, u64)> {
         let command = self.config.trainers.get(&job.spec.trainer).ok_or_else(|| Error::Trial {
             kind: "trainer_unknown",
@@ -224,6 +225,12 @@ impl TrainHandler {
         info!(trainer = %job.spec.trainer, params = %serde_json::Value::Object(task.params.clone()), "trainer started");
         let ended =
             trainer::run(trainer::TrainerRun { command: command.clone(), env, max_time, lease: lease.clone() }).await;
+        // A failed run's whole log is kept beside its record's tail.
+        if let Err(trainer::TrainerEnd::Failed { log, .. } | trainer::TrainerEnd::TimedOut { log }) = &ended
+            && let Err(e) = ledger.store().put(ledger.trial_log_url(&task.trial).key(), Bytes::from(log.clone())).await
+        {
+            warn!(error = %e, "could not keep the failed trainer's log");
+        }
         match ended {
             Ok(exit) => Ok((out, exit.seconds, exit.log, started_at_ms)),
             Err(trainer::TrainerEnd::Failed { message, log }) => Err(Error::Trial {
@@ -275,7 +282,7 @@ impl TaskHandler for TrainHandler {
             return Ok(ledger.create_done(&done).await?.then_some(done));
         }
 
-        let (out, trainer_seconds, log, started_at_ms) = self.train(task, job, lease, train_slot).await?;
+        let (out, trainer_seconds, log, started_at_ms) = self.train(task, job, lease, train_slot, ledger).await?;
         let model_path = out.join("model.onnx");
         let bytes = Bytes::from(
             tokio::fs::read(&model_path).await.map_err(|e| refused(format!("the trainer wrote no model.onnx: {e}")))?,
