@@ -289,6 +289,10 @@ impl TaskHandler for TrainHandler {
         );
         let trainer_metrics = read_metrics(&out.join("metrics.json"))?;
         let predictions = validate::read_predictions(&out.join("holdout_predictions.txt"))?;
+        // Everything the trainer wrote is in memory now.
+        if let Err(e) = tokio::fs::remove_dir_all(&out).await {
+            warn!(dir = %out.display(), error = %e, "could not remove the trial's output directory");
+        }
         let staged = self.staged.stage(job).await?;
         let (label, features) = (job.spec.dataset.label.clone(), job.features.clone());
         let (model_bytes, batch_size) = (bytes.clone(), self.worker.batch_size);
