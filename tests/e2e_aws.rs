@@ -403,23 +403,8 @@ fn a_frozen_worker_on_sqs_writes_nothing_after_success() {
 #[test]
 fn a_training_sweep_on_s3_and_sqs_registers_and_promotes_once() {
     let aws = Aws::new(3);
-    for (dir, rows, seed) in [("data/train/", "20000", "1"), ("data/holdout/", "5000", "2")] {
-        hourglass_ok(&[
-            "gen-data",
-            "--output",
-            &aws.url(dir),
-            "--rows",
-            rows,
-            "--files",
-            "1",
-            "--format",
-            "parquet",
-            "--label",
-            "clicked",
-            "--seed",
-            seed,
-        ]);
-    }
+    gen_labelled(&aws.url("data/train/"), "20000", "1", "1");
+    gen_labelled(&aws.url("data/holdout/"), "5000", "1", "2");
     let spec = tempfile::NamedTempFile::new().unwrap();
     let text = format!(
         "name: ctr\nregistry: {}\ntrainer: lightgbm\noutput: {}\ndataset:\n  train: {}\n  holdout: {}\n  label: clicked\n  id_column: id\nparams: {{n_estimators: 20}}\ngrid: {{num_leaves: [4, 15]}}\npromote_if: auc > champion\n",

@@ -31,23 +31,8 @@ fn test_trainer(name: &str, script: &str) -> String {
 
 /// Labelled data: 40k training rows in 2 files, 10k holdout rows.
 fn dataset(s: &Scratch) {
-    for (dir, rows, files, seed) in [("data/train/", "40000", "2", "1"), ("data/holdout/", "10000", "1", "2")] {
-        hourglass_ok(&[
-            "gen-data",
-            "--output",
-            &s.s(dir),
-            "--rows",
-            rows,
-            "--files",
-            files,
-            "--format",
-            "parquet",
-            "--label",
-            "clicked",
-            "--seed",
-            seed,
-        ]);
-    }
+    gen_labelled(&s.s("data/train/"), "40000", "2", "1");
+    gen_labelled(&s.s("data/holdout/"), "10000", "1", "2");
 }
 
 /// Writes a training spec (YAML) and returns its path.

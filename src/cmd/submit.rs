@@ -141,15 +141,23 @@ pub async fn run(a: SubmitArgs) -> Result<()> {
     if !a.wait {
         return Ok(());
     }
-    let output = BlobUrl::parse(&report.output)?;
+    wait_for_end(&BlobUrl::parse(&report.output)?, queue.as_ref(), a.interval).await
+}
+
+/// `--wait`: reads the job's ledger every `interval`, a progress line each
+/// time, until it ends; prints its status and exits like `status`.
+pub async fn wait_for_end(
+    output: &BlobUrl,
+    queue: &dyn hourglass_core::queue::Queue,
+    interval: Duration,
+) -> Result<()> {
     loop {
-        let s =
-            status::status(&output, Some(queue.as_ref())).await.map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?;
+        let s = status::status(output, Some(queue)).await.map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?;
         eprintln!("{}", s.progress_line());
         if s.state != status::JobState::Running {
             print!("{}", s.render());
             return finished(s.state);
         }
-        tokio::time::sleep(a.interval).await;
+        tokio::time::sleep(interval).await;
     }
 }

@@ -2,10 +2,10 @@
 //! dataset, enqueue one trial per grid point on the batch queue; with
 //! `--wait`, follow it to its end.
 
-use super::{DEFAULT_QUEUE, exit_with, finished};
+use super::DEFAULT_QUEUE;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use hourglass_coordinator::{status, train};
+use hourglass_coordinator::train;
 use hourglass_core::train::TrainSpec;
 use hourglass_core::{BlobUrl, queue, schedule};
 use std::path::PathBuf;
@@ -103,14 +103,5 @@ async fn submit(a: TrainSubmitArgs) -> Result<()> {
     if !a.wait {
         return Ok(());
     }
-    let output = BlobUrl::parse(&report.output)?;
-    loop {
-        let s =
-            status::status(&output, Some(queue.as_ref())).await.map_err(|e| exit_with(status::EXIT_UNREADABLE, e))?;
-        if s.state != status::JobState::Running {
-            print!("{}", s.render());
-            return finished(s.state);
-        }
-        tokio::time::sleep(a.interval).await;
-    }
+    super::submit::wait_for_end(&BlobUrl::parse(&report.output)?, queue.as_ref(), a.interval).await
 }

@@ -90,6 +90,15 @@ pub fn gen_data(s: &Scratch, rows: u64, files: usize, format: &str) {
     ]);
 }
 
+/// Synthetic Parquet rows with a `clicked` label that depends on the
+/// features (`gen-data --label`), for training jobs; `output` may be S3.
+pub fn gen_labelled(output: &str, rows: &str, files: &str, seed: &str) {
+    hourglass_ok(&[
+        "gen-data", "--output", output, "--rows", rows, "--files", files, "--format", "parquet", "--label", "clicked",
+        "--seed", seed,
+    ]);
+}
+
 pub fn submit(s: &Scratch, extra: &[&str]) -> Output {
     submit_to(&s.input(), &s.output(), &s.queue(), extra)
 }
