@@ -8,7 +8,7 @@ use hourglass_core::ledger::{InputFileRecord, JobRecord, JobSpec, LEDGER_VERSION
 use hourglass_core::model::ModelSignature;
 use hourglass_core::queue::{Queue, send_all};
 use hourglass_core::store::BlobStore;
-use hourglass_core::{JobId, store};
+use hourglass_core::{JobId, ShardId, store};
 use serde::Serialize;
 use sha2::Digest;
 use tracing::{info, warn};
@@ -89,23 +89,15 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
     for f in &new_files {
         warn!(file = %f, job = %job, "input file added after the job was planned; a resume does not score it (submit to a new --output to include it)");
     }
-    let done = ledger.done_shards().await?;
-    // Failed records of shards tried again are cleared; only those that
-    // exist, so a role without broad delete rights can resume.
-    let failed = if resumed { ledger.failed_shards().await? } else { Default::default() };
-    let mut bodies = Vec::new();
-    for plan in record.shards.iter().filter(|s| !done.contains(&s.shard)) {
-        if failed.contains(&plan.shard) {
-            ledger.clear_failed(&plan.shard).await?;
-        }
-        bodies.push(record.task_for(plan).encode());
-    }
+    let open = open_units(&ledger, record.shards.iter().map(|s| &s.shard), resumed).await?;
+    let bodies: Vec<String> =
+        record.shards.iter().filter(|s| open.contains(&s.shard)).map(|s| record.task_for(s).encode()).collect();
     send_all(queue, &bodies).await?;
     if bodies.is_empty() {
         // Every shard is done: make sure `_SUCCESS` is there.
         ledger.try_finalize(&record).await?;
     }
-    info!(job = %job, enqueued = bodies.len(), already_done = done.len(), "submitted");
+    info!(job = %job, enqueued = bodies.len(), already_done = record.shards.len() - bodies.len(), "submitted");
     Ok(SubmitReport {
         job,
         output: ledger.root().to_string(),
@@ -118,6 +110,26 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
         new_files,
         replaced_objects,
     })
+}
+
+/// The units (shards or trials) of a job without a done record: the ones
+/// a submit enqueues. On a resume, their failed records are cleared (only
+/// those that exist, so a role without broad delete rights can resume).
+pub(crate) async fn open_units<'a>(
+    ledger: &Ledger,
+    units: impl Iterator<Item = &'a ShardId>,
+    resumed: bool,
+) -> Result<std::collections::BTreeSet<ShardId>> {
+    let done = ledger.done_shards().await?;
+    let failed = if resumed { ledger.failed_shards().await? } else { Default::default() };
+    let mut open = std::collections::BTreeSet::new();
+    for unit in units.filter(|u| !done.contains(*u)) {
+        if failed.contains(unit) {
+            ledger.clear_failed(unit).await?;
+        }
+        open.insert(unit.clone());
+    }
+    Ok(open)
 }
 
 async fn plan(req: &SubmitRequest, job: &JobId, input_store: &dyn BlobStore) -> Result<JobRecord> {

@@ -204,15 +204,13 @@ pub async fn submit_train(spec: TrainSpec, queue: &dyn Queue, replace: bool) -> 
             None => return Err(Error::Conflict(format!("{}: job.json vanished while submitting", ledger.root()))),
         }
     };
-    let done = ledger.done_shards().await?;
-    let failed = if resumed { ledger.failed_shards().await? } else { Default::default() };
-    let mut bodies = Vec::new();
-    for plan in record.trials.iter().filter(|t| !done.contains(&t.trial)) {
-        if failed.contains(&plan.trial) {
-            ledger.clear_failed(&plan.trial).await?;
-        }
-        bodies.push(Task::Train(record.task_for(plan)).encode());
-    }
+    let open = crate::submit::open_units(&ledger, record.trials.iter().map(|t| &t.trial), resumed).await?;
+    let bodies: Vec<String> = record
+        .trials
+        .iter()
+        .filter(|t| open.contains(&t.trial))
+        .map(|t| Task::Train(record.task_for(t)).encode())
+        .collect();
     send_all(queue, &bodies).await?;
     info!(job = %job, trials = record.trials.len(), enqueued = bodies.len(), "training job submitted");
     Ok(TrainSubmitReport {

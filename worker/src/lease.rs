@@ -30,7 +30,7 @@ use hourglass_core::ledger::{AnyJob, DoneRecord, FailedRecord, LEDGER_VERSION, L
 use hourglass_core::queue::{Message, Queue};
 use hourglass_core::retry;
 use hourglass_core::store;
-use hourglass_core::task::{Task, UnitTask};
+use hourglass_core::task::{Task, TaskKind, UnitTask};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +82,18 @@ pub struct Work<'a, T> {
 
 /// A permit of the worker's training slots (`--train-slots`).
 pub type TrainSlot = tokio::sync::OwnedSemaphorePermit;
+
+/// Logs the shard message for a shard task and the trial message for a
+/// training trial, with the same fields: operators search logs for "shard
+/// started" and "trial started", not for a kind field.
+macro_rules! by_kind {
+    ($level:ident, $kind:expr, $shard:literal, $trial:literal $(, $($field:tt)+)?) => {
+        match $kind {
+            TaskKind::Infer => tracing::$level!($($($field)+,)? $shard),
+            TaskKind::Train => tracing::$level!($($($field)+,)? $trial),
+        }
+    };
+}
 
 /// What a worker did, for its exit log and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +430,7 @@ impl Worker {
             let err = Error::Lost { deliveries: message.receive_count, max_attempts: self.config.max_attempts };
             return self.fail(&message, &task, Some(&ledger), &err).await;
         }
-        info!(kind = %task.kind(), "task started");
+        by_kind!(info, task.kind(), "shard started", "trial started");
         let heartbeat = self.heartbeat(&message, lease.clone());
         let work = Work {
             task: &task,
@@ -444,13 +456,26 @@ impl Worker {
                 self.metrics.job_rows(task.job().as_str(), done.rows, done.bad_rows);
                 self.metrics.shard_seconds.observe(done.seconds);
                 self.metrics.outcome("done");
-                info!(rows = done.rows, bad_rows = done.bad_rows, seconds = done.seconds, "task done");
+                by_kind!(
+                    info,
+                    task.kind(),
+                    "shard done",
+                    "trial done",
+                    rows = done.rows,
+                    bad_rows = done.bad_rows,
+                    seconds = done.seconds
+                );
                 self.finalize(handler, &ledger, &record).await;
             }
             Ok(None) => {
                 // Another attempt recorded the unit first; this delivery's
                 // receipt is most likely stale, and the ack only tidies up.
-                info!("another attempt recorded the task first; nothing written");
+                by_kind!(
+                    info,
+                    task.kind(),
+                    "another attempt recorded the shard first; nothing written",
+                    "another attempt recorded the trial first; nothing written"
+                );
                 self.metrics.outcome("superseded");
                 self.ack(&message).await;
                 self.finalize(handler, &ledger, &record).await;
@@ -458,13 +483,24 @@ impl Worker {
             Err(Error::LeaseLost(why)) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
                 self.metrics.outcome("lease_lost");
-                warn!(reason = %why, "lease lost; the task was cancelled and nothing was written");
+                by_kind!(
+                    warn,
+                    task.kind(),
+                    "lease lost; the shard was cancelled and nothing was written",
+                    "lease lost; the trial was cancelled (its trainer killed) and nothing was written",
+                    reason = %why
+                );
             }
             Err(Error::Cancelled) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
                 self.metrics.outcome("released");
                 match self.queue.release(&message.receipt).await {
-                    Ok(()) => info!("task released for another worker"),
+                    Ok(()) => by_kind!(
+                        info,
+                        task.kind(),
+                        "shard released for another worker",
+                        "trial released for another worker"
+                    ),
                     Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
                 }
             }
@@ -588,7 +624,13 @@ impl Worker {
     /// Completes the job when this was its last unit.
     async fn finalize<H: TaskHandler>(&self, handler: &H, ledger: &Ledger, record: &AnyJob) {
         match handler.finalize(ledger, record).await {
-            Ok(true) => info!(output = %ledger.root(), "all units done; wrote _SUCCESS"),
+            Ok(true) => by_kind!(
+                info,
+                record.kind(),
+                "all shards done; wrote _SUCCESS",
+                "all trials done; wrote _SUCCESS",
+                output = %ledger.root()
+            ),
             Ok(false) => {}
             Err(e) => warn!(error = %e, "finalize failed; `hourglass status` retries it"),
         }
