@@ -261,11 +261,14 @@ fn failing_trainers_and_refused_models_are_recorded_with_their_reasons_and_never
         ("exits", "exits_nonzero.sh", "trainer_failed", "exited with exit status: 3"),
         ("garbage", "writes_garbage_onnx.sh", "model_refused", "not a loadable ONNX model"),
         ("skewed", "skewed_predictions.sh", "model_refused", "holdout row 6"),
+        ("stuck", "never_finishes.sh", "trainer_timeout", "ran past the job's max_train_time of 3s"),
     ];
     let mut trainers = Vec::new();
     for (name, script, _, _) in &cases {
         let path = spec(&s, &format!("{name}.yaml"), &format!("runs/{name}/"), name, "{n_estimators: 10}", "{}", "");
-        train_submit(&s, &path);
+        // --max-train-time overrides the spec's (1h by default).
+        let limit = if *name == "stuck" { "3s" } else { "10m" };
+        hourglass_ok(&["train", "submit", "--spec", &path, "--queue", &s.queue(), "--max-train-time", limit]);
         trainers.push(test_trainer(name, script));
     }
     let mut w = trainer_worker(&s, "w", &trainers, &["--max-attempts", "1"]);

@@ -29,6 +29,10 @@ pub struct TrainSubmitArgs {
     /// `auc >= 0.75`).
     #[arg(long)]
     promote_if: Option<String>,
+    /// Overrides the spec's `max_train_time`: a trainer running longer is
+    /// stopped (SIGTERM, then SIGKILL) and its trial fails.
+    #[arg(long)]
+    max_train_time: Option<String>,
     /// When the job must be done (`+1h`, `06:00`, RFC 3339), for the scaler.
     #[arg(long, env = "HOURGLASS_DEADLINE")]
     deadline: Option<String>,
@@ -75,6 +79,9 @@ async fn submit(a: TrainSubmitArgs) -> Result<()> {
         serde_json::from_value(value).with_context(|| format!("--spec {}: not a training spec", a.spec.display()))?;
     if let Some(rule) = a.promote_if {
         spec.promote_if = Some(rule);
+    }
+    if let Some(limit) = a.max_train_time {
+        spec.max_train_time = limit;
     }
     if let Some(d) = a.deadline.as_deref() {
         let tz = schedule::time_zone(&a.tz)?;
