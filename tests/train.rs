@@ -226,7 +226,10 @@ fn a_worker_killed_mid_training_has_its_trial_rerun_elsewhere_and_registered_onc
     let s = Scratch::new();
     dataset(&s);
     // Enough trees that the trial is still training when the worker dies.
-    let spec_path = spec(&s, "one.yaml", "runs/one/", "lightgbm", "{n_estimators: 400}", "{}", "");
+    // A rule on a metric no trial records: nothing to rank, nothing moves,
+    // and the job still completes.
+    let rule = "promote_if: rmse < champion\n";
+    let spec_path = spec(&s, "one.yaml", "runs/one/", "lightgbm", "{n_estimators: 400}", "{}", rule);
     train_submit(&s, &spec_path);
     let trainers = [reference_trainer()];
     let mut doomed = trainer_worker(&s, "doomed", &trainers, &["--visibility-timeout", "3s"]);
@@ -238,6 +241,9 @@ fn a_worker_killed_mid_training_has_its_trial_rerun_elsewhere_and_registered_onc
 
     let st = status_json_of(&s.s("runs/one/"), &[]);
     assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(st["promotion"]["promoted"], false, "{st}");
+    assert!(st["promotion"]["reason"].as_str().unwrap().contains("no trial recorded the metric \"rmse\""), "{st}");
+    assert_eq!(champion(&s), None);
     let done: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.path("runs/one/_hourglass/done/trial-0000.json")).unwrap()).unwrap();
     assert_eq!(done["worker"], "rescuer", "{done}");

@@ -502,16 +502,17 @@ impl JobStatus {
             ));
         }
         if let Some(p) = &self.promotion {
-            out.push_str(&format!(
-                "promote  {} {} version {} ({} {} {:.4}): {}\n",
-                p.alias,
-                if p.promoted { "->" } else { "stays; best is" },
-                p.best_version,
-                p.best_trial,
-                p.metric,
-                p.best_value,
-                p.reason
-            ));
+            let best = match (&p.best_trial, p.best_version, p.best_value) {
+                (Some(t), Some(v), Some(x)) => {
+                    format!(
+                        " {} version {v} ({t} {} {x:.4})",
+                        if p.promoted { "->" } else { "stays; best is" },
+                        p.metric
+                    )
+                }
+                _ => " stays".to_string(),
+            };
+            out.push_str(&format!("promote  {}{best}: {}\n", p.alias, p.reason));
         }
         let unit = if self.kind == hourglass_core::task::TaskKind::Train { "trial" } else { "shard" };
         for f in &self.failures {

@@ -372,9 +372,14 @@ pub struct PromotionRecord {
     /// The metric trials were ranked by, and which way.
     pub metric: String,
     pub better: Better,
-    pub best_trial: ShardId,
-    pub best_version: u64,
-    pub best_value: f64,
+    /// The best trial, its version and value; `None` when no trial
+    /// recorded the metric (nothing to rank: nothing is promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_trial: Option<ShardId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_value: Option<f64>,
     pub alias: String,
     /// The version the alias named before, and its recorded metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -41,6 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
+use validate::refused;
 
 /// What a worker needs to run trials.
 #[derive(Debug, Clone)]
@@ -251,10 +252,6 @@ impl TrainHandler {
     }
 }
 
-fn refused(message: String) -> Error {
-    Error::Trial { kind: "model_refused", message, log_tail: None }
-}
-
 impl TaskHandler for TrainHandler {
     type Task = TrainTask;
 
@@ -386,8 +383,8 @@ impl TaskHandler for TrainHandler {
             let decision = promote(job, &done).await?;
             info!(
                 promoted = decision.promoted,
-                best_trial = %decision.best_trial,
-                version = decision.best_version,
+                best_trial = ?decision.best_trial,
+                version = ?decision.best_version,
                 reason = %decision.reason,
                 "promotion decided"
             );
@@ -428,13 +425,6 @@ async fn promote(job: &TrainJobRecord, done: &[DoneRecord]) -> Result<PromotionR
         };
         if b_wins { b } else { a }
     });
-    let Some((best_done, best_trial, best_value)) = best else {
-        return Err(Error::Trial {
-            kind: "model_refused",
-            message: format!("no trial recorded the metric {metric:?}; nothing to rank or promote"),
-            log_tail: None,
-        });
-    };
     let registry = Registry::open(&job.spec.registry)?;
     let name = &job.spec.name;
     let alias = &job.spec.alias;
@@ -450,15 +440,19 @@ async fn promote(job: &TrainJobRecord, done: &[DoneRecord]) -> Result<PromotionR
         job: job.job.clone(),
         metric: metric.clone(),
         better,
-        best_trial: best_done.shard.clone(),
-        best_version: best_trial.version,
-        best_value,
+        best_trial: best.map(|b| b.0.shard.clone()),
+        best_version: best.map(|b| b.1.version),
+        best_value: best.map(|b| b.2),
         alias: alias.clone(),
         champion_version,
         champion_value,
         promoted: false,
         reason: String::new(),
         decided_at_ms: now_ms(),
+    };
+    let Some((_, best_trial, best_value)) = best else {
+        record.reason = format!("no trial recorded the metric {metric:?}; nothing to rank, {alias} left alone");
+        return Ok(record);
     };
     let Some(rule) = rule else {
         record.reason = format!("no promote_if rule; {alias} left alone");

@@ -38,7 +38,8 @@ pub struct Scored {
     pub scores: Vec<f64>,
 }
 
-fn refused(message: String) -> Error {
+/// A model the worker will not register, with the reason.
+pub(crate) fn refused(message: String) -> Error {
     Error::Trial { kind: "model_refused", message, log_tail: None }
 }
 
