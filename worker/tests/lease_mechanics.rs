@@ -206,7 +206,9 @@ async fn train_fixture(grant: Option<usize>, script: &str) -> Fixture {
     let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
     let output = root.join("out/");
     let trainer = dir.path().join("trainer.sh");
-    std::fs::write(&trainer, script).unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mark = format!("600.{}{nanos}", std::process::id());
+    std::fs::write(&trainer, script.replace("MARK", &mark)).unwrap();
     let spec: TrainSpec = serde_json::from_value(serde_json::json!({
         "name": "m", "registry": root.join("registry/").to_string(), "trainer": "t",
         "output": output.to_string(), "max_train_time": "100years",
@@ -255,8 +257,10 @@ fn config(max_attempts: u32) -> WorkerConfig {
 
 /// A trainer that runs most of a real second, then fails.
 const SLOW_FAILING: &str = "sleep 1\nexit 1\n";
-/// A trainer that records its pid and runs until killed.
-const FOREVER: &str = "echo $$ > \"$HOURGLASS_OUTPUT_DIR/../../pid\"\nexec sleep 600\n";
+/// A trainer that runs until killed, as a `sleep` of a duration no other
+/// process has (`MARK` is replaced per fixture), so a test can tell whether
+/// it still runs even when the lease was lost before it started.
+const FOREVER: &str = "exec sleep MARK\n";
 
 async fn run(worker: Arc<Worker>) -> WorkerSummary {
     worker.run(CancellationToken::new()).await.unwrap()
@@ -308,9 +312,14 @@ async fn a_lost_lease_cancels_either_handler_and_nothing_is_written() {
         // worker's now.
         assert_eq!((f.queue.acks.load(Ordering::SeqCst), f.queue.releases.load(Ordering::SeqCst)), (0, 0));
         if f.kind == TaskKind::Train {
-            // The trainer was killed, not left running.
-            let pid = std::fs::read_to_string(f.dir.path().join("work/pid")).unwrap();
-            assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(), "trainer {pid} still runs");
+            // The trainer was killed (or never got to start), not left running.
+            let script = std::fs::read_to_string(f.dir.path().join("trainer.sh")).unwrap();
+            let mark = script.trim().rsplit(' ').next().unwrap().to_string();
+            let running = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).split('\0').any(|arg| arg == mark))
+            });
+            assert!(!running, "the trainer (sleep {mark}) still runs");
         }
     }
 }
