@@ -6,13 +6,19 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.hourglass-runtime
 MODELS_STAMP := $(VENV)/.hourglass-models
+GPU_VENV := .venv-gpu
+GPU_STAMP := $(GPU_VENV)/.hourglass-gpu-runtime
+GPU_LIBS_STAMP := $(GPU_VENV)/.hourglass-gpu-libs
+GPU_TRT_STAMP := $(GPU_VENV)/.hourglass-gpu-tensorrt
+# 1: `make setup-gpu` adds TensorRT 10 (about 1.5 GB) for --device tensorrt.
+GPU_TENSORRT ?= 0
 CARGO ?= cargo
 
 DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
 DEMO_WORKERS ?= 2
 
-.PHONY: setup build demo test test-fast check lint kube tools models clean
+.PHONY: setup setup-gpu setup-gpu-runtime build demo test test-fast check lint kube tools models clean
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
@@ -22,6 +28,30 @@ setup: $(STAMP)
 $(STAMP): models/requirements-runtime.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements-runtime.txt
+	touch $@
+
+# ONNX Runtime's GPU build in its own venv (.venv-gpu): the binary loads it
+# instead of .venv's when asked for --device cuda or tensorrt. The runtime
+# alone is what the tests need (on machines without a GPU they prove the
+# GPU path's errors and its CPU fallback); `setup-gpu` adds CUDA 13 and
+# cuDNN 9 (and TensorRT 10 with GPU_TENSORRT=1), which the binary preloads
+# from the venv: no LD_LIBRARY_PATH. The NVIDIA driver (libcuda.so.1) comes
+# with the node, never from a wheel. See docs/gpu.md.
+setup-gpu-runtime: $(GPU_STAMP)
+
+$(GPU_STAMP): models/requirements-gpu-runtime.txt
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r models/requirements-gpu-runtime.txt
+	touch $@
+
+setup-gpu: $(GPU_STAMP) $(GPU_LIBS_STAMP) $(if $(filter 1,$(GPU_TENSORRT)),$(GPU_TRT_STAMP))
+
+$(GPU_LIBS_STAMP): models/requirements-gpu.txt $(GPU_STAMP)
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements-gpu.txt
+	touch $@
+
+$(GPU_TRT_STAMP): models/requirements-tensorrt.txt $(GPU_LIBS_STAMP)
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements-tensorrt.txt
 	touch $@
 
 build: setup
@@ -36,7 +66,7 @@ demo: build
 # (scripts/kube-build, ~6-10 min) and cached under ~/.cache/hourglass.
 # The chart, alert and metrics tests use helm, promtool and prometheus,
 # installed once under ~/.cache/hourglass/tools by scripts/tools.
-test: setup kube tools
+test: setup setup-gpu-runtime kube tools
 	HOURGLASS_TOOLS=$$(scripts/tools) scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked --no-fail-fast
 
 # The fast tier, for the edit-test loop: unit tests, the filesystem and
@@ -46,7 +76,7 @@ test: setup kube tools
 # suite and is what CI runs.
 FAST_TESTS := --test e2e --test cli --test registry --test serve --test exactly_once --test scaler_sim --test tty --test bench \
 	--test train --test lease_mechanics --test queue_suite --test store_suite --test registry_suite --test golden --test plan_props --test kube_requests
-test-fast: setup
+test-fast: setup setup-gpu-runtime
 	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins $(FAST_TESTS) -- --skip sqs_ --skip s3_
 
 # Formatting and clippy with warnings as errors; CI runs it before `make test`.

@@ -147,6 +147,11 @@ pub struct DoneRecord {
     /// A training trial's result (then `output` is the registered model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial: Option<crate::train::TrialResult>,
+    /// The device the model ran on (`cpu`, `cuda:0`, `tensorrt:0`): the
+    /// one really used, `cpu` after a fallback. Absent in records written
+    /// before devices were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -157,6 +157,7 @@ mod tests {
             output: BlobUrl::parse("file:///tmp/x").unwrap(),
             sha256: String::new(),
             trial: None,
+            device: None,
         }
     }
 

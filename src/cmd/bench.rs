@@ -20,7 +20,7 @@ use hourglass_core::task::{Format, ShardTask};
 use hourglass_core::units::parse_bytes;
 use hourglass_core::{BlobUrl, queue, store};
 use hourglass_worker::bench::{self as measure, PipelineRound, Report, Rounds, Setup};
-use hourglass_worker::{ModelRuntime, config};
+use hourglass_worker::{ModelRuntime, RuntimeOptions, config};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +42,9 @@ pub struct BenchArgs {
     /// Default: one shard per thread.
     #[arg(long)]
     concurrency: Option<usize>,
-    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    /// Rows per batch; default: by device (8192 on the CPU, 65536 on a GPU).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Shards the pipeline's worker leases ahead of its CPU slots.
     #[arg(long, default_value_t = config::DEFAULT_PREFETCH_SHARDS)]
     prefetch_shards: usize,
@@ -62,6 +63,8 @@ pub struct BenchArgs {
     dir: String,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -84,7 +87,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         Some(BenchWhat::Train(t)) => return super::bench_train::run(t).await,
         None => {}
     }
-    if a.threads == 0 || a.reps == 0 || a.batch_size == 0 {
+    let device = a.device.select().await?;
+    let batch_size = a.batch_size.unwrap_or(device.device.default_batch_size());
+    if a.threads == 0 || a.reps == 0 || batch_size == 0 {
         bail!("--threads, --reps and --batch-size must be at least 1");
     }
     let concurrency = a.concurrency.unwrap_or(a.threads).clamp(1, a.threads);
@@ -121,25 +126,28 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         a.rows,
         tasks.len(),
         a.threads,
-        a.batch_size
+        batch_size
     );
 
-    let features = Arc::new(synth::features(a.raw_rows.max(a.batch_size), 7));
+    let features = Arc::new(synth::features(a.raw_rows.max(batch_size), 7));
     let mut rounds = Rounds::default();
     for round in 0..=a.reps {
         let warm = round == 0;
         let label = if warm { "warm-up".to_string() } else { format!("round {round}/{}", a.reps) };
 
         let path = model_url.local_path().context("--model must be a local file for the raw stage")?;
-        let (features, total, threads, batch) = (features.clone(), a.rows, a.threads, a.batch_size);
+        let (features, total, threads, batch) = (features.clone(), a.rows, a.threads, batch_size);
+        let device = device.clone();
         let (s, i) = tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
-            let sessions = measure::raw_rows_per_sec(&path, &features, WIDTH, total, batch, threads, 1)?;
-            let intra = measure::raw_rows_per_sec(&path, &features, WIDTH, total, batch, 1, threads)?;
+            let by_sessions = RuntimeOptions::new(1, threads, &device);
+            let sessions = measure::raw_rows_per_sec(&path, &features, WIDTH, total, batch, by_sessions)?;
+            let by_intra = RuntimeOptions::new(threads, 1, &device);
+            let intra = measure::raw_rows_per_sec(&path, &features, WIDTH, total, batch, by_intra)?;
             Ok((sessions, intra))
         })
         .await??;
 
-        let d = measure::decode_rows_per_sec(&tasks, &model, a.batch_size, concurrency).await?;
+        let d = measure::decode_rows_per_sec(&tasks, &model, batch_size, concurrency).await?;
 
         let output = BlobUrl::parse(&format!("{}/out-{round}/", scratch.display()))?;
         let queue_url = format!("local://{}/q-{round}.db", scratch.display());
@@ -147,9 +155,10 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             concurrency,
             prefetch_shards: a.prefetch_shards,
             threads: ort_threads,
-            batch_size: a.batch_size,
+            batch_size,
             // 100× slower than anything measured, plus start-up.
             time_limit: Duration::from_secs(60 + a.rows / 10_000),
+            device: a.device.to_args(),
         };
         let pr = pipeline(&queue_url, spec(&output), &model, &worker).await?;
         let p = pr.rows_per_sec;
@@ -182,8 +191,10 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         concurrency,
         ort_threads_per_shard: ort_threads,
         prefetch_shards: a.prefetch_shards,
-        batch_size: a.batch_size,
+        batch_size,
         reps: a.reps,
+        device: device.device.to_string(),
+        requested_device: device.requested().to_string(),
     };
     let report = Report::new(setup, rounds);
     if a.json {
@@ -225,6 +236,8 @@ struct WorkerArgs {
     /// A worker still running after this is stuck: it is killed and the
     /// bench fails instead of waiting forever.
     time_limit: Duration,
+    /// Its --device flags: the same as the bench's.
+    device: Vec<String>,
 }
 
 /// The worker as deployed: `hourglass worker` in its own process, on a
@@ -245,6 +258,7 @@ async fn pipeline(queue_url: &str, spec: JobSpec, model: &ModelRuntime, w: &Work
         .args(["--concurrency", &w.concurrency.to_string(), "--threads", &w.threads.to_string()])
         .args(["--prefetch-shards", &w.prefetch_shards.to_string(), "--batch-size", &w.batch_size.to_string()])
         .args(["--poll-wait", "100ms", "--exit-when-idle", "200ms"])
+        .args(&w.device)
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .spawn()

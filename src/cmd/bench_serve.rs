@@ -59,7 +59,7 @@ pub async fn run(a: BenchServeArgs) -> Result<()> {
     let url = BlobUrl::parse(&a.model)?;
     let name = url.key().rsplit('/').next().unwrap_or("model").trim_end_matches(".onnx").to_string();
     let runtime =
-        Arc::new(hourglass_worker::serve::load(&url, RuntimeOptions { intra_threads: 1, sessions: a.threads }).await?);
+        Arc::new(hourglass_worker::serve::load(&url, RuntimeOptions { sessions: a.threads, ..Default::default() }).await?);
     let spec = BenchSpec {
         model_name: name,
         threads: a.threads,

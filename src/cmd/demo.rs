@@ -44,6 +44,8 @@ pub struct DemoArgs {
     /// Rows for the raw ONNX Runtime measurement.
     #[arg(long, default_value_t = 400_000)]
     raw_rows: usize,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 /// Kills worker processes left behind if the demo fails half-way.
@@ -62,6 +64,9 @@ impl Drop for Workers {
 
 pub async fn run(a: DemoArgs) -> Result<()> {
     let format: Format = a.format.into();
+    // Settled here, before anything is generated: an unusable device under
+    // --ep-fallback error stops the demo with the reason at once.
+    let device = a.device.select().await?;
     let dir = std::path::absolute(&a.dir).context("resolving --dir")?;
     for sub in ["input", "output"] {
         let p = dir.join(sub);
@@ -98,6 +103,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         let child = Command::new(&exe)
             .args(["worker", "--queue", &queue_url, "--threads", &a.threads.to_string(), "--exit-when-idle", "1s"])
             .args(["--worker-id", &format!("demo-{i}")])
+            .args(a.device.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -139,17 +145,22 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     }
 
     eprintln!("measuring raw ONNX Runtime on {} in-memory rows…", a.raw_rows);
-    let (raw_rows, workers, threads) = (a.raw_rows, a.workers, a.threads);
+    let raw_rows = a.raw_rows;
+    let options = hourglass_worker::RuntimeOptions::new(a.threads, a.workers, &device);
     let path = model_url.local_path().context("--model must be a local file for the raw measurement")?;
     let raw = tokio::task::spawn_blocking(move || {
         const WIDTH: usize = 39;
-        let batch = hourglass_worker::config::DEFAULT_BATCH_SIZE;
+        let batch = options.device.device.default_batch_size();
         let features = synth::features(raw_rows.max(batch), 7);
-        measure::raw_rows_per_sec(&path, &features, WIDTH, raw_rows as u64, batch, workers, threads)
+        measure::raw_rows_per_sec(&path, &features, WIDTH, raw_rows as u64, batch, options)
     })
     .await??;
     let rows_per_sec = a.rows as f64 / wall;
-    println!("hourglass demo ({format}, {} workers × {} ORT threads)", a.workers, a.threads);
+    let on = match device.requested() {
+        r if r != device.device => format!("{} (asked for {r}: fell back)", device.device),
+        _ => device.device.to_string(),
+    };
+    println!("hourglass demo ({format}, {} workers × {} ORT threads, on {on})", a.workers, a.threads);
     println!("  rows            {}", a.rows);
     println!("  shards          {}", report.shards);
     println!("  generate        {gen_secs:.1} s");

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use futures::StreamExt;
 use hourglass_core::{BlobUrl, queue, store};
+use hourglass_worker::device::{Device, DeviceOptions, Fallback};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -21,6 +22,13 @@ pub struct DoctorArgs {
     /// Also load this model and check it can score batches.
     #[arg(long)]
     model: Option<String>,
+    /// Check that this device registers and runs a probe model (repeatable:
+    /// cpu, cuda[:N], tensorrt[:N]); a device named here that does not
+    /// work fails the doctor. Default: all three are reported, and a GPU
+    /// that does not work here is information, not a failure. Asking for a
+    /// GPU loads ONNX Runtime's GPU build (.venv-gpu), as a worker would.
+    #[arg(long = "device", value_delimiter = ',')]
+    devices: Vec<Device>,
     #[arg(long)]
     json: bool,
 }
@@ -34,18 +42,25 @@ struct Check {
     /// What to do about a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     fix: Option<String>,
+    /// Reported, not required: a failure does not fail the doctor.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    optional: bool,
 }
 
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, ok: true, detail: detail.into(), fix: None }
+    Check { name, ok: true, detail: detail.into(), fix: None, optional: false }
 }
 
 fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name, ok: false, detail: detail.into(), fix: Some(fix.into()) }
+    Check { name, ok: false, detail: detail.into(), fix: Some(fix.into()), optional: false }
 }
 
 pub async fn run(a: DoctorArgs) -> Result<()> {
     let mut checks = vec![pass("hourglass", crate::version::short())];
+    let required = !a.devices.is_empty();
+    let devices =
+        if required { a.devices.clone() } else { vec![Device::Cpu, Device::Cuda(0), Device::TensorRt(0)] };
+    hourglass_worker::runtime::prefer_gpu_library(devices.iter().any(Device::is_gpu));
     checks.push(match hourglass_worker::runtime::library_info() {
         Ok((path, version)) => pass("onnxruntime", format!("{version} at {}", path.display())),
         Err(e) => fail(
@@ -55,7 +70,42 @@ pub async fn run(a: DoctorArgs) -> Result<()> {
         ),
     });
     if let Ok(providers) = hourglass_worker::runtime::available_providers() {
-        checks.push(pass("execution providers", providers.join(", ")));
+        checks.push(pass("execution providers", format!("built in: {}", providers.join(", "))));
+    }
+    if devices.iter().any(Device::is_gpu) && hourglass_worker::runtime::environment().is_ok() {
+        let found = hourglass_worker::device::preload_gpu_libraries();
+        let names: Vec<String> =
+            found.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        checks.push(pass(
+            "gpu libraries",
+            if names.is_empty() {
+                "none in the ONNX Runtime venv (site-packages/nvidia, tensorrt_libs): the system's and \
+                 LD_LIBRARY_PATH's are used"
+                    .to_string()
+            } else {
+                format!("preloaded from the ONNX Runtime venv: {}", names.join(", "))
+            },
+        ));
+    }
+    for device in devices {
+        let options = DeviceOptions::new(device, Fallback::Error, false, None);
+        let probe = tokio::task::spawn_blocking(move || hourglass_worker::device::select(&options))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let mut check = match probe {
+            Ok(_) => pass("device", format!("{device}: registers and runs the probe model")),
+            Err(e) => fail(
+                "device",
+                hourglass_core::error::chain(&e),
+                if device.is_gpu() {
+                    "a GPU node with the NVIDIA driver, after `make setup-gpu`: see docs/gpu.md"
+                } else {
+                    "run `make setup`"
+                },
+            ),
+        };
+        check.optional = !required && device.is_gpu();
+        checks.push(check);
     }
     checks.push(aws_settings());
     if let Some(url) = &a.queue {
@@ -92,12 +142,17 @@ pub async fn run(a: DoctorArgs) -> Result<()> {
             Err(e) => fail("model", e.to_string(), "use a file path or s3://bucket/key.onnx"),
         });
     }
-    let failed = checks.iter().filter(|c| !c.ok).count();
+    let failed = checks.iter().filter(|c| !c.ok && !c.optional).count();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
-            println!("{} {:<20} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+            let mark = match (c.ok, c.optional) {
+                (true, _) => "ok  ",
+                (false, true) => "--  ",
+                (false, false) => "FAIL",
+            };
+            println!("{mark} {:<20} {}", c.name, c.detail);
             if let Some(fix) = &c.fix {
                 println!("     {:<20} fix: {fix}", "");
             }

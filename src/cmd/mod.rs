@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use hourglass_core::BlobUrl;
 use hourglass_core::metrics::prometheus_client::registry::Registry;
 use hourglass_core::task::Format;
+use hourglass_worker::device::{Device, DeviceOptions, Fallback};
 use hourglass_worker::{ModelRuntime, RuntimeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +77,68 @@ pub fn finished(state: hourglass_coordinator::status::JobState) -> Result<()> {
     }
 }
 
+/// Where models run, shared by `worker`, `serve`, `bench` and `demo`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Where models run: cpu, cuda[:N] or tensorrt[:N] (GPU N; TensorRT
+    /// hands the nodes it does not take to CUDA). A GPU device loads ONNX
+    /// Runtime's GPU build from .venv-gpu (`make setup-gpu`) unless
+    /// ORT_DYLIB_PATH names a library.
+    #[arg(long, default_value = "cpu", env = "HOURGLASS_DEVICE")]
+    pub device: Device,
+    /// When the GPU cannot be used: `error` stops before any work is
+    /// taken, naming the device and why; `cpu` runs on the CPU with a
+    /// warning, hourglass_ep_fallback_total, and `cpu` reported as the
+    /// device in use.
+    #[arg(long, default_value = "error", env = "HOURGLASS_EP_FALLBACK")]
+    pub ep_fallback: Fallback,
+    /// Refuse a model any of whose nodes the GPU provider cannot take
+    /// (ONNX Runtime would run those on the CPU): the GPU did all the work
+    /// or nothing runs. Not with --ep-fallback cpu.
+    #[arg(long, env = "HOURGLASS_STRICT_PLACEMENT")]
+    pub strict_placement: bool,
+    /// TensorRT engine and timing caches, one folder per model sha256
+    /// (default: ~/.cache/hourglass/tensorrt). Keep it on a disk that
+    /// outlives the process: building an engine takes seconds to minutes.
+    #[arg(long, env = "HOURGLASS_TRT_ENGINE_CACHE")]
+    pub trt_engine_cache: Option<std::path::PathBuf>,
+}
+
+impl DeviceArgs {
+    /// The options as given, checked.
+    pub fn options(&self) -> Result<DeviceOptions> {
+        if self.strict_placement && self.ep_fallback == Fallback::Cpu {
+            anyhow::bail!(
+                "--strict-placement refuses any CPU execution; it cannot be combined with --ep-fallback cpu"
+            );
+        }
+        Ok(DeviceOptions::new(self.device, self.ep_fallback, self.strict_placement, self.trt_engine_cache.clone()))
+    }
+
+    /// Settles the device before any work: loads ONNX Runtime (its GPU
+    /// build for a GPU device) and runs the probe model on the device.
+    /// Under `--ep-fallback error` an unusable device is the error here.
+    pub async fn select(&self) -> Result<DeviceOptions> {
+        let options = self.options()?;
+        let selected = tokio::task::spawn_blocking(move || hourglass_worker::device::select(&options))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Ok(selected)
+    }
+
+    /// The same flags for a worker process this one starts.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec!["--device".into(), self.device.to_string(), "--ep-fallback".into(), self.ep_fallback.to_string()];
+        if self.strict_placement {
+            args.push("--strict-placement".into());
+        }
+        if let Some(dir) = &self.trt_engine_cache {
+            args.extend(["--trt-engine-cache".into(), dir.display().to_string()]);
+        }
+        args
+    }
+}
+
 /// Loads the model through the worker runtime and checks that it can score
 /// batches: a missing, corrupt or unfit model fails here, before anything
 /// is planned or enqueued.
@@ -84,7 +147,9 @@ pub async fn load_model(model: &BlobUrl, threads: usize) -> Result<ModelRuntime>
         .get(model.key())
         .await
         .with_context(|| format!("model {model}: cannot read"))?;
-    let options = RuntimeOptions { intra_threads: threads, sessions: 1 };
+    // Planning reads the signature and probes a batch: on the CPU, whatever
+    // the workers will score on.
+    let options = RuntimeOptions { intra_threads: threads, ..Default::default() };
     let source = model.to_string();
     Ok(tokio::task::spawn_blocking(move || {
         let runtime = ModelRuntime::load(&bytes, &source, options)?;
@@ -105,6 +170,7 @@ pub async fn serve_metrics(
     let Some(addr) = addr else { return Ok(None) };
     let mut registry = Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
+    hourglass_worker::device::register_metrics(&mut registry);
     register(&mut registry);
     let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry), health)
         .await

@@ -28,8 +28,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8001", env = "HOURGLASS_GRPC_ADDR", value_parser = parse_grpc_addr)]
     grpc_addr: GrpcAddr,
     /// Most rows in one ONNX Runtime call; 1 turns dynamic batching off.
-    #[arg(long, default_value_t = 256, env = "HOURGLASS_MAX_BATCH_SIZE")]
-    max_batch_size: usize,
+    /// Default: by device, 256 on the CPU, 4096 on a GPU.
+    #[arg(long, env = "HOURGLASS_MAX_BATCH_SIZE")]
+    max_batch_size: Option<usize>,
     /// The most a forming batch waits for requests already arriving (being
     /// received or parsed), from its first request's queueing (`500us`,
     /// `2ms`); a request alone does not wait.
@@ -55,6 +56,8 @@ pub struct ServeArgs {
     /// How often a model served from a registry alias checks the alias.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "HOURGLASS_FOLLOW_INTERVAL")]
     follow_interval: Duration,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 #[derive(Clone, Copy)]
@@ -69,9 +72,11 @@ fn parse_grpc_addr(s: &str) -> Result<GrpcAddr, String> {
 
 pub async fn run(a: ServeArgs) -> Result<()> {
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    hourglass_worker::runtime::environment()?;
-    let options = RuntimeOptions { intra_threads: 1, sessions: threads };
-    let max_batch_size = a.max_batch_size.max(1);
+    // Before any model: ONNX Runtime loads and the device runs the probe
+    // model, or serve exits saying why.
+    let device = a.device.select().await?;
+    let options = RuntimeOptions::new(1, threads, &device);
+    let max_batch_size = a.max_batch_size.unwrap_or(device.device.default_serve_batch_size()).max(1);
     let mut models = Vec::new();
     let mut follows = Vec::new();
     for reference in &a.models {
@@ -86,9 +91,10 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         if models.iter().any(|m: &Model| m.name == name) {
             anyhow::bail!("--model {reference}: another --model is already served as {name:?}");
         }
-        let runtime = Arc::new(serve::load(&url, options).await.with_context(|| format!("model {reference}"))?);
+        let runtime =
+            Arc::new(serve::load(&url, options.clone()).await.with_context(|| format!("model {reference}"))?);
         serve::warm(&runtime, max_batch_size).await.with_context(|| format!("warming model {reference}"))?;
-        tracing::info!(model = %name, version = %version, sha256 = runtime.sha256(), source = %url, "model loaded and warmed");
+        tracing::info!(model = %name, version = %version, sha256 = runtime.sha256(), device = %runtime.device(), source = %url, "model loaded and warmed");
         if pin.as_ref().is_some_and(|p| p.alias.is_some()) {
             follows.push((name.clone(), reference.clone()));
         }
@@ -106,9 +112,10 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
     server.metrics.register(&mut registry);
+    hourglass_worker::device::register_metrics(&mut registry);
     let stop = CancellationToken::new();
     for (name, reference) in follows {
-        tokio::spawn(server.clone().follow(name, reference, options, a.follow_interval, stop.clone()));
+        tokio::spawn(server.clone().follow(name, reference, options.clone(), a.follow_interval, stop.clone()));
     }
     let (bound, http) = serve::http::serve(server.clone(), a.http_addr, Arc::new(registry), stop.clone())
         .await

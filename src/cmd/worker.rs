@@ -1,7 +1,7 @@
 //! `hourglass worker`: lease shards from a queue and score them until
 //! stopped (SIGTERM drains).
 
-use super::{DEFAULT_QUEUE, serve_metrics, stop_on_signal};
+use super::{DEFAULT_QUEUE, DeviceArgs, serve_metrics, stop_on_signal};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hourglass_core::{BlobUrl, queue};
@@ -29,9 +29,10 @@ pub struct WorkerArgs {
     /// --concurrency when that is given, else 1.
     #[arg(long, env = "HOURGLASS_THREADS")]
     threads: Option<usize>,
-    /// Rows per inference batch.
-    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE, env = "HOURGLASS_BATCH_SIZE")]
-    batch_size: usize,
+    /// Rows per inference batch; default: by device, 8192 on the CPU and
+    /// 65536 on a GPU (larger calls amortise the copy to the device).
+    #[arg(long, env = "HOURGLASS_BATCH_SIZE")]
+    batch_size: Option<usize>,
     /// Lease length; heartbeats extend it every third of it.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "HOURGLASS_VISIBILITY_TIMEOUT")]
     visibility_timeout: Duration,
@@ -86,6 +87,8 @@ pub struct WorkerArgs {
     /// the system's temporary directory).
     #[arg(long, env = "HOURGLASS_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub async fn run(a: WorkerArgs) -> Result<()> {
@@ -93,11 +96,14 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
     let (concurrency, threads) = config::split_cores(cores, a.concurrency, a.threads);
     let queue = queue::open(&a.queue)?;
     let long_poll = queue.long_poll();
+    // Before any message is taken: ONNX Runtime loads and the device runs
+    // the probe model, or the worker exits saying why.
+    let device = a.device.select().await?;
     let config = WorkerConfig {
         concurrency,
         prefetch_shards: a.prefetch_shards,
         threads,
-        batch_size: a.batch_size,
+        batch_size: a.batch_size.unwrap_or(device.device.default_batch_size()),
         visibility_timeout: a.visibility_timeout,
         max_attempts: a.max_attempts,
         drain_timeout: a.drain_timeout,
@@ -117,12 +123,11 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
             .map(|p| BlobUrl::parse(p.trim()))
             .collect::<hourglass_core::Result<_>>()
             .context("--allow-prefix")?,
+        device,
     };
     if let Err(e) = config.validate() {
         bail!(e);
     }
-    // Fail fast, before any message is taken, when ONNX Runtime is missing.
-    hourglass_worker::runtime::environment()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut train = hourglass_worker::train::TrainConfig {

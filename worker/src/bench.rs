@@ -46,8 +46,8 @@ impl Stage {
     }
 }
 
-/// ONNX Runtime alone: `rows` rows through `sessions` sessions of `intra`
-/// threads each, cycling over `features` (row-major, `width` per row) in
+/// ONNX Runtime alone: `rows` rows through `options.sessions` sessions of
+/// `options.intra_threads` threads each on `options.device`, cycling over `features` (row-major, `width` per row) in
 /// batches of `batch`. One warm-up call per session first (the first runs
 /// allocate arenas).
 pub fn raw_rows_per_sec(
@@ -56,10 +56,10 @@ pub fn raw_rows_per_sec(
     width: usize,
     rows: u64,
     batch: usize,
-    sessions: usize,
-    intra: usize,
+    options: RuntimeOptions,
 ) -> Result<f64> {
-    let runtime = ModelRuntime::load_file(model, RuntimeOptions { intra_threads: intra, sessions })?;
+    let sessions = options.sessions.max(1);
+    let runtime = ModelRuntime::load_file(model, options)?;
     let batches: Vec<InputData> = features.chunks(batch * width).map(|c| InputData::F32(c.to_vec())).collect();
     if batches.is_empty() {
         return Err(Error::Model { model: model.display().to_string(), message: "no rows to measure".into() });
@@ -234,6 +234,10 @@ pub struct Setup {
     pub prefetch_shards: usize,
     pub batch_size: usize,
     pub reps: usize,
+    /// The device every stage ran on (`cpu` after a fallback).
+    pub device: String,
+    /// The device asked for (`--device`).
+    pub requested_device: String,
 }
 
 /// The measured rounds of every stage, warm-up excluded.
@@ -329,8 +333,21 @@ impl Report {
         let rounds: Vec<String> = r.pipeline_over_raw_rounds.iter().map(|x| format!("{x:.3}")).collect();
         [
             format!(
-                "hourglass bench: {} rows of {}, {} shards, {} threads ({} shards × {} ORT threads), batch {}, median of {}",
-                s.rows, s.format, s.shards, s.threads, s.concurrency, s.ort_threads_per_shard, s.batch_size, s.reps
+                "hourglass bench: {} rows of {}, {} shards, {} threads ({} shards × {} ORT threads), batch {}, on {}{}, median of {}",
+                s.rows,
+                s.format,
+                s.shards,
+                s.threads,
+                s.concurrency,
+                s.ort_threads_per_shard,
+                s.batch_size,
+                s.device,
+                if s.device != s.requested_device {
+                    format!(" (asked for {}: fell back)", s.requested_device)
+                } else {
+                    String::new()
+                },
+                s.reps
             ),
             format!(
                 "  raw       {:>10.0} rows/s  (ONNX Runtime alone; {} sessions × 1 thread {:.0}, 1 session × {} threads {:.0})",

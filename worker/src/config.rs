@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     /// forged message cannot make the worker's role read or overwrite
     /// other data.
     pub allow_prefixes: Vec<BlobUrl>,
+    /// Where models run: the device `device::select` settled on at start.
+    pub device: crate::device::DeviceOptions,
 }
 
 /// Rows per batch: large enough that ONNX Runtime's per-call overhead is
@@ -78,6 +80,7 @@ impl Default for WorkerConfig {
             worker_id: default_worker_id(),
             fault_batch_delay: Duration::ZERO,
             allow_prefixes: Vec::new(),
+            device: Default::default(),
         }
     }
 }

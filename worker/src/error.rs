@@ -10,6 +10,10 @@ pub enum Error {
     /// ONNX Runtime could not be found or loaded.
     #[error("{0}")]
     RuntimeLibrary(String),
+    /// The requested execution device cannot be used (its provider does
+    /// not register, or a model cannot run on it under strict placement).
+    #[error("device {device}: {message}")]
+    Device { device: String, message: String },
     /// The model cannot be loaded or is not what the task says it is.
     #[error("model {model}: {message}")]
     Model { model: String, message: String },
@@ -51,6 +55,7 @@ impl Error {
             Error::Core(e) if e.kind() == ErrorKind::Changed => "input_changed",
             Error::Core(e) => e.kind().as_str(),
             Error::RuntimeLibrary(_) => "runtime_library",
+            Error::Device { .. } => "device",
             Error::Model { .. } => "model",
             Error::Inference { .. } => "inference",
             Error::BadRow { .. } => "bad_row",

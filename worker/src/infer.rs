@@ -6,6 +6,7 @@
 use crate::lease::{Lease, TaskHandler, Work};
 use crate::metrics::WorkerMetrics;
 use crate::pool::CpuPool;
+use crate::device::Device;
 use crate::runtime::{ModelRuntime, RuntimeOptions};
 use crate::shard::{OpenedInput, ShardJob, score_shard};
 use crate::{Error, Result, WorkerConfig};
@@ -32,7 +33,7 @@ impl InferHandler {
     }
 
     fn runtime_options(&self) -> RuntimeOptions {
-        RuntimeOptions { intra_threads: self.config.threads, sessions: self.config.concurrency }
+        RuntimeOptions::new(self.config.threads, self.config.concurrency, &self.config.device)
     }
 
     /// Loads a model by URL (before any message, when asked to preload).
@@ -61,8 +62,9 @@ impl InferHandler {
         let (source, options) = (url.to_string(), self.runtime_options());
         let model = Arc::new(self.pool.run(move || ModelRuntime::load(&bytes, &source, options)).await?);
         models.insert(sha, model.clone());
-        self.metrics.model_loaded(&url.to_string(), model.sha256());
-        info!(model = %url, sha256 = model.sha256(), "model loaded");
+        let device = model.device().to_string();
+        self.metrics.model_loaded(&url.to_string(), model.sha256(), &device);
+        info!(model = %url, sha256 = model.sha256(), device = %device, "model loaded");
         Ok(model)
     }
 }
@@ -82,6 +84,7 @@ impl TaskHandler for InferHandler {
     async fn run(&self, work: Work<'_, ShardTask>) -> Result<Option<DoneRecord>> {
         let Work { task, ledger, attempt, lease, .. } = work;
         let model = self.load_model(&task.model.url, Some(&task.model.sha256)).await?;
+        let model_device = model.device();
         let job = ShardJob {
             task: task.clone(),
             model,
@@ -97,12 +100,20 @@ impl TaskHandler for InferHandler {
         // Started when a pool thread takes it, not while it waits for one.
         let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job, Some(input)))).await;
         let outcome = lease.check(outcome)?;
-        write_output(ledger, lease, task, &self.config.worker_id, attempt, started_at_ms, outcome).await
+        let who = Scorer { worker: &self.config.worker_id, device: model_device };
+        write_output(ledger, lease, task, who, attempt, started_at_ms, outcome).await
     }
 
     async fn finalize(&self, ledger: &Ledger, record: &AnyJob) -> Result<bool> {
         Ok(ledger.try_finalize_any(record).await?)
     }
+}
+
+/// Who scored a shard, for its done record.
+struct Scorer<'a> {
+    worker: &'a str,
+    /// The device the model really ran on.
+    device: Device,
 }
 
 /// Writes a scored shard: output, bad rows, then the done record, each
@@ -111,7 +122,7 @@ async fn write_output(
     ledger: &Ledger,
     lease: &Lease,
     task: &ShardTask,
-    worker: &str,
+    who: Scorer<'_>,
     attempt: u32,
     started_at_ms: u64,
     outcome: crate::shard::ShardOutcome,
@@ -136,11 +147,12 @@ async fn write_output(
         seconds: outcome.seconds,
         started_at_ms,
         finished_at_ms: now_ms(),
-        worker: worker.to_string(),
+        worker: who.worker.to_string(),
         attempt,
         output: out_url,
         sha256,
         trial: None,
+        device: Some(who.device.to_string()),
     };
     Ok(ledger.create_done(&done).await?.then_some(done))
 }

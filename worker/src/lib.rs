@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod codec;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod health;
 pub mod infer;

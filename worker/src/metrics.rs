@@ -31,6 +31,8 @@ pub struct KindLabels {
 pub struct ModelLabels {
     pub model: String,
     pub sha256: String,
+    /// The device the model runs on (`cpu` after a fallback).
+    pub device: String,
 }
 
 /// How long a job's series stay after its last shard here: long enough for
@@ -108,7 +110,7 @@ impl WorkerMetrics {
         r.register(format!("{p}_start_timestamp_seconds"), "Process start, Unix time", self.start_time.clone());
         r.register(
             "hourglass_model_info",
-            "Models loaded by this process (value 1), by sha256",
+            "Models loaded by this process (value 1), by sha256 and the device they run on",
             self.model_info.clone(),
         );
     }
@@ -144,8 +146,9 @@ impl WorkerMetrics {
         });
     }
 
-    pub(crate) fn model_loaded(&self, model: &str, sha256: &str) {
-        self.model_info.get_or_create(&ModelLabels { model: model.into(), sha256: sha256.into() }).set(1);
+    pub(crate) fn model_loaded(&self, model: &str, sha256: &str, device: &str) {
+        let labels = ModelLabels { model: model.into(), sha256: sha256.into(), device: device.into() };
+        self.model_info.get_or_create(&labels).set(1);
     }
 
     pub(crate) fn outcome(&self, outcome: &str) {
@@ -186,7 +189,7 @@ mod tests {
         let text = scrape(&m);
         assert!(!text.contains("old-job"), "{text}");
         assert!(text.contains("new-job"), "{text}");
-        m.model_loaded("s3://m/ctr.onnx", "abc");
-        assert!(scrape(&m).contains(r#"hourglass_model_info{model="s3://m/ctr.onnx",sha256="abc"} 1"#));
+        m.model_loaded("s3://m/ctr.onnx", "abc", "cpu");
+        assert!(scrape(&m).contains(r#"hourglass_model_info{model="s3://m/ctr.onnx",sha256="abc",device="cpu"} 1"#));
     }
 }

@@ -10,6 +10,8 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use crate::device::{Device, DeviceOptions, Fallback};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The ONNX Runtime build `ort` 2.0.0-rc.15 (`api-31`) is written against.
@@ -17,9 +19,28 @@ pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
+/// Whether the GPU build (`.venv-gpu`, from `make setup-gpu`) is looked for
+/// first. Set before the library is first loaded.
+static PREFER_GPU: AtomicBool = AtomicBool::new(false);
+
+/// The venvs the library is looked for in: the CPU wheel's (`make setup`)
+/// and the GPU wheel's (`make setup-gpu`).
+pub const CPU_VENV: &str = ".venv";
+pub const GPU_VENV: &str = ".venv-gpu";
+
+/// Asks for the GPU build of ONNX Runtime (a GPU device was requested):
+/// `find_library` then looks in `.venv-gpu` before `.venv`. No effect once
+/// the library is loaded, nor when ORT_DYLIB_PATH names one.
+pub fn prefer_gpu_library(gpu: bool) {
+    if gpu {
+        PREFER_GPU.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Where the library is: `ORT_DYLIB_PATH`, else the project venv found next
-/// to the current directory or the executable (walking up), else an error
-/// that says how to get it.
+/// to the current directory or the executable (walking up: `.venv-gpu`
+/// first when a GPU device is requested, else `.venv` first), else an
+/// error that says how to get it.
 pub fn find_library() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         let p = PathBuf::from(p);
@@ -38,10 +59,13 @@ pub fn find_library() -> Result<PathBuf> {
     {
         starts.push(dir.to_path_buf());
     }
+    let venvs = if PREFER_GPU.load(Ordering::Relaxed) { [GPU_VENV, CPU_VENV] } else { [CPU_VENV, GPU_VENV] };
     for start in &starts {
         for dir in start.ancestors() {
-            if let Some(p) = venv_library(&dir.join(".venv")) {
-                return Ok(p);
+            for venv in venvs {
+                if let Some(p) = venv_library(&dir.join(venv)) {
+                    return Ok(p);
+                }
             }
         }
     }
@@ -129,18 +153,26 @@ pub fn available_providers() -> Result<Vec<String>> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// ONNX Runtime intra-op threads per session.
     pub intra_threads: usize,
     /// Sessions to keep: one per concurrent shard, since a session runs one
     /// batch at a time.
     pub sessions: usize,
+    /// The execution provider and what to do when it cannot be had.
+    pub device: DeviceOptions,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { intra_threads: 1, sessions: 1 }
+        Self { intra_threads: 1, sessions: 1, device: DeviceOptions::default() }
+    }
+}
+
+impl RuntimeOptions {
+    pub fn new(intra_threads: usize, sessions: usize, device: &DeviceOptions) -> Self {
+        Self { intra_threads, sessions, device: device.clone() }
     }
 }
 
@@ -247,11 +279,17 @@ pub struct ModelRuntime {
     sha256: String,
     signature: ModelSignature,
     sessions: Vec<Mutex<Session>>,
+    /// The device the sessions really run on.
+    device: Device,
 }
 
 impl std::fmt::Debug for ModelRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelRuntime").field("source", &self.source).field("sha256", &self.sha256).finish()
+        f.debug_struct("ModelRuntime")
+            .field("source", &self.source)
+            .field("sha256", &self.sha256)
+            .field("device", &self.device)
+            .finish()
     }
 }
 
@@ -279,21 +317,13 @@ fn spec(name: &str, vt: &ValueType) -> TensorSpec {
 
 impl ModelRuntime {
     /// Loads a model from its bytes. `source` names it in errors.
+    /// Loads a model from its bytes, on `options.device`. `source` names it
+    /// in errors.
     pub fn load(bytes: &[u8], source: &str, options: RuntimeOptions) -> Result<Self> {
-        let env = environment()?;
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+        let (sessions, device) = open_sessions(bytes, source, &options, &sha256)?;
         let model_err = |e: &dyn std::fmt::Display| Error::Model { model: source.to_string(), message: e.to_string() };
-        let mut sessions = Vec::with_capacity(options.sessions.max(1));
-        for _ in 0..options.sessions.max(1) {
-            let session = Session::builder(env)
-                .map_err(|e| model_err(&e))?
-                .with_intra_threads(options.intra_threads.max(1))
-                .map_err(|e| model_err(&e))?
-                .with_inter_threads(1)
-                .map_err(|e| model_err(&e))?
-                .commit_from_memory(bytes)
-                .map_err(|e| model_err(&format!("not a loadable ONNX model: {e}")))?;
-            sessions.push(Mutex::new(session));
-        }
         let first = sessions[0].lock().expect("fresh mutex");
         let inputs: Vec<TensorSpec> = first.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect();
         let outputs: Vec<TensorSpec> = first.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect();
@@ -313,13 +343,12 @@ impl ModelRuntime {
         }
         drop(metadata);
         drop(first);
-        use sha2::Digest;
-        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
         Ok(Self {
             source: source.to_string(),
             sha256,
             signature: ModelSignature { inputs, outputs, feature_names },
             sessions,
+            device,
         })
     }
 
@@ -340,6 +369,12 @@ impl ModelRuntime {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The device the model really runs on: the one asked for, or `cpu`
+    /// after a fallback.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// ONNX Runtime alone, the ceiling a pipeline is measured against:
@@ -512,6 +547,70 @@ impl ModelRuntime {
             }
         }
         self.sessions[0].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A session per `options.sessions` on the requested device. A GPU that
+/// cannot be had (its provider does not register, or the session does not
+/// commit on it while it does on the CPU) is the fallback policy's case:
+/// `error` returns why, `cpu` opens CPU sessions, counted and warned about.
+/// A model that does not commit on the CPU either is a model error.
+fn open_sessions(
+    bytes: &[u8],
+    source: &str,
+    options: &RuntimeOptions,
+    sha256: &str,
+) -> Result<(Vec<Mutex<Session>>, Device)> {
+    let env = environment()?;
+    let model_err = |e: &dyn std::fmt::Display| Error::Model { model: source.to_string(), message: e.to_string() };
+    let wanted = &options.device;
+    let open = |gpu: bool| -> Result<std::result::Result<Vec<Mutex<Session>>, String>> {
+        let mut sessions = Vec::with_capacity(options.sessions.max(1));
+        for _ in 0..options.sessions.max(1) {
+            let mut builder = Session::builder(env)
+                .map_err(|e| model_err(&e))?
+                .with_intra_threads(options.intra_threads.max(1))
+                .map_err(|e| model_err(&e))?
+                .with_inter_threads(1)
+                .map_err(|e| model_err(&e))?;
+            if gpu {
+                if let Err(reason) = crate::device::register(&mut builder, wanted, sha256) {
+                    return Ok(Err(reason));
+                }
+                if wanted.strict {
+                    builder = builder.with_disable_cpu_fallback().map_err(|e| model_err(&e))?;
+                }
+            }
+            match builder.commit_from_memory(bytes) {
+                Ok(s) => sessions.push(Mutex::new(s)),
+                Err(e) if gpu => {
+                    return Ok(Err(if wanted.strict {
+                        format!("strict placement: not every node of {source} can run on {}: {e}", wanted.device)
+                    } else {
+                        format!("a session on {} did not start: {e}", wanted.device)
+                    }));
+                }
+                Err(e) => return Err(model_err(&format!("not a loadable ONNX model: {e}"))),
+            }
+        }
+        Ok(Ok(sessions))
+    };
+    if !wanted.device.is_gpu() {
+        return Ok((open(false)?.expect("CPU sessions report errors as Err"), Device::Cpu));
+    }
+    let reason = match open(true)? {
+        Ok(sessions) => return Ok((sessions, wanted.device)),
+        Err(reason) => reason,
+    };
+    // Not on the GPU: whether the model loads at all tells a device
+    // problem from a bad model.
+    let cpu = open(false)?.expect("CPU sessions report errors as Err");
+    match wanted.fallback {
+        Fallback::Cpu if !wanted.strict => {
+            crate::device::count_fallback(wanted.requested(), &reason);
+            Ok((cpu, Device::Cpu))
+        }
+        _ => Err(Error::Device { device: wanted.device.to_string(), message: reason }),
     }
 }
 

@@ -114,13 +114,22 @@ impl GrpcInferenceService for Grpc {
                 .map(|t| TensorMetadata { name: t.name, datatype: t.datatype.into(), shape: t.shape })
                 .collect()
         };
-        Ok(Response::new(ModelMetadataResponse {
+        // The protocol's message has no parameters: the device (and the
+        // sha256) travel as response metadata.
+        let (sha256, device) = (m.sha256.clone(), m.device.clone());
+        let mut response = Response::new(ModelMetadataResponse {
             name: m.name,
             versions: vec![m.version],
             platform: "onnxruntime_onnx".into(),
             inputs: tensors(m.inputs),
             outputs: tensors(m.outputs),
-        }))
+        });
+        for (key, value) in [("hourglass-sha256", sha256), ("hourglass-device", device)] {
+            if let Ok(v) = value.parse() {
+                response.metadata_mut().insert(key, v);
+            }
+        }
+        Ok(response)
     }
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {

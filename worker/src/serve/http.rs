@@ -117,7 +117,7 @@ fn metadata_json(m: &super::ModelMeta) -> Value {
         "platform": "onnxruntime_onnx",
         "inputs": tensors(&m.inputs),
         "outputs": tensors(&m.outputs),
-        "parameters": {"sha256": m.sha256},
+        "parameters": {"sha256": m.sha256, "device": m.device},
     })
 }
 

@@ -150,6 +150,8 @@ pub struct ModelMeta {
     pub name: String,
     pub version: String,
     pub sha256: String,
+    /// The device the model really runs on (`cpu` after a fallback).
+    pub device: String,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,
 }
@@ -211,6 +213,7 @@ impl ServeMetrics {
             ("model".into(), model.into()),
             ("version".into(), l.version.clone()),
             ("sha256".into(), l.runtime.sha256().into()),
+            ("device".into(), l.runtime.device().to_string()),
         ]
     }
 }
@@ -314,6 +317,7 @@ impl Server {
             name: name.to_string(),
             version: loaded.version.clone(),
             sha256: loaded.runtime.sha256().to_string(),
+            device: loaded.runtime.device().to_string(),
             inputs: tensors(&sig.inputs),
             outputs: tensors(&sig.outputs),
         })
@@ -431,7 +435,7 @@ impl Server {
                 Err(_) => return,
             };
             let label = |outcome: &str| vec![("model".to_string(), name.clone()), ("outcome".into(), outcome.into())];
-            match self.follow_once(&name, &reference, &current, options).await {
+            match self.follow_once(&name, &reference, &current, options.clone()).await {
                 Ok(None) => {}
                 Ok(Some(version)) => {
                     self.metrics.swaps.get_or_create(&label("ok")).inc();

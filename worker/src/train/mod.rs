@@ -147,6 +147,7 @@ impl TrainHandler {
             output: registry.model_url(&manifest.name, manifest.version),
             sha256: manifest.sha256.clone(),
             trial: Some(Self::result_from(manifest, task)),
+            device: None,
         }
     }
 
@@ -294,7 +295,9 @@ impl TaskHandler for TrainHandler {
         let (label, features) = (job.spec.dataset.label.clone(), job.features.clone());
         let (model_bytes, batch_size) = (bytes.clone(), self.worker.batch_size);
         let handle = tokio::runtime::Handle::current();
-        let options = RuntimeOptions { intra_threads: self.worker.threads, sessions: 1 };
+        // On the CPU whatever the worker scores on: the check compares with
+        // the trainer's own (CPU) predictions to 1e-5.
+        let options = RuntimeOptions { intra_threads: self.worker.threads, ..Default::default() };
         let (signature, scored) = self
             .pool
             .run(move || -> Result<_> {
@@ -365,7 +368,7 @@ impl TaskHandler for TrainHandler {
             dataset: job.train_files.iter().chain(&job.holdout_files).cloned().collect(),
         };
         let manifest = registry.describe_version(name, version, bytes, rewrite, signature, lineage, metrics).await?;
-        self.metrics.model_loaded(&registry.model_url(name, version).to_string(), &manifest.sha256);
+        self.metrics.model_loaded(&registry.model_url(name, version).to_string(), &manifest.sha256, "cpu");
         info!(model = name, version, "trial registered");
         let seconds = now_ms().saturating_sub(started_at_ms) as f64 / 1000.0;
         let done = self.done_record(task, job, &registry, &manifest, (attempt, started_at_ms, seconds));

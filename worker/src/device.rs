@@ -1,0 +1,443 @@
+//! Execution devices: the ONNX Runtime execution provider a process asks
+//! for (`--device cpu|cuda[:N]|tensorrt[:N]`), what happens when it cannot
+//! have it (`--ep-fallback error|cpu`), strict placement (no node of a
+//! model quietly left on the CPU), TensorRT's engine cache, and which device
+//! each model really runs on.
+//!
+//! ONNX Runtime's own default is the worst one for a batch fleet: a GPU
+//! provider that fails to register is logged and the session runs on the
+//! CPU, ten times slower, with nobody told. Here a provider is registered
+//! on its own so its error is seen, and then either the process stops with
+//! that error (`error`, the default) or it falls back to the CPU *visibly*:
+//! a warning, `hourglass_ep_fallback_total`, and `cpu` as the device in use
+//! in logs, metrics, serve metadata and done records.
+//!
+//! `select` runs once at start, before any work is leased: it commits a
+//! tiny probe model on the requested device, so a provider that registers
+//! but cannot run (no driver, no GPU) shows then, not on the first shard.
+//! Its answer is the device every later model load asks for.
+
+use crate::{Error, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// The model `select` commits on the requested device:
+/// `y = x · [¼ ¼ ¼ ¼]ᵀ + 1` (MatMul, Add; every provider runs both).
+/// Written by `worker/assets/make_device_probe.py`.
+pub const PROBE_MODEL: &[u8] = include_bytes!("../assets/device_probe.onnx");
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA provider on GPU N.
+    Cuda(u32),
+    /// TensorRT on GPU N, with CUDA for the nodes TensorRT does not take.
+    TensorRt(u32),
+}
+
+impl Device {
+    pub fn is_gpu(&self) -> bool {
+        !matches!(self, Device::Cpu)
+    }
+
+    /// `cpu`, `cuda` or `tensorrt`: the device class the scaler keys a
+    /// per-pod rate on and metrics label with.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+            Device::TensorRt(_) => "tensorrt",
+        }
+    }
+
+    /// Rows per batch when `--batch-size` is not given. A CPU batch stays
+    /// in cache (8,192 × 39 floats ≈ 1.2 MiB); a GPU wants far more rows per
+    /// call to amortise the copy to the device and the kernel launches, and
+    /// 65,536 × 39 floats is still only 10 MiB of device memory.
+    pub fn default_batch_size(&self) -> usize {
+        match self {
+            Device::Cpu => crate::config::DEFAULT_BATCH_SIZE,
+            _ => 65_536,
+        }
+    }
+
+    /// The most rows `serve` batches into one call when
+    /// `--max-batch-size` is not given.
+    pub fn default_serve_batch_size(&self) -> usize {
+        match self {
+            Device::Cpu => 256,
+            _ => 4096,
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::TensorRt(n) => write!(f, "tensorrt:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let (kind, index) = match s.split_once(':') {
+            Some((k, n)) => {
+                let n = n.parse::<u32>().map_err(|_| format!("{s:?}: the GPU index after ':' must be a number"))?;
+                (k.to_string(), n)
+            }
+            None => (s.clone(), 0),
+        };
+        match kind.as_str() {
+            "cpu" if !s.contains(':') => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(index)),
+            "tensorrt" | "trt" => Ok(Device::TensorRt(index)),
+            _ => Err(format!("{s:?}: expected cpu, cuda[:N] or tensorrt[:N]")),
+        }
+    }
+}
+
+/// What to do when the requested GPU provider cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// Stop with an error naming the device and the reason.
+    #[default]
+    Error,
+    /// Run on the CPU, with a warning, a metric and `cpu` reported as the
+    /// device in use.
+    Cpu,
+}
+
+impl std::str::FromStr for Fallback {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Ok(Fallback::Error),
+            "cpu" => Ok(Fallback::Cpu),
+            other => Err(format!("{other:?}: expected error or cpu")),
+        }
+    }
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fallback::Error => "error",
+            Fallback::Cpu => "cpu",
+        })
+    }
+}
+
+/// How a process places its models.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceOptions {
+    /// The device to run on.
+    pub device: Device,
+    /// What the user asked for, when `device` is a fallback from it.
+    pub requested: Option<Device>,
+    pub fallback: Fallback,
+    /// Refuse a model with any node the GPU provider cannot take, instead
+    /// of running those nodes on the CPU.
+    pub strict: bool,
+    /// TensorRT engines and timing caches, one folder per model sha256;
+    /// `None`: `default_engine_cache()`.
+    pub engine_cache: Option<PathBuf>,
+}
+
+impl DeviceOptions {
+    pub fn new(device: Device, fallback: Fallback, strict: bool, engine_cache: Option<PathBuf>) -> Self {
+        Self { device, requested: None, fallback, strict, engine_cache }
+    }
+
+    /// What the user asked for (the device itself unless it fell back).
+    pub fn requested(&self) -> Device {
+        self.requested.unwrap_or(self.device)
+    }
+
+    /// Where TensorRT engines for the model with this sha256 are kept.
+    pub fn engine_cache_for(&self, sha256: &str) -> PathBuf {
+        self.engine_cache.clone().unwrap_or_else(default_engine_cache).join(sha256)
+    }
+}
+
+/// `$XDG_CACHE_HOME/hourglass/tensorrt`, else `~/.cache/hourglass/tensorrt`,
+/// else under the temporary directory. Building a TensorRT engine takes
+/// seconds to minutes per model; a cache that outlives the process (a
+/// node's disk, a volume in the chart) pays that once per model and GPU.
+pub fn default_engine_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("hourglass").join("tensorrt")
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// The device asked for (`cuda:0`, `tensorrt:0`).
+    pub requested: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    pub requested: String,
+    /// The device in use.
+    pub device: String,
+}
+
+/// Process-wide: a fallback happens wherever a model is loaded (worker,
+/// serve, bench), and every metrics endpoint the process serves shows it.
+struct DeviceMetrics {
+    fallbacks: Family<FallbackLabels, Counter>,
+    info: Family<DeviceLabels, Gauge>,
+}
+
+static METRICS: LazyLock<DeviceMetrics> =
+    LazyLock::new(|| DeviceMetrics { fallbacks: Family::default(), info: Family::default() });
+
+/// Registers `hourglass_ep_fallback_total` and `hourglass_device_info`.
+pub fn register_metrics(registry: &mut Registry) {
+    registry.register(
+        "hourglass_ep_fallback",
+        "Model loads that fell back to the CPU because the requested execution provider could not be used",
+        METRICS.fallbacks.clone(),
+    );
+    registry.register(
+        "hourglass_device_info",
+        "1 for the device this process runs models on, labelled with the device asked for",
+        METRICS.info.clone(),
+    );
+}
+
+/// Fallbacks counted so far for `requested` (tests and `bench` read it).
+pub fn fallback_count(requested: Device) -> u64 {
+    METRICS.fallbacks.get_or_create(&FallbackLabels { requested: requested.to_string() }).get()
+}
+
+pub(crate) fn count_fallback(requested: Device, reason: &str) {
+    METRICS.fallbacks.get_or_create(&FallbackLabels { requested: requested.to_string() }).inc();
+    tracing::warn!(requested = %requested, device = "cpu", reason = %reason, "execution provider unavailable: running on the CPU (--ep-fallback cpu)");
+}
+
+fn set_info(requested: Device, device: Device) {
+    METRICS.info.clear();
+    METRICS.info.get_or_create(&DeviceLabels { requested: requested.to_string(), device: device.to_string() }).set(1);
+}
+
+/// Decides the device for this process before any work: registers the
+/// requested provider and commits the probe model on it. On failure,
+/// `--ep-fallback error` returns the error (naming the device, the reason
+/// and the fix), `cpu` returns CPU options, counted and warned about.
+pub fn select(options: &DeviceOptions) -> Result<DeviceOptions> {
+    crate::runtime::prefer_gpu_library(options.device.is_gpu());
+    let probe = crate::runtime::RuntimeOptions { device: options.clone(), ..Default::default() };
+    let runtime = crate::runtime::ModelRuntime::load(PROBE_MODEL, "the device probe model", probe)?;
+    let out = runtime.run(&[crate::runtime::InputData::F32(vec![1.0; 8])], 2)?;
+    if out.first().map(|c| c.data.get_f64(0)) != Some(2.0) {
+        return Err(Error::Device {
+            device: options.device.to_string(),
+            message: format!("the probe model gave {:?} on it, expected 2", out.first().map(|c| c.data.get_f64(0))),
+        });
+    }
+    let device = runtime.device();
+    set_info(options.requested(), device);
+    let mut selected = options.clone();
+    if device != options.device {
+        selected.requested = Some(options.requested());
+        selected.device = device;
+    }
+    tracing::info!(requested = %selected.requested(), device = %device, strict = options.strict, "execution device selected");
+    Ok(selected)
+}
+
+/// Registers the execution providers for `device` on a session builder:
+/// the error says why a provider cannot be used, with the fix.
+pub(crate) fn register(
+    builder: &mut ort::session::builder::SessionBuilder,
+    options: &DeviceOptions,
+    sha256: &str,
+) -> std::result::Result<(), String> {
+    use ort::ep::ExecutionProvider;
+    preload_gpu_libraries();
+    let cuda = |n: u32| ort::ep::CUDA::default().with_device_id(n as i32);
+    match options.device {
+        Device::Cpu => Ok(()),
+        Device::Cuda(n) => cuda(n).register(builder).map_err(|e| explain(options.device, &e.to_string())),
+        Device::TensorRt(n) => {
+            let cache = options.engine_cache_for(sha256);
+            std::fs::create_dir_all(&cache)
+                .map_err(|e| format!("the TensorRT engine cache {} cannot be created: {e}", cache.display()))?;
+            let path = cache.display().to_string();
+            ort::ep::TensorRT::default()
+                .with_device_id(n as i32)
+                .with_engine_cache(true)
+                .with_engine_cache_path(&path)
+                .with_timing_cache(true)
+                .with_timing_cache_path(&path)
+                .register(builder)
+                .map_err(|e| explain(options.device, &e.to_string()))?;
+            // Nodes TensorRT does not take go to CUDA, not the CPU.
+            cuda(n).register(builder).map_err(|e| explain(Device::Cuda(n), &e.to_string()))
+        }
+    }
+}
+
+/// ONNX Runtime's registration error, with what it means and the fix.
+pub(crate) fn explain(device: Device, error: &str) -> String {
+    let library = crate::runtime::find_library().map(|p| p.display().to_string()).unwrap_or_default();
+    let hint = if error.contains("not enabled in this build") || error.contains("not available in this build") {
+        format!(
+            "the ONNX Runtime loaded ({library}) is the CPU build: run `make setup-gpu` (onnxruntime-gpu into .venv-gpu) \
+             or set ORT_DYLIB_PATH to onnxruntime-gpu's libonnxruntime.so.1.31.1"
+        )
+    } else if error.contains("libcuda.so") {
+        "no NVIDIA driver here (libcuda.so.1 comes with the driver, not a wheel): run on a GPU node".to_string()
+    } else if error.contains("libnvinfer") || error.contains("libnvonnxparser") {
+        "TensorRT 10 is missing: `make setup-gpu GPU_TENSORRT=1` (tensorrt-cu13-libs) or put it on LD_LIBRARY_PATH"
+            .to_string()
+    } else if error.contains("cannot open shared object file") {
+        "a CUDA 13 / cuDNN 9 library is missing: run `make setup-gpu` (the pinned nvidia wheels into .venv-gpu) \
+         or put CUDA 13 and cuDNN 9 on LD_LIBRARY_PATH"
+            .to_string()
+    } else {
+        "see `hourglass doctor --device DEVICE`".to_string()
+    };
+    let provider = match device {
+        Device::Cpu => "CPU",
+        Device::Cuda(_) => "CUDA",
+        Device::TensorRt(_) => "TensorRT",
+    };
+    format!("{provider} execution provider unavailable: {}; {hint}", ort_message(error).trim_end_matches('.'))
+}
+
+/// ONNX Runtime's message without the source location and status code it
+/// starts with (`/onnxruntime_src/…cc:2043 … [ONNXRuntimeError] : 1 : FAIL : `).
+fn ort_message(error: &str) -> &str {
+    let error = error.trim();
+    match error.find("[ONNXRuntimeError] : ") {
+        Some(i) => error[i..].splitn(4, " : ").nth(3).unwrap_or(error).trim(),
+        None => error,
+    }
+}
+
+/// The CUDA, cuDNN and TensorRT libraries the pip wheels install
+/// (`site-packages/nvidia/*/lib`, `site-packages/tensorrt_libs`), in the
+/// order they depend on each other.
+const GPU_LIBRARIES: &[&str] = &[
+    "libcudart.so.13",
+    "libcublasLt.so.13",
+    "libcublas.so.13",
+    "libnvrtc.so.13",
+    "libcurand.so.10",
+    "libcufft.so.12",
+    "libcudnn.so.9",
+    "libcudnn_graph.so.9",
+    "libcudnn_ops.so.9",
+    "libcudnn_heuristic.so.9",
+    "libcudnn_adv.so.9",
+    "libcudnn_cnn.so.9",
+    "libcudnn_engines_precompiled.so.9",
+    "libcudnn_engines_runtime_compiled.so.9",
+    "libnvinfer.so.10",
+    "libnvinfer_plugin.so.10",
+    "libnvonnxparser.so.10",
+];
+
+static PRELOADED: LazyLock<Vec<PathBuf>> = LazyLock::new(|| {
+    let Ok(library) = crate::runtime::find_library() else { return Vec::new() };
+    let dirs = wheel_library_dirs(&library);
+    let mut loaded = Vec::new();
+    for name in GPU_LIBRARIES {
+        if let Some(path) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
+            match ort::util::preload_dylib(&path) {
+                Ok(()) => loaded.push(path),
+                Err(e) => tracing::debug!(library = %path.display(), error = %e, "could not preload"),
+            }
+        }
+    }
+    loaded
+});
+
+/// Loads the GPU libraries that sit in the ONNX Runtime library's own
+/// venv, so the CUDA and TensorRT providers find them without
+/// LD_LIBRARY_PATH (as `onnxruntime.preload_dylibs()` does in Python).
+/// Libraries found elsewhere (LD_LIBRARY_PATH, the system) still work.
+pub fn preload_gpu_libraries() -> &'static [PathBuf] {
+    &PRELOADED
+}
+
+/// `…/site-packages/onnxruntime/capi/libonnxruntime.so.*` →
+/// `…/site-packages/nvidia/*/lib` and `…/site-packages/tensorrt_libs`.
+pub fn wheel_library_dirs(library: &Path) -> Vec<PathBuf> {
+    let Some(site) = library.parent().and_then(Path::parent).and_then(Path::parent) else { return Vec::new() };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(site.join("nvidia"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("lib"))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let trt = site.join("tensorrt_libs");
+    if trt.is_dir() {
+        dirs.push(trt);
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+        assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert_eq!("tensorrt:2".parse::<Device>().unwrap(), Device::TensorRt(2));
+        assert_eq!("trt".parse::<Device>().unwrap(), Device::TensorRt(0));
+        for bad in ["gpu", "cuda:x", "cpu:0", "", "cuda:-1"] {
+            assert!(bad.parse::<Device>().is_err(), "{bad:?} parsed");
+        }
+        for d in [Device::Cpu, Device::Cuda(3), Device::TensorRt(0)] {
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+        }
+        assert_eq!("cpu".parse::<Fallback>().unwrap(), Fallback::Cpu);
+        assert!("warn".parse::<Fallback>().is_err());
+    }
+
+    #[test]
+    fn gpu_batches_are_larger_by_default() {
+        assert!(Device::Cuda(0).default_batch_size() > Device::Cpu.default_batch_size());
+        assert!(Device::TensorRt(0).default_serve_batch_size() > Device::Cpu.default_serve_batch_size());
+    }
+
+    #[test]
+    fn engine_cache_is_per_model() {
+        let o = DeviceOptions::new(Device::TensorRt(0), Fallback::Error, false, Some("/c".into()));
+        assert_eq!(o.engine_cache_for("abc"), PathBuf::from("/c/abc"));
+        assert_ne!(o.engine_cache_for("abc"), o.engine_cache_for("def"));
+    }
+
+    #[test]
+    fn explains_registration_errors() {
+        let e = explain(Device::Cuda(0), "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: No such file or directory");
+        assert!(e.starts_with("CUDA execution provider unavailable: Failed to load library"), "{e}");
+        assert!(e.contains("libcublasLt.so.13") && e.contains("make setup-gpu"), "{e}");
+        let e = explain(Device::TensorRt(0), "TensorRT execution provider is not enabled in this build.");
+        assert!(e.contains("CPU build"), "{e}");
+    }
+}
