@@ -58,8 +58,9 @@ pub async fn run(a: BenchServeArgs) -> Result<()> {
     hourglass_worker::runtime::environment()?;
     let url = BlobUrl::parse(&a.model)?;
     let name = url.key().rsplit('/').next().unwrap_or("model").trim_end_matches(".onnx").to_string();
-    let runtime =
-        Arc::new(hourglass_worker::serve::load(&url, RuntimeOptions { sessions: a.threads, ..Default::default() }).await?);
+    let runtime = Arc::new(
+        hourglass_worker::serve::load(&url, RuntimeOptions { sessions: a.threads, ..Default::default() }).await?,
+    );
     let spec = BenchSpec {
         model_name: name,
         threads: a.threads,

@@ -58,8 +58,7 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 pub async fn run(a: DoctorArgs) -> Result<()> {
     let mut checks = vec![pass("hourglass", crate::version::short())];
     let required = !a.devices.is_empty();
-    let devices =
-        if required { a.devices.clone() } else { vec![Device::Cpu, Device::Cuda(0), Device::TensorRt(0)] };
+    let devices = if required { a.devices.clone() } else { vec![Device::Cpu, Device::Cuda(0), Device::TensorRt(0)] };
     hourglass_worker::runtime::prefer_gpu_library(devices.iter().any(Device::is_gpu));
     checks.push(match hourglass_worker::runtime::library_info() {
         Ok((path, version)) => pass("onnxruntime", format!("{version} at {}", path.display())),

@@ -108,9 +108,7 @@ impl DeviceArgs {
     /// The options as given, checked.
     pub fn options(&self) -> Result<DeviceOptions> {
         if self.strict_placement && self.ep_fallback == Fallback::Cpu {
-            anyhow::bail!(
-                "--strict-placement refuses any CPU execution; it cannot be combined with --ep-fallback cpu"
-            );
+            anyhow::bail!("--strict-placement refuses any CPU execution; it cannot be combined with --ep-fallback cpu");
         }
         Ok(DeviceOptions::new(self.device, self.ep_fallback, self.strict_placement, self.trt_engine_cache.clone()))
     }
@@ -128,7 +126,8 @@ impl DeviceArgs {
 
     /// The same flags for a worker process this one starts.
     pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec!["--device".into(), self.device.to_string(), "--ep-fallback".into(), self.ep_fallback.to_string()];
+        let mut args =
+            vec!["--device".into(), self.device.to_string(), "--ep-fallback".into(), self.ep_fallback.to_string()];
         if self.strict_placement {
             args.push("--strict-placement".into());
         }

@@ -91,8 +91,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         if models.iter().any(|m: &Model| m.name == name) {
             anyhow::bail!("--model {reference}: another --model is already served as {name:?}");
         }
-        let runtime =
-            Arc::new(serve::load(&url, options.clone()).await.with_context(|| format!("model {reference}"))?);
+        let runtime = Arc::new(serve::load(&url, options.clone()).await.with_context(|| format!("model {reference}"))?);
         serve::warm(&runtime, max_batch_size).await.with_context(|| format!("warming model {reference}"))?;
         tracing::info!(model = %name, version = %version, sha256 = runtime.sha256(), device = %runtime.device(), source = %url, "model loaded and warmed");
         if pin.as_ref().is_some_and(|p| p.alias.is_some()) {

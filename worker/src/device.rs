@@ -434,7 +434,10 @@ mod tests {
 
     #[test]
     fn explains_registration_errors() {
-        let e = explain(Device::Cuda(0), "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: No such file or directory");
+        let e = explain(
+            Device::Cuda(0),
+            "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: No such file or directory",
+        );
         assert!(e.starts_with("CUDA execution provider unavailable: Failed to load library"), "{e}");
         assert!(e.contains("libcublasLt.so.13") && e.contains("make setup-gpu"), "{e}");
         let e = explain(Device::TensorRt(0), "TensorRT execution provider is not enabled in this build.");

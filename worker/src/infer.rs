@@ -3,10 +3,10 @@
 //! `lease`; this module only turns a held shard into an output object and
 //! its done record, in the order `lease`'s header states.
 
+use crate::device::Device;
 use crate::lease::{Lease, TaskHandler, Work};
 use crate::metrics::WorkerMetrics;
 use crate::pool::CpuPool;
-use crate::device::Device;
 use crate::runtime::{ModelRuntime, RuntimeOptions};
 use crate::shard::{OpenedInput, ShardJob, score_shard};
 use crate::{Error, Result, WorkerConfig};

@@ -4,13 +4,13 @@
 //! It knows nothing of queues, so batch scoring, online serving and
 //! training validation can share it.
 
+use crate::device::{Device, DeviceOptions, Fallback};
 use crate::{Error, Result};
 use hourglass_core::model::{DType, FEATURE_NAMES_KEY, ModelSignature, TensorSpec};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use crate::device::{Device, DeviceOptions, Fallback};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 

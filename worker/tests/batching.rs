@@ -18,7 +18,7 @@ const WIDTH: usize = 39;
 
 fn server(max_batch_size: usize, preferred: Vec<usize>) -> (Arc<Server>, Arc<ModelRuntime>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/ctr_gbdt.onnx");
-    let runtime = Arc::new(ModelRuntime::load_file(&path, RuntimeOptions { intra_threads: 1, sessions: 1 }).unwrap());
+    let runtime = Arc::new(ModelRuntime::load_file(&path, RuntimeOptions::default()).unwrap());
     let config = ServeConfig {
         max_batch_size,
         max_queue_delay: HOUR,
@@ -101,7 +101,7 @@ async fn a_full_queue_refuses_instead_of_growing() {
     // One instance scoring 256-row calls of the deep model (~1 ms each), a
     // queue of one: 100 requests submitted at once cannot all wait.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/ctr_deep.onnx");
-    let runtime = Arc::new(ModelRuntime::load_file(&path, RuntimeOptions { intra_threads: 1, sessions: 1 }).unwrap());
+    let runtime = Arc::new(ModelRuntime::load_file(&path, RuntimeOptions::default()).unwrap());
     let config = ServeConfig {
         max_batch_size: 1,
         max_queue_delay: Duration::ZERO,
