@@ -194,6 +194,8 @@ pub struct Scaler {
     history: History,
     last_verdict: Option<Verdict>,
     follow: Option<LedgerFor>,
+    /// The worker pods' device class: whose done records measure the rate.
+    device_class: Option<String>,
 }
 
 /// Which ledger to follow at a time: a nightly run's output prefix holds its
@@ -222,7 +224,16 @@ impl Scaler {
             history: History::default(),
             last_verdict: None,
             follow: None,
+            device_class: None,
         }
+    }
+
+    /// Measures the rate on done records of this device class only (see
+    /// `LedgerWatch::for_device_class`), also for ledgers followed later.
+    pub fn for_device_class(mut self, class: &str) -> Self {
+        self.device_class = Some(class.to_string());
+        self.ledger = self.ledger.map(|w| w.for_device_class(class));
+        self
     }
 
     /// Follows the ledger `f` names at each tick instead of a fixed one.
@@ -242,7 +253,11 @@ impl Scaler {
                 // The old job's series go with it: one job's at a time.
                 self.metrics.job_shards.clear();
                 self.metrics.job_shards_planned.clear();
-                self.ledger = Some(LedgerWatch::new(Ledger::new(store, &url)));
+                let watch = LedgerWatch::new(Ledger::new(store, &url));
+                self.ledger = Some(match &self.device_class {
+                    Some(class) => watch.for_device_class(class),
+                    None => watch,
+                });
             }
             Err(e) => tracing::warn!(ledger = %url, error = %e, "cannot open the ledger; keeping the last one"),
         }

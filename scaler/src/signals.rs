@@ -39,11 +39,29 @@ pub struct LedgerWatch {
     job: Option<AnyJob>,
     done: HashMap<ShardId, u64>,
     ewma: Option<f64>,
+    /// Only done records scored on this device class (`cpu`, `cuda`,
+    /// `tensorrt`) or recording none feed the rate; `None`: all.
+    device_class: Option<String>,
 }
 
 impl LedgerWatch {
     pub fn new(ledger: Ledger) -> Self {
-        Self { ledger, job: None, done: HashMap::new(), ewma: None }
+        Self { ledger, job: None, done: HashMap::new(), ewma: None, device_class: None }
+    }
+
+    /// Measures the rate on done records of this device class only (and
+    /// those that record no device): the rows/s of a GPU pod are not a CPU
+    /// pod's, and two fleets may share one queue.
+    pub fn for_device_class(mut self, class: &str) -> Self {
+        self.device_class = Some(class.to_string());
+        self
+    }
+
+    fn measures(&self, record: &DoneRecord) -> bool {
+        match (&self.device_class, &record.device) {
+            (Some(class), Some(device)) => device.split(':').next() == Some(class.as_str()),
+            _ => true,
+        }
     }
 
     /// The output prefix this watch follows.
@@ -71,7 +89,9 @@ impl LedgerWatch {
         }
         fresh.sort_by_key(|r| r.finished_at_ms);
         for record in &fresh {
-            self.ewma = ewma(self.ewma, record);
+            if self.measures(record) {
+                self.ewma = ewma(self.ewma, record);
+            }
             self.done.insert(record.shard.clone(), record.rows);
         }
         Ok(self.progress())
@@ -226,6 +246,35 @@ mod tests {
         assert_eq!((p.backlog_rows, p.shards_done, p.rows_per_sec), (Some(3000), 1, Some(500.0)));
         // Nothing new: same answer, no re-read.
         assert_eq!(watch.refresh().await.unwrap(), p);
+    }
+
+    /// A GPU fleet's scaler measures its rate on shards scored on a GPU:
+    /// a CPU worker's shards on the same queue (or a pod that fell back)
+    /// are progress, but not the GPU pods' rows/s.
+    #[tokio::test]
+    async fn the_rate_is_measured_on_the_fleets_own_device_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
+        let ledger = Ledger::new(store::open(&root).unwrap(), &root);
+        ledger.create_job(&job(dir.path(), 4, 1000, None)).await.unwrap();
+        let on = |shard: &str, rows: u64, finished: u64, device: Option<&str>| DoneRecord {
+            device: device.map(String::from),
+            ..done(shard, rows, 1.0, finished)
+        };
+        ledger.create_done(&on("s000", 1000, 10, Some("cpu"))).await.unwrap();
+        ledger.create_done(&on("s001", 1000, 20, Some("cuda:0"))).await.unwrap();
+        let mut gpu = LedgerWatch::new(ledger.clone()).for_device_class("cuda");
+        let p = gpu.refresh().await.unwrap();
+        assert_eq!((p.shards_done, p.backlog_rows, p.rows_per_sec), (2, Some(2000), Some(1000.0)));
+        ledger.create_done(&on("s002", 40_000, 30, Some("cuda:1"))).await.unwrap();
+        ledger.create_done(&on("s003", 5, 40, None)).await.unwrap();
+        let p = gpu.refresh().await.unwrap();
+        assert_eq!(p.shards_done, 4);
+        let expected = 0.2 * 5.0 + 0.8 * (0.2 * 40_000.0 + 0.8 * 1000.0);
+        assert!((p.rows_per_sec.unwrap() - expected).abs() < 1e-9, "{p:?}");
+        let mut cpu = LedgerWatch::new(ledger.clone()).for_device_class("cpu");
+        let expected = 0.2 * 5.0 + 0.8 * 1000.0;
+        assert!((cpu.refresh().await.unwrap().rows_per_sec.unwrap() - expected).abs() < 1e-9);
     }
 
     /// A training job's trials are backlog too: each counts the training

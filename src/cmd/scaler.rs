@@ -86,9 +86,17 @@ struct PolicyArgs {
     node_boot: Duration,
     #[arg(long, default_value_t = 4, env = "HOURGLASS_PODS_PER_NODE")]
     pods_per_node: u32,
-    /// Rows/s of one worker pod before any shard has been measured.
-    #[arg(long = "pod-rows-per-sec", default_value = "250000", value_parser = count, env = "HOURGLASS_POD_ROWS_PER_SEC")]
-    pod_rows_per_sec: f64,
+    /// Rows/s of one worker pod before any shard has been measured: a
+    /// number, or one per device class (`cpu=250000,cuda=2e6,tensorrt=3e6`,
+    /// repeatable or comma-separated), of which --device-class picks one.
+    #[arg(long = "pod-rows-per-sec", default_value = "250000", value_parser = parse_pod_rate, value_delimiter = ',', env = "HOURGLASS_POD_ROWS_PER_SEC")]
+    pod_rows_per_sec: Vec<PodRate>,
+    /// The device class the worker Deployment's pods score on (cpu, cuda,
+    /// tensorrt): picks the --pod-rows-per-sec prior, and only done records
+    /// scored on this class (or recording none) feed the measured rate, so
+    /// a CPU fleet's shards on the same queue do not drag a GPU fleet's rate.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tensorrt"], env = "HOURGLASS_DEVICE_CLASS")]
+    device_class: String,
     /// KEDA's `queueLength`: messages per replica for the queue-length rule
     /// (and for the deadline rule when the job has no deadline).
     #[arg(long, default_value_t = 5, env = "HOURGLASS_TARGET_MESSAGES_PER_REPLICA")]
@@ -98,7 +106,41 @@ struct PolicyArgs {
     worker_concurrency: u32,
 }
 
+/// One `--pod-rows-per-sec` entry: a rate for every class, or for one.
+#[derive(Clone, Debug, PartialEq)]
+struct PodRate {
+    class: Option<String>,
+    rows_per_sec: f64,
+}
+
+fn parse_pod_rate(s: &str) -> Result<PodRate, String> {
+    let (class, rate) = match s.split_once('=') {
+        Some((c, r)) => {
+            let c = c.trim().to_ascii_lowercase();
+            if !["cpu", "cuda", "tensorrt"].contains(&c.as_str()) {
+                return Err(format!("{s:?}: the device class is cpu, cuda or tensorrt"));
+            }
+            (Some(c), r)
+        }
+        None => (None, s),
+    };
+    let rows_per_sec = count(rate.trim())?;
+    if rows_per_sec <= 0.0 {
+        return Err(format!("{s:?}: the rate must be above 0"));
+    }
+    Ok(PodRate { class, rows_per_sec })
+}
+
 impl PolicyArgs {
+    /// The prior rate for --device-class: its own entry, else the entry
+    /// without a class, else the CPU default.
+    fn pod_rate(&self) -> f64 {
+        let of = |class: Option<&str>| {
+            self.pod_rows_per_sec.iter().rev().find(|r| r.class.as_deref() == class).map(|r| r.rows_per_sec)
+        };
+        of(Some(&self.device_class)).or_else(|| of(None)).unwrap_or(250_000.0)
+    }
+
     fn config(&self, rows_per_message: f64) -> PolicyConfig {
         PolicyConfig {
             kind: self.policy.into(),
@@ -112,7 +154,7 @@ impl PolicyArgs {
             pod_start: self.pod_start,
             node_boot: self.node_boot,
             pods_per_node: self.pods_per_node,
-            prior_rows_per_sec: self.pod_rows_per_sec,
+            prior_rows_per_sec: self.pod_rate(),
             prior_rows_per_message: rows_per_message,
             target_messages_per_replica: self.target_messages_per_replica,
             shards_per_replica: self.worker_concurrency,
@@ -248,7 +290,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         rows: a.rows,
         shard_rows: a.shard_rows,
         deadline,
-        pod_rows_per_sec: a.policy.pod_rows_per_sec,
+        pod_rows_per_sec: a.policy.pod_rate(),
         spot_interruptions_per_node_hour: a.spot_interruptions_per_hour,
         visibility_timeout: a.visibility_timeout,
         initial_nodes: a.initial_nodes,
@@ -346,7 +388,7 @@ async fn live(a: RunArgs) -> Result<()> {
         }
         Some(url) => {
             let url = BlobUrl::parse(url)?.as_prefix();
-            Some(LedgerWatch::new(Ledger::new(store::open(&url)?, &url)))
+            Some(LedgerWatch::new(Ledger::new(store::open(&url)?, &url)).for_device_class(&a.policy.device_class))
         }
         None => None,
     };
@@ -393,7 +435,7 @@ async fn live(a: RunArgs) -> Result<()> {
         prewarm,
         dry_run: a.dry_run,
     };
-    let mut scaler = Scaler::new(cfg, queue, ledger, kube);
+    let mut scaler = Scaler::new(cfg, queue, ledger, kube).for_device_class(&a.policy.device_class);
     if let Some(f) = follow {
         scaler = scaler.follow_ledger(f);
     }
@@ -447,4 +489,34 @@ async fn live(a: RunArgs) -> Result<()> {
     }
     scaler.run(super::stop_signal()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    }
+
+    fn rate(args: &[&str]) -> f64 {
+        Cli::try_parse_from([&["x"], args].concat()).unwrap().policy.pod_rate()
+    }
+
+    #[test]
+    fn the_prior_rate_is_chosen_by_device_class() {
+        assert_eq!(rate(&[]), 250_000.0);
+        assert_eq!(rate(&["--pod-rows-per-sec", "300000"]), 300_000.0);
+        let mixed = ["--pod-rows-per-sec", "cpu=250000,cuda=2e6", "--pod-rows-per-sec", "1e5"];
+        assert_eq!(rate(&[&mixed[..], &["--device-class", "cuda"]].concat()), 2e6);
+        assert_eq!(rate(&[&mixed[..], &["--device-class", "cpu"]].concat()), 250_000.0);
+        // No entry for the class: the one without a class.
+        assert_eq!(rate(&[&mixed[..], &["--device-class", "tensorrt"]].concat()), 1e5);
+        for bad in ["gpu=1e6", "cuda=0", "cuda=fast"] {
+            assert!(Cli::try_parse_from(["x", "--pod-rows-per-sec", bad]).is_err(), "{bad}");
+        }
+    }
 }
