@@ -13,10 +13,23 @@ COPY . .
 RUN cargo build --release --locked --bin hourglass
 
 # 2. ONNX Runtime 1.31.1 from its wheel, the same library the tests use.
-#    For the CUDA execution provider, install onnxruntime-gpu instead and
-#    base stage 3 on an nvidia/cuda runtime image.
 FROM python:3.11-slim-bookworm AS ort
 RUN pip install --no-cache-dir --target /ort onnxruntime==1.31.1
+
+# 2b. ONNX Runtime's GPU build with CUDA 13 and cuDNN 9 (and TensorRT 10
+#     with --build-arg TENSORRT=1) from the wheels `make setup-gpu` pins,
+#     in one site-packages so the binary finds them beside the library and
+#     preloads them (no LD_LIBRARY_PATH). Headers and static libraries go.
+FROM python:3.11-slim-bookworm AS ort-gpu
+ARG TENSORRT=0
+COPY models/requirements-gpu-runtime.txt models/requirements-gpu.txt models/requirements-tensorrt.txt /req/
+RUN python -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir --no-deps -r /req/requirements-gpu-runtime.txt \
+ && /venv/bin/pip install --no-cache-dir -r /req/requirements-gpu.txt \
+ && if [ "$TENSORRT" = 1 ]; then /venv/bin/pip install --no-cache-dir -r /req/requirements-tensorrt.txt; fi \
+ && mv /venv/lib/python3.11/site-packages /ort \
+ && rm -rf /ort/nvidia/*/include /ort/nvidia/*/lib/*.a /ort/pip* /ort/setuptools* \
+ && test -f /ort/onnxruntime/capi/libonnxruntime.so.1.31.1
 
 # 3. `--target trainer`: the same binary and library, with Python and the
 #    reference LightGBM trainer (trainers/lightgbm_onnx.py, pinned as
@@ -38,7 +51,27 @@ USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/hourglass"]
 CMD ["--help"]
 
-# 4. Runtime, the default (last) target: CA certificates for S3/SQS over TLS,
+# 4. `--target gpu`: the runtime image for GPU node pools (chart:
+#    gpu.enabled, which runs it as IMAGE:TAG-gpu with --device). The NVIDIA
+#    driver (libcuda.so.1) is the node's: the NVIDIA container toolkit mounts
+#    it into pods that request nvidia.com/gpu. `hourglass doctor --device
+#    cuda` in the pod says whether the provider registers, and why not.
+FROM debian:bookworm-slim AS gpu
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 hourglass \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hourglass
+COPY --from=build /src/target/release/hourglass /usr/local/bin/hourglass
+COPY --from=ort-gpu /ort /opt/ort
+ENV ORT_DYLIB_PATH=/opt/ort/onnxruntime/capi/libonnxruntime.so.1.31.1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/hourglass"]
+CMD ["--help"]
+
+# 5. Runtime, the default (last) target: CA certificates for S3/SQS over TLS,
 #    nothing else.
 FROM debian:bookworm-slim
 RUN apt-get update \

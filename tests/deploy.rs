@@ -445,3 +445,77 @@ fn chart_workers_take_trainers_and_a_scratch_size_for_training() {
     let (_, err, ok) = render_with(&["--set", "worker.training.slots=0"]);
     assert!(!ok && err.contains("/worker/training/slots"), "{err}");
 }
+
+/// `gpu.enabled`: the workers, the placeholders that hold room for them
+/// and (with gpu.serve) the serve pods get a GPU, the GPU pool's selector
+/// and tolerations, the `-gpu` image and the device flags; TensorRT gets its
+/// engine cache volume; the scaler sizes at the GPU rate. The manifests
+/// stay valid for Kubernetes, and contradictory or mistyped values are
+/// refused at render.
+#[test]
+fn chart_runs_workers_on_a_gpu_node_pool() {
+    let (text, err, ok) = render_with(&[
+        "--set",
+        "gpu.enabled=true",
+        "--set",
+        "gpu.device=tensorrt",
+        "--set",
+        "gpu.serve=true",
+        "--set",
+        "gpu.nodeSelector.karpenter\\.k8s\\.aws/instance-gpu-manufacturer=nvidia",
+        "--set",
+        "gpu.engineCacheHostPath=/var/cache/hourglass-trt",
+        "--set",
+        "gpu.batchSize=131072",
+        "--set",
+        "gpu.podRowsPerSec=3000000",
+    ]);
+    assert!(ok, "{err}");
+    let docs = docs_of(&text);
+    for (kind, name) in [
+        ("Deployment", "hg-hourglass-worker"),
+        ("Deployment", "hg-hourglass-capacity"),
+        ("Deployment", "hg-hourglass-serve"),
+    ] {
+        let pod = &find(&docs, kind, name)["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1, "{name}");
+        assert_eq!(pod["nodeSelector"]["karpenter.k8s.aws/instance-gpu-manufacturer"], "nvidia", "{name}");
+        let tolerations = pod["tolerations"].as_array().unwrap();
+        assert!(tolerations.iter().any(|t| t["key"] == "nvidia.com/gpu" && t["effect"] == "NoSchedule"), "{name}");
+        if name.ends_with("capacity") {
+            continue;
+        }
+        assert!(c["image"].as_str().unwrap().ends_with(":0.1.0-gpu"), "{name}: {}", c["image"]);
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+        for flag in ["--device=tensorrt", "--ep-fallback=error", "--trt-engine-cache=/var/cache/hourglass/tensorrt"] {
+            assert!(args.contains(&flag), "{name}: {args:?}");
+        }
+        assert_eq!(args.contains(&"--batch-size=131072"), name.ends_with("worker"), "{name}: {args:?}");
+        let cache = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "trt-engines").unwrap();
+        assert_eq!(cache["hostPath"]["path"], "/var/cache/hourglass-trt");
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["name"] == "trt-engines"), "{name}");
+    }
+    let scaler = &find(&docs, "Deployment", "hg-hourglass-scaler")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = scaler["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(args.contains(&"--device-class=tensorrt"), "{args:?}");
+    assert!(args.contains(&"--pod-rows-per-sec=cpu=250000,tensorrt=3000000"), "{args:?}");
+    // Valid for the API server.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let validator = root().join(".venv/bin/kubernetes-validate");
+    let out = run(Command::new(&validator).args(["--strict", "-k", "1.33.0", file.to_str().unwrap()]));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!report.contains("ERROR"), "{report}");
+    // Off: no GPU anywhere.
+    let (text, _, _) = render_with(&[]);
+    assert!(!text.contains("nvidia.com/gpu") && !text.contains("--device=") && !text.contains("-gpu\n"));
+    // Refused: strict placement with a CPU fallback, an unknown device.
+    let (_, err, ok) =
+        render_with(&["--set", "gpu.enabled=true", "--set", "gpu.strictPlacement=true", "--set", "gpu.fallback=cpu"]);
+    assert!(!ok && err.contains("cannot be combined with gpu.fallback=cpu"), "{err}");
+    let (_, err, ok) = render_with(&["--set", "gpu.enabled=true", "--set", "gpu.device=rocm"]);
+    assert!(!ok && err.contains("/gpu/device"), "{err}");
+}

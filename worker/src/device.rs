@@ -272,7 +272,9 @@ pub(crate) fn register(
 ) -> std::result::Result<(), String> {
     use ort::ep::ExecutionProvider;
     preload_gpu_libraries();
-    let cuda = |n: u32| ort::ep::CUDA::default().with_device_id(n as i32);
+    // TF32 off: matrix products keep float32 precision, so scores match the
+    // CPU's to 1e-5 (the golden check); TF32 would trade that for speed.
+    let cuda = |n: u32| ort::ep::CUDA::default().with_device_id(n as i32).with_tf32(false);
     match options.device {
         Device::Cpu => Ok(()),
         Device::Cuda(n) => cuda(n).register(builder).map_err(|e| explain(options.device, &e.to_string())),
@@ -430,6 +432,23 @@ mod tests {
         let o = DeviceOptions::new(Device::TensorRt(0), Fallback::Error, false, Some("/c".into()));
         assert_eq!(o.engine_cache_for("abc"), PathBuf::from("/c/abc"));
         assert_ne!(o.engine_cache_for("abc"), o.engine_cache_for("def"));
+    }
+
+    /// The layout `make setup-gpu` (a venv) and the Dockerfile's `gpu`
+    /// target (one site-packages at /opt/ort) both give: the libraries sit
+    /// beside `onnxruntime/`.
+    #[test]
+    fn finds_the_wheels_libraries_beside_onnxruntime() {
+        let site = tempfile::tempdir().unwrap();
+        let capi = site.path().join("onnxruntime/capi");
+        for d in [capi.clone(), site.path().join("nvidia/cu13/lib"), site.path().join("nvidia/cudnn/lib")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::create_dir_all(site.path().join("nvidia/cu13/include")).unwrap();
+        let dirs = wheel_library_dirs(&capi.join("libonnxruntime.so.1.31.1"));
+        assert_eq!(dirs, vec![site.path().join("nvidia/cu13/lib"), site.path().join("nvidia/cudnn/lib")]);
+        std::fs::create_dir_all(site.path().join("tensorrt_libs")).unwrap();
+        assert_eq!(wheel_library_dirs(&capi.join("libonnxruntime.so.1.31.1")).len(), 3);
     }
 
     #[test]

@@ -81,14 +81,84 @@ affinity:
               operator: In
               values: {{ toJson $p.capacityTypes }}
 {{- end }}
-{{- with merge (dict) ($v.nodeSelector | default dict) ($p.nodeSelector | default dict) }}
+{{- $gpu := include "hourglass.gpuOn" . -}}
+{{- $g := .root.Values.gpu -}}
+{{- with merge (dict) ($v.nodeSelector | default dict) ($p.nodeSelector | default dict) (ternary $g.nodeSelector dict (eq $gpu "true") | default dict) }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with concat ($p.tolerations | default list) ($v.tolerations | default list) }}
+{{- with concat ($p.tolerations | default list) ($v.tolerations | default list) (ternary $g.tolerations list (eq $gpu "true") | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* "true" when a component's pods run on GPUs: the workers and the
+placeholders that hold room for them with gpu.enabled, serve with gpu.serve
+too. Takes (dict "root" . "component" NAME). */}}
+{{- define "hourglass.gpuOn" -}}
+{{- $g := .root.Values.gpu -}}
+{{- if and $g.enabled (or (eq .component "worker") (and (eq .component "serve") $g.serve)) -}}
+{{- if and $g.strictPlacement (eq $g.fallback "cpu") -}}
+{{- fail "gpu.strictPlacement refuses any CPU execution; it cannot be combined with gpu.fallback=cpu" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The image of a component: the Dockerfile's `gpu` target for GPU pods. */}}
+{{- define "hourglass.imageOf" -}}
+{{- if include "hourglass.gpuOn" . -}}
+{{- $v := .root.Values -}}
+{{- $repo := required "image.repository is required: the image built from the repository's Dockerfile" $v.image.repository -}}
+{{- printf "%s:%s" $repo ($v.gpu.imageTag | default (printf "%s-gpu" ($v.image.tag | default .root.Chart.AppVersion))) -}}
+{{- else -}}
+{{- include "hourglass.image" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The device flags of a GPU component's container (list items). */}}
+{{- define "hourglass.gpuArgs" -}}
+{{- if include "hourglass.gpuOn" . -}}
+{{- $g := .root.Values.gpu -}}
+- --device={{ $g.device }}
+- --ep-fallback={{ $g.fallback }}
+{{- if $g.strictPlacement }}
+- --strict-placement
+{{- end }}
+{{- if eq $g.device "tensorrt" }}
+- --trt-engine-cache=/var/cache/hourglass/tensorrt
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* A container's resources, with the GPU limit for GPU pods. Takes
+(dict "c" COMPONENT-DICT "resources" RESOURCES). */}}
+{{- define "hourglass.resources" -}}
+{{- $r := deepCopy (.resources | default dict) -}}
+{{- if include "hourglass.gpuOn" .c -}}
+{{- $g := .c.root.Values.gpu -}}
+{{- $_ := set $r "limits" (merge (dict $g.resourceName (int $g.count)) ($r.limits | default dict)) -}}
+{{- end -}}
+{{- toYaml $r -}}
+{{- end -}}
+
+{{/* TensorRT's engine cache for GPU pods on tensorrt: mount and volume. */}}
+{{- define "hourglass.engineCacheMount" -}}
+{{- if and (include "hourglass.gpuOn" .) (eq .root.Values.gpu.device "tensorrt") -}}
+- {name: trt-engines, mountPath: /var/cache/hourglass/tensorrt}
+{{- end -}}
+{{- end -}}
+
+{{- define "hourglass.engineCacheVolume" -}}
+{{- if and (include "hourglass.gpuOn" .) (eq .root.Values.gpu.device "tensorrt") -}}
+- name: trt-engines
+{{- with .root.Values.gpu.engineCacheHostPath }}
+  hostPath: {path: {{ . }}, type: Directory}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Scheduling for components off the spot pool (scaler, nightly, watcher): their own nodeSelector, tolerations, affinity. */}}
