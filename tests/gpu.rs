@@ -154,7 +154,7 @@ fn serve_reports_the_device_in_use() {
         "--http-addr",
         "127.0.0.1:0",
         "--grpc-addr",
-        "off",
+        "127.0.0.1:0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -164,13 +164,28 @@ fn serve_reports_the_device_in_use() {
     ];
     let gpu = gpu_library();
     let mut serve = WorkerProc::spawn_command(&args, &[("ORT_DYLIB_PATH", gpu.as_str())]);
-    let line = serve.wait_for_line("serving HTTP", Duration::from_secs(60));
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = v["bound"].as_str().unwrap().to_string();
+    let bound = |line: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["bound"].as_str().unwrap().to_string()
+    };
+    let addr = bound(serve.wait_for_line("serving HTTP", Duration::from_secs(60)));
+    let grpc = bound(serve.wait_for_line("serving gRPC", Duration::from_secs(10)));
     let (code, body) = http_get(&addr, "/v2/models/ctr_gbdt").unwrap();
     assert_eq!(code, 200, "{body}");
     let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(meta["parameters"]["device"], "cpu", "{meta}");
+    // gRPC's ModelMetadataResponse has no parameters: a response header,
+    // read with the protocol's own stubs (tritonclient's).
+    let script = "import sys, grpc\n\
+        from tritonclient.grpc import service_pb2, service_pb2_grpc\n\
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(sys.argv[1]))\n\
+        request = service_pb2.ModelMetadataRequest(name='ctr_gbdt')\n\
+        _, call = stub.ModelMetadata.with_call(request, timeout=10)\n\
+        print(dict(call.initial_metadata()).get('hourglass-device'))\n";
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let out = std::process::Command::new(python).args(["-c", script, &grpc]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cpu");
     let text = scrape(&addr);
     assert!(text.contains("hourglass_ep_fallback_total{requested=\"cuda:0\"} 1"), "{text}");
     assert!(text.contains("device=\"cpu\""), "{text}");

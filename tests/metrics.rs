@@ -30,6 +30,8 @@ fn dashboards_and_alerts_query_only_hourglass_metrics_that_exist() {
                 "hourglass_watch_",
                 "hourglass_build_info",
                 "hourglass_model_info",
+                "hourglass_ep_fallback_total",
+                "hourglass_device_info",
             ]
             .iter()
             .any(|p| n.starts_with(p))
@@ -81,7 +83,12 @@ fn prometheus_scrapes_a_worker_during_a_job() {
         prometheus.query("histogram_quantile(0.99,sum(rate(hourglass_worker_inference_seconds_bucket[1m]))by(le))");
     assert!(p99.first().is_some_and(|(_, v)| *v > 0.0), "{p99:?}");
 
-    assert_exports("the worker", "hourglass_worker_", &scrape(&addr));
+    let text = scrape(&addr);
+    assert_exports("the worker", "hourglass_worker_", &text);
+    // The GPU fallback alert's device series, on the CPU too; its fallback
+    // counter has a series once a fallback happened (tests/gpu.rs).
+    assert_exports("the worker", "hourglass_device_info", &text);
+    assert!(text.contains(r#"hourglass_device_info{requested="cpu",device="cpu"} 1"#), "{text}");
 }
 
 #[test]

@@ -169,7 +169,6 @@ pub async fn serve_metrics(
     let Some(addr) = addr else { return Ok(None) };
     let mut registry = Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
-    hourglass_worker::device::register_metrics(&mut registry);
     register(&mut registry);
     let (bound, task) = hourglass_core::metrics::serve(addr, Arc::new(registry), health)
         .await

@@ -140,7 +140,15 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
         train.work_dir = dir;
     }
     let worker = Arc::new(Worker::new(queue, config, train));
-    let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r), worker.health()).await?;
+    let _metrics = serve_metrics(
+        a.metrics_addr,
+        |r| {
+            worker.metrics().register(r);
+            hourglass_worker::device::register_metrics(r);
+        },
+        worker.health(),
+    )
+    .await?;
     worker.run(shutdown).await?;
     Ok(())
 }
