@@ -280,8 +280,6 @@ pub(crate) fn register(
         Device::Cuda(n) => cuda(n).register(builder).map_err(|e| explain(options.device, &e.to_string())),
         Device::TensorRt(n) => {
             let cache = options.engine_cache_for(sha256);
-            std::fs::create_dir_all(&cache)
-                .map_err(|e| format!("the TensorRT engine cache {} cannot be created: {e}", cache.display()))?;
             let path = cache.display().to_string();
             ort::ep::TensorRT::default()
                 .with_device_id(n as i32)
@@ -291,6 +289,10 @@ pub(crate) fn register(
                 .with_timing_cache_path(&path)
                 .register(builder)
                 .map_err(|e| explain(options.device, &e.to_string()))?;
+            // Engines are written when the session commits: the folder is
+            // made only once TensorRT is there to fill it.
+            std::fs::create_dir_all(&cache)
+                .map_err(|e| format!("the TensorRT engine cache {} cannot be created: {e}", cache.display()))?;
             // Nodes TensorRT does not take go to CUDA, not the CPU.
             cuda(n).register(builder).map_err(|e| explain(Device::Cuda(n), &e.to_string()))
         }

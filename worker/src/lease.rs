@@ -26,6 +26,7 @@ use crate::infer::InferHandler;
 use crate::pool::CpuPool;
 use crate::train::TrainHandler;
 use crate::{Error, Result, WorkerConfig};
+use hourglass_core::ShardId;
 use hourglass_core::ledger::{AnyJob, DoneRecord, FailedRecord, LEDGER_VERSION, Ledger, now_ms};
 use hourglass_core::queue::{Message, Queue};
 use hourglass_core::retry;
@@ -421,7 +422,7 @@ impl Worker {
                 self.ack(&message).await;
                 // The attempt that recorded it may have died before
                 // finalizing: every completing path finalizes.
-                return self.finalize(handler, &ledger, &record).await;
+                return self.finalize(handler, &ledger, &record, task.unit()).await;
             }
             Ok(None) => {}
             Err(e) => return self.retry_later(&message, &e.into()).await,
@@ -465,7 +466,7 @@ impl Worker {
                     bad_rows = done.bad_rows,
                     seconds = done.seconds
                 );
-                self.finalize(handler, &ledger, &record).await;
+                self.finalize(handler, &ledger, &record, task.unit()).await;
             }
             Ok(None) => {
                 // Another attempt recorded the unit first; this delivery's
@@ -478,7 +479,7 @@ impl Worker {
                 );
                 self.metrics.outcome("superseded");
                 self.ack(&message).await;
-                self.finalize(handler, &ledger, &record).await;
+                self.finalize(handler, &ledger, &record, task.unit()).await;
             }
             Err(Error::LeaseLost(why)) => {
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
@@ -621,8 +622,17 @@ impl Worker {
         }
     }
 
-    /// Completes the job when this was its last unit.
-    async fn finalize<H: TaskHandler>(&self, handler: &H, ledger: &Ledger, record: &AnyJob) {
+    /// Completes the job when `unit` was its last: the ledger's cheap check
+    /// first (one LIST of the unit's bucket, most of the time), the
+    /// handler's full one only when that says the job may be complete.
+    async fn finalize<H: TaskHandler>(&self, handler: &H, ledger: &Ledger, record: &AnyJob, unit: &ShardId) {
+        match ledger.may_complete(record, unit).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            // The full check still runs: a flaky LIST must not leave the
+            // job unfinished.
+            Err(e) => warn!(error = %e, "the completion check failed; checking every record"),
+        }
         match handler.finalize(ledger, record).await {
             Ok(true) => by_kind!(
                 info,
