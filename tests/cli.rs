@@ -58,7 +58,9 @@ fn doctor_checks_what_a_command_needs_and_says_the_fix() {
     for name in ["onnxruntime", "execution providers", "aws", "queue", "store", "model"] {
         assert!(names.contains(&name), "{name} missing: {names:?}");
     }
-    assert!(checks.as_array().unwrap().iter().all(|c| c["ok"] == true), "{checks}");
+    // Every check passes; a GPU this machine lacks is reported, not failed.
+    assert!(checks.as_array().unwrap().iter().all(|c| c["ok"] == true || c["optional"] == true), "{checks}");
+    assert!(checks.as_array().unwrap().iter().any(|c| c["name"] == "device" && c["ok"] == true), "{checks}");
     let providers = &checks.as_array().unwrap().iter().find(|c| c["name"] == "execution providers").unwrap()["detail"];
     assert!(providers.as_str().unwrap().contains("CPUExecutionProvider"), "{providers}");
     // Never a secret, only the source.

@@ -128,13 +128,15 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
     })?;
     let job_id = any.job().clone();
     let units = any.units();
-    let done = ledger.done_records().await?;
+    // Complete buckets come as summaries, the rest as records: a 100k-shard
+    // job is 100 listings and summaries, not 100k GETs.
+    let view = ledger.done_view(&any).await?;
     let failed = ledger.failed_records().await?;
     let planned: std::collections::BTreeSet<_> = units.iter().map(|(s, _)| (*s).clone()).collect();
-    let foreign_records =
-        (done.iter().filter(|d| d.job != job_id).count() + failed.iter().filter(|f| f.job != job_id).count()) as u64;
-    let done: Vec<_> = done.into_iter().filter(|d| d.job == job_id && planned.contains(&d.shard)).collect();
-    let done_ids: std::collections::BTreeSet<_> = done.iter().map(|d| d.shard.clone()).collect();
+    let foreign_records = view.foreign + failed.iter().filter(|f| f.job != job_id).count() as u64;
+    let done = &view.records;
+    let done_ids = &view.ids;
+    let done_count = done_ids.len();
     let failed: Vec<_> = failed
         .into_iter()
         .filter(|f| f.job == job_id && planned.contains(&f.shard) && !done_ids.contains(&f.shard))
@@ -142,7 +144,7 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
     let mut success = ledger.success().await?;
     if let hourglass_core::ledger::AnyJob::Infer(job) = &any
         && success.is_none()
-        && done.len() == units.len()
+        && done_count == units.len()
     {
         // A worker died between its done record and `_SUCCESS`: repair.
         // (A training job's last step, the promotion, is the workers':
@@ -151,17 +153,17 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
         success = ledger.success().await?;
     }
     let total = units.len() as u64;
-    let rows_done: u64 = done.iter().map(|d| d.rows).sum();
+    let rows_done: u64 = view.rows();
     let now = now_ms();
     // Throughput counts from the first shard started, not from submit: a
     // job queued before its workers came up is not slow.
-    let first_start = done.iter().map(|d| d.started_at_ms).min().unwrap_or(any.submitted_at_ms());
-    let end = if success.is_some() { done.iter().map(|d| d.finished_at_ms).max().unwrap_or(now) } else { now };
+    let first_start = view.first_start_ms().unwrap_or(any.submitted_at_ms());
+    let end = if success.is_some() { view.last_finish_ms().unwrap_or(now) } else { now };
     let elapsed_secs = end.saturating_sub(first_start) as f64 / 1000.0;
     let rows_per_sec = if elapsed_secs > 0.0 { rows_done as f64 / elapsed_secs } else { 0.0 };
     // Estimate what remains from the plan of the shards not yet done.
     let remaining: u64 = units.iter().filter(|(s, _)| !done_ids.contains(*s)).map(|(_, r)| r).sum();
-    let open_shards = units.len() - done.len() - failed.len();
+    let open_shards = units.len() - done_count - failed.len();
     let (mut shards_lost, mut dead_letters) = (0u64, None);
     if let Some(queue) = queue {
         let depth = queue.depth().await?;
@@ -242,12 +244,12 @@ pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobSt
         output: ledger.root().to_string(),
         state,
         shards_total: total,
-        shards_done: done.len() as u64,
+        shards_done: done_count as u64,
         shards_failed: failed.len() as u64,
-        shards_pending: total - done.len() as u64 - failed.len() as u64 - shards_lost,
+        shards_pending: total - done_count as u64 - failed.len() as u64 - shards_lost,
         rows_done,
         rows_estimate: any.rows_estimate(),
-        bad_rows: done.iter().map(|d| d.bad_rows).sum(),
+        bad_rows: view.bad_rows(),
         elapsed_secs,
         rows_per_sec,
         eta_secs,
