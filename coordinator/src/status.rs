@@ -122,7 +122,12 @@ pub enum ShardState {
 /// whose messages are gone are reported as lost and the dead-letter depth
 /// is shown.
 pub async fn status(output: &BlobUrl, queue: Option<&dyn Queue>) -> Result<JobStatus> {
-    let ledger = Ledger::new(store::open(output)?, output);
+    status_of(&Ledger::new(store::open(output)?, output), queue).await
+}
+
+/// `status` of a ledger on any store (`bench ledger` counts and delays
+/// its requests).
+pub async fn status_of(ledger: &Ledger, queue: Option<&dyn Queue>) -> Result<JobStatus> {
     let any = ledger.read_any_job().await?.ok_or_else(|| {
         Error::Invalid(format!("no job at {}: {} is missing", ledger.root(), ledger.root().join("_hourglass/job.json")))
     })?;

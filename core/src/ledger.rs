@@ -303,9 +303,10 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A complete bucket's done records in one object (the bucket's marker,
-/// `_hourglass/buckets/JOB/bB.json`): `status` and the final check read
-/// one of these instead of up to 1000 done records.
+/// A complete bucket's done records in one object
+/// (`_hourglass/summaries/JOB/bB.json`, written by the worker that marked
+/// the bucket complete): `status` and the final check read one of these
+/// instead of up to 1000 done records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BucketSummary {
@@ -634,12 +635,15 @@ impl Ledger {
     /// pages per shard). Units go in buckets by their id without its last
     /// three characters (≤1000 planned ids per bucket; one LIST page):
     /// 1. list the unit's bucket of done records; not all there: `false`;
-    /// 2. mark the bucket complete (`_hourglass/buckets/JOB/B.json`, put
-    ///    if absent) and list the markers (one page per 1000 buckets);
+    /// 2. mark the bucket complete (`_hourglass/buckets/JOB/bB.json`, put
+    ///    if absent; the unit that created the mark writes the bucket's
+    ///    summary) and list the markers (one page per 1000 buckets);
     ///    `true` when every bucket of the job is marked.
     ///
     /// Of any units finishing at once, the last to list sees the others'
-    /// records (each writes before it lists), so one of them answers `true`.
+    /// records (each writes before it lists), so one of them marks the
+    /// bucket, and of the buckets' markers the last created is listed
+    /// after all the others: one unit answers `true`.
     /// `true` is a hint, not a verdict: `try_finalize_any` checks every
     /// record before writing `_SUCCESS`. Markers are per job id, so a
     /// reused prefix's old markers count for nothing.
@@ -656,16 +660,23 @@ impl Ledger {
             return Ok(false);
         }
         let markers = self.key(&format!("_hourglass/buckets/{}/", job.job()));
-        let marker = format!("{markers}b{bucket}.json");
-        if self.store.head(&marker).await.is_err() {
-            let members: Vec<&ShardId> = units.iter().map(|(s, _)| *s).filter(|s| bucket_of(s) == bucket).collect();
-            let Some(summary) = self.summarize(job, bucket, &members).await? else {
-                // Another job's record: the full check says so.
-                return Ok(true);
-            };
-            let body = serde_json::to_vec_pretty(&summary).expect("ledger records serialize");
-            self.store.put_if_absent(&marker, Bytes::from(body)).await?;
+        // Every unit that sees its bucket complete marks it; the one whose
+        // mark created the marker carries on (the others stop here): it
+        // summarizes the bucket's records and lists the markers. The last
+        // marker created is listed after every other, so its creator sees
+        // the job complete. Should that creator die in between, `status`
+        // finishes the job (as it does for a worker that died between its
+        // done record and `_SUCCESS`), reading that bucket's records.
+        if !self.store.put_if_absent(&format!("{markers}b{bucket}.json"), Bytes::from_static(b"{}")).await? {
+            return Ok(false);
         }
+        let members: Vec<&ShardId> = units.iter().map(|(s, _)| *s).filter(|s| bucket_of(s) == bucket).collect();
+        let Some(summary) = self.summarize(job, bucket, &members).await? else {
+            // Another job's record: the full check says so.
+            return Ok(true);
+        };
+        let body = serde_json::to_vec_pretty(&summary).expect("ledger records serialize");
+        self.store.put_if_absent(&self.summary_key(job, bucket), Bytes::from(body)).await?;
         let needed: BTreeSet<&str> = units.iter().map(|(s, _)| bucket_of(s)).collect();
         if needed.len() == 1 {
             return Ok(true);
@@ -676,6 +687,10 @@ impl Ledger {
             .filter_map(|m| Some(m.key.strip_prefix(&markers)?.strip_prefix('b')?.strip_suffix(".json")?.to_string()))
             .collect();
         Ok(needed.iter().all(|b| marked.contains(*b)))
+    }
+
+    fn summary_key(&self, job: &AnyJob, bucket: &str) -> String {
+        self.key(&format!("_hourglass/summaries/{}/b{bucket}.json", job.job()))
     }
 
     /// The summary of a complete bucket from its members' done records;
@@ -716,8 +731,10 @@ impl Ledger {
         for (s, _) in job.units() {
             *members.entry(bucket_of(s)).or_default() += 1;
         }
+        // Unreadable summaries only cost speed: their buckets' records are
+        // read instead.
         let summaries: Vec<BucketSummary> =
-            self.read_all(&format!("_hourglass/buckets/{}/", job.job())).await.unwrap_or_default();
+            self.read_all(&format!("_hourglass/summaries/{}/", job.job())).await.unwrap_or_default();
         Ok(summaries
             .into_iter()
             .filter(|s| s.job == *job.job() && members.get(s.bucket.as_str()) == Some(&s.shards))
@@ -800,69 +817,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlobStore, ByteStream, ObjectMeta};
-    use async_trait::async_trait;
-    use futures::stream::{BoxStream, StreamExt};
-    use std::ops::Range;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// The filesystem store, counting requests as S3 would bill them: a
-    /// listing is one request per 1000 keys.
-    #[derive(Debug)]
-    struct Counting {
-        inner: Arc<dyn BlobStore>,
-        requests: AtomicU64,
-    }
-
-    impl Counting {
-        fn count(&self, n: u64) {
-            self.requests.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    #[async_trait]
-    impl BlobStore for Counting {
-        fn url(&self, key: &str) -> BlobUrl {
-            self.inner.url(key)
-        }
-        async fn get(&self, key: &str) -> Result<Bytes> {
-            self.count(1);
-            self.inner.get(key).await
-        }
-        async fn get_range_if(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<ByteStream> {
-            self.count(1);
-            self.inner.get_range_if(key, range, if_match).await
-        }
-        async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-            self.count(1);
-            self.inner.put(key, body).await
-        }
-        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool> {
-            self.count(1);
-            self.inner.put_if_absent(key, body).await
-        }
-        async fn put_if_version(&self, key: &str, body: Bytes, version: &str) -> Result<bool> {
-            self.count(1);
-            self.inner.put_if_version(key, body, version).await
-        }
-        async fn head(&self, key: &str) -> Result<ObjectMeta> {
-            self.count(1);
-            self.inner.head(key).await
-        }
-        fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
-            futures::stream::once(async move {
-                let all: Vec<Result<ObjectMeta>> = self.inner.list(prefix).collect().await;
-                self.count((all.len() as u64).div_ceil(1000).max(1));
-                futures::stream::iter(all)
-            })
-            .flatten()
-            .boxed()
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.count(1);
-            self.inner.delete(key).await
-        }
-    }
+    use crate::store::CountingStore;
 
     fn job(root: &BlobUrl, shards: usize) -> AnyJob {
         let input = ShardInput {
@@ -933,7 +888,7 @@ mod tests {
     async fn completion_is_checked_in_one_listing_per_shard() {
         let dir = tempfile::tempdir().unwrap();
         let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
-        let counting = Arc::new(Counting { inner: crate::store::open(&root).unwrap(), requests: AtomicU64::new(0) });
+        let counting = Arc::new(CountingStore::new(crate::store::open(&root).unwrap()));
         let ledger = Ledger::new(counting.clone(), &root);
         let n = 1200;
         let job = job(&root, n);
@@ -943,7 +898,7 @@ mod tests {
             order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
         let mut checks = 0u64;
-        let requests = || counting.requests.load(Ordering::Relaxed);
+        let requests = || counting.requests();
         for (k, &i) in order.iter().enumerate() {
             let shard = ShardId::from_index(i);
             // What a worker does per shard: is it done? record it, check.
@@ -957,7 +912,7 @@ mod tests {
                 // What status sees mid-job: summaries and records add up.
                 let before = requests();
                 let view = ledger.done_view(&job).await.unwrap();
-                counting.requests.fetch_sub(requests() - before, Ordering::Relaxed);
+                counting.uncount(requests() - before);
                 assert_eq!((view.ids.len(), view.rows(), view.foreign), (k + 1, k as u64 + 1, 0));
             }
         }

@@ -76,6 +76,10 @@ enum BenchWhat {
     /// A training sweep's wall time against its trainers' time divided by
     /// the workers: what leasing, staging, validation and registration add.
     Train(super::bench_train::BenchTrainArgs),
+    /// The ledger's own store requests per shard and `status` latency as
+    /// jobs grow (1k, 10k, 100k shards), on a directory or S3, with a
+    /// latency added to every request.
+    Ledger(super::bench_ledger::BenchLedgerArgs),
 }
 
 /// Features per row of the reference CTR models.
@@ -85,6 +89,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         Some(BenchWhat::Serve(s)) => return super::bench_serve::run(s).await,
         Some(BenchWhat::Train(t)) => return super::bench_train::run(t).await,
+        Some(BenchWhat::Ledger(l)) => return super::bench_ledger::run(l).await,
         None => {}
     }
     let device = a.device.select().await?;

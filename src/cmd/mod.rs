@@ -3,6 +3,7 @@
 //! endpoint, signals, loading a model) is here.
 
 pub mod bench;
+pub mod bench_ledger;
 pub mod bench_serve;
 pub mod bench_train;
 pub mod completions;

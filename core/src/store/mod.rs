@@ -2,11 +2,13 @@
 //! live. Backends: the filesystem and S3, both shaped by S3's semantics:
 //! ranged reads as streams, paged listing, conditional create.
 
+mod counting;
 mod fs;
 mod retry;
 mod s3;
 mod unreliable;
 
+pub use counting::CountingStore;
 pub use fs::FsStore;
 pub use retry::RetryStore;
 pub use s3::S3Store;
