@@ -163,7 +163,12 @@ async fn plan(req: &SubmitRequest, job: &JobId, input_store: &dyn BlobStore) -> 
         rows_estimate: shards.iter().map(|s| s.rows_estimate).sum(),
         files: files
             .iter()
-            .map(|f| InputFileRecord { url: f.url.clone(), size: f.size, version: Some(f.version.clone()) })
+            .map(|f| InputFileRecord {
+                url: f.url.clone(),
+                size: f.size,
+                version: Some(f.version.clone()),
+                columns: None,
+            })
             .collect(),
         skipped_files,
         shards,

@@ -99,6 +99,11 @@ pub struct InputFileRecord {
     /// `ObjectMeta::version` at planning (ETag on S3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// A CSV file's header, once: `job.json` leaves it out of the file's
+    /// shards (100k shards of a 40-column file repeated it 100k times) and
+    /// reading puts it back (`JobRecord::compacted`, `expand`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 /// An input file that holds no rows (0 bytes, a header only, no rows in
@@ -127,6 +132,49 @@ pub struct JobRecord {
     /// later does not change the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_registry: Option<RegistryPin>,
+}
+
+impl JobRecord {
+    /// The record as `job.json` holds it: each CSV file's header once, in
+    /// its file entry, instead of in every one of its shards.
+    pub fn compacted(&self) -> JobRecord {
+        let mut out = self.clone();
+        for file in &mut out.files {
+            // Only a header every shard of the file shares exactly: then
+            // `expand` gives each shard back what it had.
+            let mut of_file = self.shards.iter().filter(|s| s.input.url == file.url).map(|s| &s.input.columns);
+            let first = of_file.next().cloned().flatten();
+            if file.columns.is_none() && first.is_some() && of_file.all(|c| *c == first) {
+                file.columns = first;
+            }
+        }
+        let headers: std::collections::HashMap<&BlobUrl, &Vec<String>> =
+            out.files.iter().filter_map(|f| Some((&f.url, f.columns.as_ref()?))).collect();
+        let mut shards = out.shards.clone();
+        for shard in &mut shards {
+            if shard.input.columns.as_ref().is_some_and(|c| headers.get(&shard.input.url) == Some(&c)) {
+                shard.input.columns = None;
+            }
+        }
+        out.shards = shards;
+        out
+    }
+
+    /// Undoes `compacted`: every shard of a file with a header gets it back
+    /// (in memory a record has its headers in its shards only). A record
+    /// written before compaction has its headers in its shards and none in
+    /// its files: nothing changes.
+    pub fn expand(&mut self) {
+        let headers: std::collections::HashMap<BlobUrl, Vec<String>> =
+            self.files.iter_mut().filter_map(|f| Some((f.url.clone(), f.columns.take()?))).collect();
+        for shard in &mut self.shards {
+            if shard.input.columns.is_none()
+                && let Some(columns) = headers.get(&shard.input.url)
+            {
+                shard.input.columns = Some(columns.clone());
+            }
+        }
+    }
 }
 
 /// A registry model as a job pinned it (`spec.model` is the version's
@@ -252,7 +300,11 @@ impl AnyJob {
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
         match value.get("kind").and_then(|k| k.as_str()) {
             Some("train") => Ok(AnyJob::Train(serde_json::from_value(value).map_err(corrupt)?)),
-            None => Ok(AnyJob::Infer(serde_json::from_value(value).map_err(corrupt)?)),
+            None => {
+                let mut job: JobRecord = serde_json::from_value(value).map_err(corrupt)?;
+                job.expand();
+                Ok(AnyJob::Infer(job))
+            }
             Some(other) => Err(Error::invalid(what.to_string(), format!("job of unknown kind {other:?}"))),
         }
     }
@@ -403,7 +455,6 @@ impl Ledger {
         self.store.put(key, Bytes::from(body)).await
     }
 
-    /// Reads every record under a ledger folder, in key order.
     /// Every record under `folder`, in key order. The GETs run
     /// `READ_CONCURRENCY` at a time: one at a time, `status` of a 10k-shard
     /// job on S3 waited 10k round trips.
@@ -473,7 +524,7 @@ impl Ledger {
     /// Creates `job.json` unless the prefix already holds one: a prefix
     /// belongs to one job. Returns whether this call created it.
     pub async fn create_job(&self, job: &JobRecord) -> Result<bool> {
-        let body = serde_json::to_vec_pretty(job).expect("ledger records serialize");
+        let body = serde_json::to_vec_pretty(&job.compacted()).expect("ledger records serialize");
         self.store.put_if_absent(&self.job_key(), Bytes::from(body)).await
     }
 
@@ -520,7 +571,7 @@ impl Ledger {
     /// Rewrites the record of the job the prefix already holds (a resume
     /// with a new deadline); never used to take a prefix over.
     pub async fn update_job(&self, job: &JobRecord) -> Result<()> {
-        self.write_json(&self.job_key(), job).await
+        self.write_json(&self.job_key(), &job.compacted()).await
     }
 
     /// Deletes what a job wrote under the prefix (outputs, ledger,
@@ -871,6 +922,37 @@ mod tests {
             trial: None,
             device: None,
         }
+    }
+
+    /// `job.json` holds each CSV file's header once; reading it gives every
+    /// shard its header back, and a record written before (headers in the
+    /// shards) reads the same.
+    #[tokio::test]
+    async fn job_json_holds_each_header_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
+        let ledger = Ledger::new(crate::store::open(&root).unwrap(), &root);
+        let AnyJob::Infer(mut job) = job(&root, 3000) else { unreachable!() };
+        let header: Vec<String> = (0..40).map(|i| format!("feature_{i:02}")).collect();
+        let (a, b) = (root.join("a.csv"), root.join("b.parquet"));
+        for (i, shard) in job.shards.iter_mut().enumerate() {
+            let csv = i % 3 != 0;
+            shard.input.url = if csv { a.clone() } else { b.clone() };
+            shard.input.columns = csv.then(|| header.clone());
+        }
+        job.files = [&a, &b]
+            .into_iter()
+            .map(|u| InputFileRecord { url: u.clone(), size: 1, version: None, columns: None })
+            .collect();
+        assert!(ledger.create_job(&job).await.unwrap());
+        let text = std::fs::read_to_string(dir.path().join("_hourglass/job.json")).unwrap();
+        assert_eq!(text.matches("feature_39").count(), 1, "the header is written once");
+        let Some(AnyJob::Infer(read)) = ledger.read_any_job().await.unwrap() else { panic!("no job") };
+        assert_eq!(read, job, "reading gives every shard its header back");
+        // A record written before compaction reads the same.
+        let old = serde_json::to_vec(&job).unwrap();
+        let AnyJob::Infer(old) = AnyJob::from_json("old", &old).unwrap() else { unreachable!() };
+        assert_eq!(old, job);
     }
 
     #[test]

@@ -176,7 +176,7 @@ async fn infer_fixture(grant: Option<usize>) -> Fixture {
         model_sha256: hex::encode(sha2::Sha256::digest(&model_bytes)),
         submitted_at_ms: 1,
         rows_estimate: 2000,
-        files: vec![InputFileRecord { url: input.clone(), size: csv.len() as u64, version: None }],
+        files: vec![InputFileRecord { url: input.clone(), size: csv.len() as u64, version: None, columns: None }],
         skipped_files: vec![],
         shards: vec![ShardPlan {
             shard: unit.clone(),
