@@ -51,18 +51,21 @@ USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/hourglass"]
 CMD ["--help"]
 
-# 4. `--target gpu`: the runtime image for GPU node pools (chart:
+# 4. `base`: the runtime's Debian, CA certificates and user, and the
+#    binary; `--target gpu`: that, for GPU node pools (chart:
 #    gpu.enabled, which runs it as IMAGE:TAG-gpu with --device). The NVIDIA
 #    driver (libcuda.so.1) is the node's: the NVIDIA container toolkit mounts
 #    it into pods that request nvidia.com/gpu. `hourglass doctor --device
 #    cuda` in the pod says whether the provider registers, and why not.
-FROM debian:bookworm-slim AS gpu
+FROM debian:bookworm-slim AS base
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 hourglass \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hourglass
 COPY --from=build /src/target/release/hourglass /usr/local/bin/hourglass
+
+FROM base AS gpu
 COPY --from=ort-gpu /ort /opt/ort
 ENV ORT_DYLIB_PATH=/opt/ort/onnxruntime/capi/libonnxruntime.so.1.31.1 \
     NVIDIA_VISIBLE_DEVICES=all \
@@ -72,14 +75,8 @@ ENTRYPOINT ["/usr/local/bin/hourglass"]
 CMD ["--help"]
 
 # 5. Runtime, the default (last) target: CA certificates for S3/SQS over TLS,
-#    nothing else.
-FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --gid 10001 hourglass \
- && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hourglass
-COPY --from=build /src/target/release/hourglass /usr/local/bin/hourglass
+#    nothing else (the `base` stage above, which `gpu` shares).
+FROM base
 COPY --from=ort /ort/onnxruntime/capi/libonnxruntime.so.1.31.1 /usr/local/lib/libonnxruntime.so.1.31.1
 ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1
 # Numeric, so Kubernetes can check runAsNonRoot.

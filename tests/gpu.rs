@@ -149,27 +149,9 @@ fn worker_falls_back_to_cpu_and_reports_the_device_in_use() {
 #[test]
 fn serve_reports_the_device_in_use() {
     let model = model_path();
-    let args = [
-        "serve",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--model",
-        model.to_str().unwrap(),
-        "--device",
-        "cuda",
-        "--ep-fallback",
-        "cpu",
-    ];
     let gpu = gpu_library();
-    let mut serve = WorkerProc::spawn_command(&args, &[("ORT_DYLIB_PATH", gpu.as_str())]);
-    let bound = |line: String| -> String {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        v["bound"].as_str().unwrap().to_string()
-    };
-    let addr = bound(serve.wait_for_line("serving HTTP", Duration::from_secs(60)));
-    let grpc = bound(serve.wait_for_line("serving gRPC", Duration::from_secs(10)));
+    let args = ["--model", model.to_str().unwrap(), "--device", "cuda", "--ep-fallback", "cpu"];
+    let (mut serve, addr, grpc) = spawn_serve(&args, &[("ORT_DYLIB_PATH", gpu.as_str())]);
     let (code, body) = http_get(&addr, "/v2/models/ctr_gbdt").unwrap();
     assert_eq!(code, 200, "{body}");
     let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -198,11 +180,7 @@ fn serve_reports_the_device_in_use() {
 #[test]
 fn serve_on_cpu_reports_cpu_without_a_fallback() {
     let model = model_path();
-    let args = ["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "off", "--model", model.to_str().unwrap()];
-    let mut serve = WorkerProc::spawn_command(&args, &[]);
-    let line = serve.wait_for_line("serving HTTP", Duration::from_secs(60));
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = v["bound"].as_str().unwrap().to_string();
+    let (mut serve, addr, _) = spawn_serve(&["--model", model.to_str().unwrap()], &[]);
     let (_, body) = http_get(&addr, "/v2/models/ctr_gbdt").unwrap();
     let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(meta["parameters"]["device"], "cpu", "{meta}");

@@ -10,20 +10,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-/// `hourglass serve` on loopback ports with `args`: the process and its
-/// HTTP and gRPC addresses, once both listen.
-fn spawn_serve(args: &[&str]) -> (WorkerProc, String, String) {
-    let base = ["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"];
-    let mut serve = WorkerProc::spawn_command(&[&base[..], args].concat(), &[]);
-    let bound = |line: String| -> String {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        v["bound"].as_str().unwrap().to_string()
-    };
-    let http = bound(serve.wait_for_line("serving HTTP", Duration::from_secs(60)));
-    let grpc = bound(serve.wait_for_line("serving gRPC", Duration::from_secs(10)));
-    (serve, http, grpc)
-}
-
 /// The project venv's Python and a script under tests/.
 fn python_script(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -33,7 +19,7 @@ fn python_script(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn tritonclient_speaks_to_hourglass_serve() {
     let model = model_path();
-    let (mut serve, addr, grpc) = spawn_serve(&["--model", model.to_str().unwrap(), "--max-queue-delay", "2ms"]);
+    let (mut serve, addr, grpc) = spawn_serve(&["--model", model.to_str().unwrap(), "--max-queue-delay", "2ms"], &[]);
     let (python, script) = python_script("serve_client.py");
     let out =
         Command::new(python).arg(script).args([&addr, &grpc, "ctr_gbdt", model.to_str().unwrap()]).output().unwrap();
@@ -82,7 +68,7 @@ fn an_alias_move_swaps_versions_under_load_without_failing_a_request() {
     };
     push("ctr_gbdt.onnx");
     let reference = format!("{reg}/ctr@champion");
-    let (mut serve, addr, grpc) = spawn_serve(&["--model", &reference, "--follow-interval", "100ms"]);
+    let (mut serve, addr, grpc) = spawn_serve(&["--model", &reference, "--follow-interval", "100ms"], &[]);
     let (python, script) = python_script("serve_swap_client.py");
     let mut client = Command::new(python)
         .arg(script)

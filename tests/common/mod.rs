@@ -385,6 +385,20 @@ pub fn write_csv(path: &std::path::Path, from: u64, to: u64, bad: Option<u64>) {
     std::fs::write(path, text).unwrap();
 }
 
+/// `hourglass serve` on loopback ports with `args` (and `env`): the process
+/// and its HTTP and gRPC addresses, once both listen.
+pub fn spawn_serve(args: &[&str], env: &[(&str, &str)]) -> (WorkerProc, String, String) {
+    let base = ["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"];
+    let mut serve = WorkerProc::spawn_command(&[&base[..], args].concat(), env);
+    let bound = |line: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["bound"].as_str().unwrap().to_string()
+    };
+    let http = bound(serve.wait_for_line("serving HTTP", Duration::from_secs(60)));
+    let grpc = bound(serve.wait_for_line("serving gRPC", Duration::from_secs(10)));
+    (serve, http, grpc)
+}
+
 /// A plain HTTP/1.1 GET on loopback (metrics endpoints, Prometheus' API).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
