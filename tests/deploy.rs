@@ -60,15 +60,21 @@ fn chart_lints_strictly() {
     run(&mut helm(&["lint", "--strict", c.to_str().unwrap(), "-f", values.to_str().unwrap()]));
 }
 
+/// `kubernetes-validate --strict` (the project venv's) of rendered
+/// manifests against Kubernetes 1.33's schemas: its report.
+fn kubernetes_validate(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, text).unwrap();
+    let validator = root().join(".venv/bin/kubernetes-validate");
+    let out = run(Command::new(&validator).args(["--strict", "-k", "1.33.0", file.to_str().unwrap()]));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 #[test]
 fn chart_renders_manifests_valid_for_kubernetes_1_33() {
     let (text, docs) = render();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rendered.yaml");
-    std::fs::write(&file, &text).unwrap();
-    let validator = root().join(".venv/bin/kubernetes-validate");
-    let out = run(Command::new(&validator).args(["--strict", "-k", "1.33.0", file.to_str().unwrap()]));
-    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let report = kubernetes_validate(&text);
     let builtin = docs.iter().filter(|d| !d["apiVersion"].as_str().unwrap().contains("monitoring.coreos.com")).count();
     assert_eq!(report.matches(" passed for resource ").count(), builtin, "{report}");
     assert!(!report.contains("ERROR"), "{report}");
@@ -502,12 +508,7 @@ fn chart_runs_workers_on_a_gpu_node_pool() {
     assert!(args.contains(&"--device-class=tensorrt"), "{args:?}");
     assert!(args.contains(&"--pod-rows-per-sec=cpu=250000,tensorrt=3000000"), "{args:?}");
     // Valid for the API server.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rendered.yaml");
-    std::fs::write(&file, &text).unwrap();
-    let validator = root().join(".venv/bin/kubernetes-validate");
-    let out = run(Command::new(&validator).args(["--strict", "-k", "1.33.0", file.to_str().unwrap()]));
-    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let report = kubernetes_validate(&text);
     assert!(!report.contains("ERROR"), "{report}");
     // Off: no GPU anywhere.
     let (text, _, _) = render_with(&[]);
