@@ -252,17 +252,18 @@ async fn deadline_policy_sizes_from_the_ledger_and_prewarms_placeholders() {
     args.extend(policy);
     let out = ok(&k.scaler_once(&s.queue(), &args));
     let replicas = k.replicas("hourglass-worker");
-    // 20,000 rows / (10 rows/s × 390 s) = 5.1 → 6 pods.
-    assert_eq!(replicas, 6, "{out}");
+    // 20,000 rows / (10 rows/s × 390 s) = 5.1 → 6 pods, which need two
+    // 4-pod nodes: both are paid for, so both are filled.
+    assert_eq!(replicas, 8, "{out}");
     let events = k.events("hourglass-worker", "ScaledUp");
     assert!(events.last().unwrap().contains("projected finish"), "{events:?}");
     assert!(events.last().unwrap().contains("rows left"), "{events:?}");
 
-    // Pre-warm window open now: room for 10 worker pods is held, less the
-    // 6 asked for already.
+    // Pre-warm window open now: room for 12 worker pods is held, less the
+    // 8 asked for already.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
     let at = format!("{:02}:{:02}", now / 3600, now / 60 % 60);
-    let mut args = vec!["--ledger", &output, "--prewarm-at", &at, "--prewarm-replicas", "10"];
+    let mut args = vec!["--ledger", &output, "--prewarm-at", &at, "--prewarm-replicas", "12"];
     args.extend(policy);
     let out = ok(&k.scaler_once(&s.queue(), &args));
     assert!(out.contains("placeholders 4"), "{out}");
@@ -399,7 +400,7 @@ async fn scaler_follows_a_nightly_ledger_by_date() {
     args.extend(policy);
     let out = ok(&k.scaler_once(&queue, &args));
     // Sized from that night's ledger (rows left), as with a fixed --ledger.
-    assert_eq!(k.replicas("hourglass-worker"), 6, "{out}");
+    assert_eq!(k.replicas("hourglass-worker"), 8, "{out}");
     assert!(k.events("hourglass-worker", "ScaledUp").last().unwrap().contains("rows left"));
     let bad = k.scaler_once(&queue, &["--ledger", &s.s("preds/{dat}/")]);
     assert!(!bad.status.success());

@@ -3,10 +3,18 @@
 //! the actuators and the simulator call the same code.
 //!
 //! Two rules:
-//! - **deadline**: choose the fewest replicas whose projected finish lands
-//!   before the deadline minus a safety margin, counting the time new
-//!   capacity takes to arrive (pod start, plus node boot when the new pods
-//!   do not fit on nodes already up);
+//! - **deadline**: reason in node-hours, the unit that is paid for. Find
+//!   the fewest replicas whose projected finish lands before the deadline
+//!   minus a safety margin, counting the time new capacity takes to arrive
+//!   (pod start, plus node boot when the new pods do not fit on nodes
+//!   already up) and the capacity spot interruptions take away; then round
+//!   up to whole nodes and fill every node already paid for, up to the
+//!   replicas the queue can keep busy. A node costs its boot, its share of
+//!   the work and the autoscaler's scale-down delay whether its slots are
+//!   used or not, so the fewest fully packed nodes that meet the deadline
+//!   are the fewest node-hours. When the ledger says the job is done, the
+//!   replicas go at once (the nodes still wait out the scale-down delay);
+//!   the idle cooldown is for queues nobody has a ledger for;
 //! - **queue-length**: KEDA's SQS rule, `ceil((visible + in flight) /
 //!   target messages per replica)`; `target_messages_per_replica` is KEDA's
 //!   `queueLength` (default 5), and counting in-flight messages is KEDA's
@@ -39,8 +47,14 @@ pub struct PolicyConfig {
     pub scale_down_stabilization: Duration,
     /// Scale to zero after the queue has been empty this long (KEDA: 5 min).
     pub idle_cooldown: Duration,
-    /// Aim to finish this long before the deadline.
+    /// Aim to finish this long before the deadline, or `safety_margin_fraction`
+    /// of the time left, whichever is less: a fixed 5 minutes would cost a
+    /// 20-minute job a quarter of its window (and its node-hours).
     pub safety_margin: Duration,
+    pub safety_margin_fraction: f64,
+    /// Spot interruptions per node-hour: each takes a node's pods away for
+    /// a node boot and a pod start, and their shards are redone.
+    pub interruptions_per_node_hour: f64,
     pub pod_start: Duration,
     pub node_boot: Duration,
     pub pods_per_node: u32,
@@ -65,6 +79,8 @@ impl Default for PolicyConfig {
             scale_down_stabilization: Duration::from_secs(300),
             idle_cooldown: Duration::from_secs(300),
             safety_margin: Duration::from_secs(300),
+            safety_margin_fraction: 0.1,
+            interruptions_per_node_hour: 0.05,
             pod_start: Duration::from_secs(30),
             node_boot: Duration::from_secs(180),
             pods_per_node: 4,
@@ -143,20 +159,30 @@ pub fn decide(cfg: &PolicyConfig, s: &Signals, h: &mut History) -> Decision {
     // capped by the replicas that exist.)
     let busy = s.in_flight.div_ceil(u64::from(cfg.shards_per_replica.max(1))).min(u64::from(s.current_replicas)) as u32;
     let rate = s.measured_rows_per_sec.filter(|r| *r > 0.0).unwrap_or(cfg.prior_rows_per_sec).max(1e-9);
+    // What interruptions take away: per node-hour, each a node's pods for
+    // a node boot and a pod start.
+    let lost = (cfg.interruptions_per_node_hour.max(0.0) * secs(cfg.node_boot + cfg.pod_start) / 3600.0).min(0.5);
+    let rate = rate * (1.0 - lost);
     let backlog = s.backlog_rows.map(|b| b as f64).unwrap_or(messages as f64 * cfg.prior_rows_per_message);
     if messages > 0 {
         h.last_busy = Some(s.now);
     }
 
     let (raw, verdict, finish) = if messages == 0 {
-        let idle_long = h.last_busy.is_none_or(|t| s.now.saturating_sub(t) >= cfg.idle_cooldown);
+        // The ledger says every row is done: nothing comes back, so nothing
+        // is worth keeping a node for.
+        // (KEDA knows no ledger: the queue-length rule keeps its cooldown.)
+        let job_done = cfg.kind == PolicyKind::Deadline && s.backlog_rows == Some(0) && s.deadline.is_some();
+        let idle_long = job_done || h.last_busy.is_none_or(|t| s.now.saturating_sub(t) >= cfg.idle_cooldown);
         let keep = if idle_long { 0 } else { s.current_replicas };
         (keep, Verdict::Idle, None)
     } else {
         match (cfg.kind, s.deadline) {
             (PolicyKind::Deadline, Some(deadline)) => {
-                let available = secs(deadline.saturating_sub(s.now).saturating_sub(cfg.safety_margin));
-                let needed = replicas_for_deadline(cfg, s, backlog, rate, available);
+                let left = deadline.saturating_sub(s.now);
+                let margin = cfg.safety_margin.min(left.mul_f64(cfg.safety_margin_fraction.clamp(0.0, 1.0)));
+                let available = secs(left.saturating_sub(margin));
+                let needed = whole_nodes(cfg, s, replicas_for_deadline(cfg, s, backlog, rate, available));
                 let latency = latency_for(cfg, s, needed);
                 let finish = finish_secs(backlog, rate, s.current_replicas, needed.max(busy).max(1), latency);
                 let on_track = finish <= available;
@@ -199,6 +225,19 @@ pub fn decide(cfg: &PolicyConfig, s: &Signals, h: &mut History) -> Decision {
         _ => None,
     };
     Decision { desired_replicas: desired, placeholder_replicas, projected_finish, verdict }
+}
+
+/// The node-hours step: `needed` replicas rounded up to whole nodes, and
+/// at least every slot of the nodes already up, but no more replicas than
+/// the queue can keep busy (one message each per `shards_per_replica`).
+/// A node is paid for whole; an empty slot on it buys nothing, a filled one
+/// finishes the work (and frees the node) sooner.
+fn whole_nodes(cfg: &PolicyConfig, s: &Signals, needed: u32) -> u32 {
+    let ppn = cfg.pods_per_node.max(1);
+    let useful =
+        (s.visible + s.in_flight).div_ceil(u64::from(cfg.shards_per_replica.max(1))).min(u64::from(u32::MAX)) as u32;
+    let nodes = needed.div_ceil(ppn).saturating_mul(ppn);
+    needed.max(nodes.max(s.schedulable_replicas).min(useful))
 }
 
 /// Pod start, plus a node boot when the replicas do not fit on nodes up.
@@ -258,8 +297,9 @@ mod tests {
         // 1e9 rows, 1 h, 250 k rows/s per pod, 3 min node boot, 5 min margin.
         let cfg = PolicyConfig::default();
         let d = fresh(&cfg, &signals(1_000_000_000, 1000, 60));
-        // 1e9 / 250e3 = 4000 pod-seconds over 55 min less 3.5 min of boot.
-        assert_eq!(d.desired_replicas, 2, "{d:?}");
+        // 1e9 / 250e3 = 4000 pod-seconds over 55 min less 3.5 min of boot:
+        // 2 pods would do, and the node they need holds 4.
+        assert_eq!(d.desired_replicas, 4, "{d:?}");
         assert_eq!(d.verdict, Verdict::OnTrack);
         assert!(d.projected_finish.unwrap() <= MIN * 55);
     }

@@ -323,13 +323,14 @@ mod tests {
     fn prewarm_is_sized_from_the_last_run() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = PolicyConfig::default();
-        // 1e9 rows in 1 h at 250k rows/s per pod: the policy asks for 2.
+        // 1e9 rows in 1 h at 250k rows/s per pod: 2 pods would do, and the
+        // policy asks for the node they need, 4 pods.
         let last = job(dir.path(), 1000, 1_000_000, Some(1_000_000 + 3_600_000));
         let records: Vec<_> = (0..1000).map(|i| done(&format!("s{i:03}"), 1_000_000, 4.0, 2_000_000 + i)).collect();
-        assert_eq!(prewarm_from_last_run(&cfg, &last, &records), Some(2));
-        // Half the measured speed needs more pods.
-        let slow: Vec<_> = (0..1000).map(|i| done(&format!("s{i:03}"), 1_000_000, 8.0, 2_000_000 + i)).collect();
-        assert!(prewarm_from_last_run(&cfg, &last, &slow).unwrap() > 2);
+        assert_eq!(prewarm_from_last_run(&cfg, &last, &records), Some(4));
+        // A quarter of the measured speed needs a second node.
+        let slow: Vec<_> = (0..1000).map(|i| done(&format!("s{i:03}"), 1_000_000, 16.0, 2_000_000 + i)).collect();
+        assert_eq!(prewarm_from_last_run(&cfg, &last, &slow), Some(8));
         let no_deadline = job(dir.path(), 10, 10, None);
         assert_eq!(prewarm_from_last_run(&cfg, &no_deadline, &records), None);
     }

@@ -10,7 +10,7 @@
 //! pods, and their shards come back after the visibility timeout. The
 //! scaler decides every `tick`; it never removes a busy pod.
 
-use crate::policy::{Decision, History, PolicyConfig, Signals, decide};
+use crate::policy::{Decision, History, PolicyConfig, PolicyKind, Signals, decide};
 use hourglass_core::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -50,6 +50,34 @@ impl Scenario {
             seed: 1,
             max_time: Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// A slow model on a tight deadline with many interruptions: 1e9 rows
+    /// in 20 min at 25 k rows/s per pod, 0.2 interruptions per node-hour.
+    pub fn tight() -> Self {
+        Self {
+            deadline: Duration::from_secs(20 * 60),
+            pod_rows_per_sec: 25_000.0,
+            spot_interruptions_per_node_hour: 0.2,
+            ..Self::reference()
+        }
+    }
+
+    /// The scenario in a few words, for tables.
+    pub fn label(&self, cfg: &PolicyConfig) -> String {
+        let rate = if self.pod_rows_per_sec >= 1000.0 {
+            format!("{}k", (self.pod_rows_per_sec / 1000.0).round())
+        } else {
+            format!("{}", self.pod_rows_per_sec)
+        };
+        format!(
+            "{:.0e} rows, {} deadline, {rate} rows/s/pod, {} pods/node, {} boot, {} interruptions/node-h",
+            self.rows,
+            short(self.deadline),
+            cfg.pods_per_node,
+            short(cfg.node_boot),
+            self.spot_interruptions_per_node_hour
+        )
     }
 }
 
@@ -283,6 +311,104 @@ pub fn simulate(scn: &Scenario, cfg: &PolicyConfig) -> Outcome {
     }
 }
 
+/// `1h`, `20min`, `3min`, `45s`.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(3600) && s > 0 {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) && s > 0 {
+        format!("{}min", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The plan to beat: `nodes` fully packed nodes started at the run's start
+/// and kept to the end. Each is billed for its node boot, its pods' start,
+/// its share of the work and the cluster autoscaler's scale-down delay;
+/// the best is the fewest nodes whose last shard (whole shards handed out
+/// round-robin) is done by the deadline, with no margin and no
+/// interruptions. No policy that starts from zero can do better on
+/// node-hours, so it is the yardstick for the deadline policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedFleet {
+    pub nodes: u32,
+    pub node_hours: f64,
+    pub finish: Duration,
+}
+
+pub fn best_fixed_fleet(scn: &Scenario, cfg: &PolicyConfig) -> Option<FixedFleet> {
+    let ppn = f64::from(cfg.pods_per_node.max(1));
+    let shards = (scn.rows / scn.shard_rows).ceil().max(1.0);
+    let shard_secs = scn.shard_rows.min(scn.rows) / scn.pod_rows_per_sec;
+    let start = (cfg.node_boot + cfg.pod_start).as_secs_f64();
+    let per_node = start + scn.node_idle_removal.as_secs_f64();
+    let work_node_secs = scn.rows / (ppn * scn.pod_rows_per_sec);
+    (1..=(shards / ppn).ceil() as u32).find_map(|n| {
+        let finish = start + (shards / (f64::from(n) * ppn)).ceil() * shard_secs;
+        (finish <= scn.deadline.as_secs_f64()).then(|| FixedFleet {
+            nodes: n,
+            node_hours: (f64::from(n) * per_node + work_node_secs) / 3600.0,
+            finish: Duration::from_secs_f64(finish),
+        })
+    })
+}
+
+/// Both policies and the best fixed fleet on one scenario.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub deadline: Outcome,
+    pub queue_length: Outcome,
+    pub fixed: Option<FixedFleet>,
+}
+
+impl Comparison {
+    pub fn run(scn: &Scenario, cfg: &PolicyConfig) -> Self {
+        Self {
+            deadline: simulate(scn, &PolicyConfig { kind: PolicyKind::Deadline, ..cfg.clone() }),
+            queue_length: simulate(scn, &PolicyConfig { kind: PolicyKind::QueueLength, ..cfg.clone() }),
+            fixed: best_fixed_fleet(scn, cfg),
+        }
+    }
+
+    /// A policy's node-hours over the best fixed fleet's.
+    pub fn ratio(&self, outcome: &Outcome) -> Option<f64> {
+        self.fixed.as_ref().map(|f| outcome.node_hours / f.node_hours)
+    }
+
+    /// One markdown table row: the scenario, then the deadline policy, the
+    /// best fixed fleet, their ratio and the queue-length (KEDA) rule.
+    pub fn markdown_row(&self, scenario: &str) -> String {
+        let run = |o: &Outcome| match o.finish {
+            Some(f) if o.met_deadline() => format!("{:.2} node-h, done {} s", o.node_hours, f.as_secs()),
+            Some(f) => format!("{:.2} node-h, LATE ({} s)", o.node_hours, f.as_secs()),
+            None => "never done".into(),
+        };
+        let ratio = |o: &Outcome| self.ratio(o).map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into());
+        let fixed = match &self.fixed {
+            Some(f) => format!(
+                "{:.2} node-h ({} node{}, done {} s)",
+                f.node_hours,
+                f.nodes,
+                if f.nodes == 1 { "" } else { "s" },
+                f.finish.as_secs()
+            ),
+            None => "none meets it".into(),
+        };
+        format!(
+            "| {scenario} | {} | {fixed} | {} | {} ({}) |",
+            run(&self.deadline),
+            ratio(&self.deadline),
+            run(&self.queue_length),
+            ratio(&self.queue_length)
+        )
+    }
+}
+
+/// The header of `Comparison::markdown_row`'s table.
+pub const MARKDOWN_HEADER: &str =
+    "| scenario | deadline policy | best fixed fleet | ratio | queue-length (KEDA) rule |\n|---|---|---|---|---|";
+
 /// The timeline as CSV.
 pub fn timeline_csv(outcome: &Outcome) -> String {
     let mut out =
@@ -415,10 +541,71 @@ pub fn timeline_svg(outcome: &Outcome, title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::PolicyKind;
 
     fn cfg(kind: PolicyKind) -> PolicyConfig {
         PolicyConfig { kind, ..PolicyConfig::default() }
+    }
+
+    /// The scenarios the README's comparison table shows, with the policy
+    /// expecting the interruptions the cluster has.
+    fn readme_scenarios() -> Vec<(Scenario, PolicyConfig)> {
+        [Scenario::reference(), Scenario::tight()]
+            .into_iter()
+            .map(|scn| {
+                let cfg = PolicyConfig {
+                    prior_rows_per_sec: scn.pod_rows_per_sec,
+                    prior_rows_per_message: scn.shard_rows,
+                    interruptions_per_node_hour: scn.spot_interruptions_per_node_hour,
+                    ..PolicyConfig::default()
+                };
+                (scn, cfg)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deadline_policy_pays_within_a_tenth_of_the_best_fixed_fleet() {
+        let mut table = vec![MARKDOWN_HEADER.to_string()];
+        let mut figures = Vec::new();
+        for (scn, cfg) in readme_scenarios() {
+            let c = Comparison::run(&scn, &cfg);
+            let fixed = c.fixed.clone().expect("a fixed fleet meets both deadlines");
+            let ratio = c.ratio(&c.deadline).unwrap();
+            assert!(c.deadline.met_deadline(), "{:?} vs {:?}", c.deadline.finish, c.deadline.deadline);
+            assert!(
+                ratio <= 1.1,
+                "{:.2} node-h is {ratio:.3}× the fixed fleet's {:.2}",
+                c.deadline.node_hours,
+                fixed.node_hours
+            );
+            assert!(c.deadline.node_hours <= c.queue_length.node_hours);
+            figures.push((fixed.nodes, format!("{:.2}", fixed.node_hours), format!("{:.2}", c.deadline.node_hours)));
+            table.push(c.markdown_row(&scn.label(&cfg)));
+        }
+        // The figures themselves, not only "met": the fixed fleets are the
+        // issue's (1 node, 0.50 node-h; 11 nodes, 5.25 node-h).
+        assert_eq!(
+            figures,
+            [(1, "0.50".to_string(), "0.50".to_string()), (11, "5.25".to_string(), "5.65".to_string())]
+        );
+        // The README's table is this run's output.
+        let table = table.join("\n");
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        assert!(readme.contains(&table), "the README's node-hours table is stale; it should read:\n{table}");
+    }
+
+    #[test]
+    fn best_fixed_fleet_is_the_fewest_nodes_that_meet_the_deadline() {
+        let cfg = PolicyConfig::default();
+        // 1000 shards of 4 s on 4 pods: 1000 s of work after 210 s of start.
+        let f = best_fixed_fleet(&Scenario::reference(), &cfg).unwrap();
+        assert_eq!((f.nodes, f.finish), (1, Duration::from_secs(1210)));
+        assert!((f.node_hours - (210.0 + 600.0 + 1000.0) / 3600.0).abs() < 1e-9);
+        // 20 min at 25k rows/s: 10 nodes take 210 + 25 × 40 = 1210 s, late.
+        let f = best_fixed_fleet(&Scenario::tight(), &cfg).unwrap();
+        assert_eq!((f.nodes, f.finish), (11, Duration::from_secs(210 + 23 * 40)));
+        let impossible = Scenario { deadline: Duration::from_secs(200), ..Scenario::reference() };
+        assert_eq!(best_fixed_fleet(&impossible, &cfg), None);
     }
 
     #[test]

@@ -32,7 +32,7 @@ enum ScalerCommand {
     Simulate(SimulateArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum PolicyArg {
     /// Fewest replicas that finish before the deadline minus the margin.
     Deadline,
@@ -75,9 +75,16 @@ struct PolicyArgs {
     /// Scale to zero after the queue has been empty this long.
     #[arg(long, default_value = "5m", value_parser = duration, env = "HOURGLASS_IDLE_COOLDOWN")]
     idle_cooldown: Duration,
-    /// Aim to finish this long before the deadline.
+    /// Aim to finish this long before the deadline, or --safety-margin-fraction
+    /// of the time left, whichever is less.
     #[arg(long, default_value = "5m", value_parser = duration, env = "HOURGLASS_SAFETY_MARGIN")]
     safety_margin: Duration,
+    #[arg(long, default_value_t = 0.1, value_parser = fraction, env = "HOURGLASS_SAFETY_MARGIN_FRACTION")]
+    safety_margin_fraction: f64,
+    /// Spot interruptions per node-hour the policy plans for (and, in
+    /// `simulate`, the rate the simulated cluster has).
+    #[arg(long, default_value_t = 0.05, value_parser = fraction_any, env = "HOURGLASS_SPOT_INTERRUPTIONS_PER_HOUR")]
+    spot_interruptions_per_hour: f64,
     /// How long a worker pod takes from scheduled to taking work.
     #[arg(long, default_value = "30s", value_parser = duration, env = "HOURGLASS_POD_START")]
     pod_start: Duration,
@@ -111,6 +118,20 @@ struct PolicyArgs {
 struct PodRate {
     class: Option<String>,
     rows_per_sec: f64,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?}: expected a number from 0 to 1")),
+    }
+}
+
+fn fraction_any(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f >= 0.0 && f.is_finite() => Ok(f),
+        _ => Err(format!("{s:?}: expected a number, 0 or more")),
+    }
 }
 
 fn parse_pod_rate(s: &str) -> Result<PodRate, String> {
@@ -151,6 +172,8 @@ impl PolicyArgs {
             scale_down_stabilization: self.scale_down_stabilization,
             idle_cooldown: self.idle_cooldown,
             safety_margin: self.safety_margin,
+            safety_margin_fraction: self.safety_margin_fraction,
+            interruptions_per_node_hour: self.spot_interruptions_per_hour,
             pod_start: self.pod_start,
             node_boot: self.node_boot,
             pods_per_node: self.pods_per_node,
@@ -242,9 +265,6 @@ struct SimulateArgs {
     start: String,
     #[arg(long, default_value = "UTC", env = "HOURGLASS_TZ")]
     tz: String,
-    /// Spot interruptions per node-hour.
-    #[arg(long, default_value_t = 0.05)]
-    spot_interruptions_per_hour: f64,
     #[arg(long, default_value = "60s", value_parser = duration)]
     visibility_timeout: Duration,
     /// Nodes already up at the start (pre-warmed).
@@ -252,9 +272,15 @@ struct SimulateArgs {
     initial_nodes: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Run both policies on the same scenario and print them side by side.
+    /// Run both policies on the same scenario and print them side by side
+    /// with the best fixed fleet (the fewest fully packed nodes started at
+    /// once that meet the deadline) and each one's node-hours over it.
     #[arg(long)]
     compare: bool,
+    /// With --compare: print the comparison as a markdown table row (the
+    /// README's table is made of these).
+    #[arg(long, requires = "compare", conflicts_with = "json")]
+    markdown: bool,
     /// Write the timeline (one row per tick) as CSV.
     #[arg(long)]
     timeline: Option<PathBuf>,
@@ -291,22 +317,25 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         shard_rows: a.shard_rows,
         deadline,
         pod_rows_per_sec: a.policy.pod_rate(),
-        spot_interruptions_per_node_hour: a.spot_interruptions_per_hour,
+        spot_interruptions_per_node_hour: a.policy.spot_interruptions_per_hour,
         visibility_timeout: a.visibility_timeout,
         initial_nodes: a.initial_nodes,
         seed: a.seed,
         ..Scenario::reference()
     };
     let chosen = a.policy.config(a.shard_rows);
-    let mut runs = vec![(a.policy.policy, sim::simulate(&scenario, &chosen))];
-    if a.compare {
-        let other = match a.policy.policy {
-            PolicyArg::Deadline => PolicyArg::QueueLength,
-            PolicyArg::QueueLength => PolicyArg::Deadline,
-        };
-        let cfg = PolicyConfig { kind: other.into(), ..chosen };
-        runs.push((other, sim::simulate(&scenario, &cfg)));
-    }
+    let (runs, fixed) = if a.compare {
+        let c = sim::Comparison::run(&scenario, &chosen);
+        if a.markdown {
+            println!("{}\n{}", sim::MARKDOWN_HEADER, c.markdown_row(&scenario.label(&chosen)));
+            return Ok(());
+        }
+        let (d, q) = ((PolicyArg::Deadline, c.deadline), (PolicyArg::QueueLength, c.queue_length));
+        (if a.policy.policy == PolicyArg::Deadline { vec![d, q] } else { vec![q, d] }, c.fixed)
+    } else {
+        (vec![(a.policy.policy, sim::simulate(&scenario, &chosen))], None)
+    };
+    let ratio = |o: &sim::Outcome| fixed.as_ref().map(|f| o.node_hours / f.node_hours);
     let (policy, main) = &runs[0];
     if let Some(path) = &a.timeline {
         std::fs::write(path, sim::timeline_csv(main)).with_context(|| format!("writing {}", path.display()))?;
@@ -332,27 +361,58 @@ fn simulate(a: SimulateArgs) -> Result<()> {
                     "node_hours": o.node_hours,
                     "peak_nodes": o.peak_nodes,
                     "shards_redone": o.shards_redone,
+                    "vs_fixed_fleet": ratio(o),
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let out = if a.compare {
+            serde_json::json!({
+                "policies": rows,
+                "fixed_fleet": fixed.as_ref().map(|f| serde_json::json!({
+                    "nodes": f.nodes,
+                    "node_hours": f.node_hours,
+                    "finish_seconds": f.finish.as_secs_f64(),
+                })),
+            })
+        } else {
+            serde_json::Value::Array(rows)
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!(
-        "{:<14} {:>10} {:>10} {:>8} {:>11} {:>11} {:>14}",
-        "policy", "finish", "deadline", "met", "node-hours", "peak nodes", "shards redone"
+        "{:<16} {:>10} {:>10} {:>6} {:>11} {:>9} {:>11} {:>14}",
+        "policy", "finish", "deadline", "met", "node-hours", "vs fixed", "peak nodes", "shards redone"
     );
+    let vs = |r: Option<f64>| r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
     for (p, o) in &runs {
         println!(
-            "{:<14} {:>10} {:>10} {:>8} {:>11.2} {:>11} {:>14}",
+            "{:<16} {:>10} {:>10} {:>6} {:>11.2} {:>9} {:>11} {:>14}",
             policy_name(*p),
             o.finish.map(|f| format!("{} s", f.as_secs())).unwrap_or_else(|| "never".into()),
             format!("{} s", o.deadline.as_secs()),
             if o.met_deadline() { "yes" } else { "NO" },
             o.node_hours,
+            vs(ratio(o)),
             o.peak_nodes,
             o.shards_redone
         );
+    }
+    if a.compare {
+        match &fixed {
+            Some(f) => println!(
+                "{:<16} {:>10} {:>10} {:>6} {:>11.2} {:>9} {:>11} {:>14}",
+                "best fixed fleet",
+                format!("{} s", f.finish.as_secs()),
+                format!("{} s", deadline.as_secs()),
+                "yes",
+                f.node_hours,
+                "1.00x",
+                f.nodes,
+                "-"
+            ),
+            None => println!("best fixed fleet: no number of nodes started at once meets the deadline"),
+        }
     }
     Ok(())
 }
