@@ -520,3 +520,54 @@ fn chart_runs_workers_on_a_gpu_node_pool() {
     let (_, err, ok) = render_with(&["--set", "gpu.enabled=true", "--set", "gpu.device=rocm"]);
     assert!(!ok && err.contains("/gpu/device"), "{err}");
 }
+
+#[test]
+fn chart_hands_scaling_to_keda_with_the_scaler_advising() {
+    let (text, err, ok) = render_with(&["--set", "keda.enabled=true", "--set", "keda.fallbackReplicas=4"]);
+    assert!(ok, "{err}");
+    let docs = docs_of(&text);
+    // Against KEDA's own CRD schema (its 2.16 models), offline.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let out = run(Command::new(root().join(".venv/bin/python")).arg(root().join("tests/keda_validate.py")).arg(&file));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report.lines().filter(|l| l.starts_with("ok ScaledObject")).count(), 2, "{report}");
+    // The workers follow desiredReplicas, the placeholders placeholderReplicas,
+    // both read from the scaler's /keda with targetValue 1.
+    for (name, value) in [("hg-hourglass-worker", "desiredReplicas"), ("hg-hourglass-capacity", "placeholderReplicas")]
+    {
+        let so = &find(&docs, "ScaledObject", name)["spec"];
+        assert_eq!(so["scaleTargetRef"]["name"], name);
+        let trigger = &so["triggers"][0];
+        assert_eq!(trigger["type"], "metrics-api");
+        assert_eq!(trigger["metadata"]["url"], "http://hg-hourglass-scaler.batch.svc:9100/keda");
+        assert_eq!(trigger["metadata"]["valueLocation"], value);
+        assert_eq!(trigger["metadata"]["targetValue"], "1");
+        assert_eq!(
+            so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+            0
+        );
+    }
+    assert_eq!(find(&docs, "ScaledObject", "hg-hourglass-worker")["spec"]["fallback"]["replicas"], 4);
+    // The scaler advises and cannot write: no patch, no events, no HPA list.
+    let scaler = &find(&docs, "Deployment", "hg-hourglass-scaler")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = scaler["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(args.contains(&"--mode=advise") && args.iter().any(|a| a.starts_with("--metrics-addr=")), "{args:?}");
+    let role = find(&docs, "Role", "hg-hourglass-scaler");
+    assert_eq!(role["rules"][0]["verbs"], serde_json::json!(["get"]));
+    assert_eq!(role["rules"].as_array().unwrap().len(), 2, "{}", role["rules"]);
+    let svc = find(&docs, "Service", "hg-hourglass-scaler");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9100);
+    // KEDA's namespace may reach it through the NetworkPolicy.
+    let policy = find(&docs, "NetworkPolicy", "hg-hourglass-scaler");
+    assert!(policy.to_string().contains(r#""kubernetes.io/metadata.name":"keda""#), "{policy}");
+    let report = kubernetes_validate(&text);
+    assert!(!report.contains("ERROR"), "{report}");
+    // Off (the default): the scaler patches, and no ScaledObject exists.
+    let (text, _, _) = render_with(&[]);
+    assert!(!text.contains("kind: ScaledObject") && !text.contains("--mode=advise"));
+    // A ScaledObject needs the scaler it reads.
+    let (_, err, ok) = render_with(&["--set", "keda.enabled=true", "--set", "scaler.enabled=false"]);
+    assert!(!ok && err.contains("needs scaler.enabled"), "{err}");
+}

@@ -233,6 +233,92 @@ async fn scaler_scales_a_real_deployment_and_records_why() {
     assert!(!k.events("hourglass-worker", "ScaledDown").is_empty());
 }
 
+/// An HPA on the worker Deployment (KEDA's ScaledObjects make one named
+/// keda-hpa-<name>): two autoscalers would undo each other's counts.
+const WORKER_HPA: &str = r#"
+apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata: {name: keda-hpa-hourglass-worker, namespace: batch}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: hourglass-worker}
+  minReplicas: 1
+  maxReplicas: 10
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaler_refuses_a_deployment_an_hpa_scales_and_advises_keda_instead() {
+    let _one = SERIAL.lock().await;
+    let k = kube();
+    k.set_replicas("hourglass-worker", 1);
+    let s = Scratch::new();
+    let queue = queue_with(&s, 6).await;
+    let rule = ["--policy", "queue-length", "--target-messages-per-replica", "2"];
+    k.apply(WORKER_HPA);
+    let before = k.events("hourglass-worker", "AutoscalerConflict").len();
+    let out = k.scaler_once(&queue, &rule);
+    k.admin(&["delete", "hpa", "keda-hpa-hourglass-worker", "-n", "batch"], None);
+    // Refused: a non-zero exit naming the HPA, the count untouched, and a
+    // Warning Event on the Deployment saying why and what to do.
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch/keda-hpa-hourglass-worker") && err.contains("--mode advise"), "{err}");
+    assert_eq!(k.replicas("hourglass-worker"), 1);
+    let events = k.events("hourglass-worker", "AutoscalerConflict");
+    assert_eq!(events.len(), before + 1, "{events:?}");
+    assert!(events.last().unwrap().contains("two autoscalers"), "{events:?}");
+    // Without the HPA it scales again.
+    ok(&k.scaler_once(&queue, &rule));
+    assert_eq!(k.replicas("hourglass-worker"), 3);
+
+    // --mode advise: the same decision, served at /keda as KEDA's
+    // metrics-api scaler reads it, and nothing patched.
+    k.set_replicas("hourglass-worker", 1);
+    let kubeconfig = k.kubeconfig("scaler");
+    let mut args = vec![
+        "scaler",
+        "--mode",
+        "advise",
+        "--kubeconfig",
+        &kubeconfig,
+        "--queue",
+        &queue,
+        "--deployment",
+        "batch/hourglass-worker",
+        "--interval",
+        "1s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    args.extend(rule);
+    let mut scaler = WorkerProc::spawn_command(&args, &[]);
+    let addr = common::metrics_addr(&mut scaler);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let doc = loop {
+        let (status, body) = common::http_get(&addr, "/keda").unwrap();
+        if status == 200 {
+            break serde_json::from_str::<Value>(&body).unwrap();
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "no decision at /keda: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(doc["desiredReplicas"], 3, "{doc}");
+    assert_eq!(doc["verdict"], "no_deadline", "{doc}");
+    // Three ticks in, with the decision differing from the count all along:
+    // still nothing written.
+    let ticks = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("hourglass_scaler_ticks_total "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    while ticks(&common::scrape(&addr)) < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "the scaler stopped ticking");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(scaler);
+    assert_eq!(k.replicas("hourglass-worker"), 1, "advise mode patched the Deployment");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deadline_policy_sizes_from_the_ledger_and_prewarms_placeholders() {
     let _one = SERIAL.lock().await;
@@ -281,6 +367,7 @@ fn shipped_role_allows_exactly_what_the_scaler_does() {
         &["get", "deployments.apps/hourglass-capacity", "--subresource=scale", "-n", "batch"],
         &["patch", "deployments.apps/hourglass-capacity", "--subresource=scale", "-n", "batch"],
         &["list", "pods", "-n", "batch"],
+        &["list", "horizontalpodautoscalers.autoscaling", "-n", "batch"],
         &["create", "events", "-n", "batch"],
     ];
     let no: &[&[&str]] = &[
@@ -297,6 +384,9 @@ fn shipped_role_allows_exactly_what_the_scaler_does() {
         &["create", "pods", "-n", "batch"],
         &["create", "pods/eviction", "-n", "batch"],
         &["get", "secrets", "-n", "batch"],
+        // Other autoscalers are looked for, never changed.
+        &["delete", "horizontalpodautoscalers.autoscaling", "-n", "batch"],
+        &["patch", "horizontalpodautoscalers.autoscaling/keda-hpa-hourglass-worker", "-n", "batch"],
         &["update", "events", "-n", "batch"],
         // Nothing outside its namespace.
         &["list", "pods", "-n", "default"],

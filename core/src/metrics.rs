@@ -34,6 +34,12 @@ pub trait Health: Send + Sync {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Another JSON document served on the same port (the scaler's `/keda`):
+    /// `None` for a path it does not serve (404), `Err(reason)` while it
+    /// has nothing current to say (503).
+    fn json(&self, _path: &str) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// For processes whose liveness and readiness are their being up.
@@ -118,6 +124,11 @@ async fn respond(
                 Err(reason) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{reason}\n")),
             }
         }
+        (&Method::GET, path) => match health.json(path) {
+            Some(Ok(body)) => reply(StatusCode::OK, "application/json", body),
+            Some(Err(reason)) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{reason}\n")),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics\n".into()),
+        },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics\n".into()),
     }
 }

@@ -1,12 +1,14 @@
 //! The Kubernetes actuators: read and patch a Deployment's scale
 //! subresource, count its pods, and record decisions as Events. Only the
 //! verbs the shipped Role grants (`deploy/scaler-rbac.yaml`): get and patch
-//! `deployments/scale`, list pods, create events. Works against any API
+//! `deployments/scale`, list pods and horizontalpodautoscalers, create
+//! events. Works against any API
 //! server from 1.20 on (apps/v1, core/v1 only).
 
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -175,6 +177,26 @@ impl Kube {
             .await
             .map_err(|e| KubeError::from_kube(format!("patch deployments/scale {d}"), e))?;
         Ok(())
+    }
+
+    /// The HorizontalPodAutoscalers in `d`'s namespace that scale `d`
+    /// (KEDA's ScaledObjects work through one, `keda-hpa-<name>`), as
+    /// `namespace/name`. autoscaling/v1: served by every API server version.
+    pub async fn autoscalers_of(&self, d: &DeploymentRef) -> Result<Vec<String>, KubeError> {
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &d.namespace);
+        let list = hpas
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| KubeError::from_kube(format!("list horizontalpodautoscalers -n {}", d.namespace), e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|h| {
+                let target = h.spec.as_ref().map(|s| &s.scale_target_ref);
+                target.is_some_and(|t| t.kind == "Deployment" && t.name == d.name)
+            })
+            .map(|h| format!("{}/{}", d.namespace, h.metadata.name.unwrap_or_default()))
+            .collect())
     }
 
     pub async fn count_pods(&self, namespace: &str, selector: &str) -> Result<PodCounts, KubeError> {

@@ -120,6 +120,17 @@ pub enum Verdict {
     AtRisk,
 }
 
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Idle => "idle",
+            Verdict::NoDeadline => "no_deadline",
+            Verdict::OnTrack => "on_track",
+            Verdict::AtRisk => "at_risk",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub desired_replicas: u32,

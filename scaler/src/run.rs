@@ -55,6 +55,72 @@ pub struct LoopConfig {
     pub prewarm: Option<Prewarm>,
     /// Decide and report, patch nothing.
     pub dry_run: bool,
+    pub mode: Mode,
+}
+
+/// Who acts on the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The scaler patches the Deployments' scale itself.
+    #[default]
+    Patch,
+    /// The scaler only serves its decision (`/keda`, as KEDA's metrics-api
+    /// scaler reads it) and patches nothing: KEDA's HPA does the scaling.
+    Advise,
+}
+
+/// The latest decision, as served at `/keda` (KEDA's `metrics-api`
+/// trigger reads `desiredReplicas` with `targetValue: "1"`, so the HPA it
+/// makes asks for exactly that many replicas).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advice {
+    pub desired_replicas: u32,
+    pub placeholder_replicas: u32,
+    pub verdict: Verdict,
+    pub projected_finish: Option<Duration>,
+    pub deadline: Option<Duration>,
+    /// When the tick that decided it ran (Unix time).
+    pub decided_at: Duration,
+}
+
+impl Advice {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "desiredReplicas": self.desired_replicas,
+            "placeholderReplicas": self.placeholder_replicas,
+            "verdict": self.verdict.as_str(),
+            "projectedFinishUnixSeconds": self.projected_finish.map(|d| d.as_secs_f64()),
+            "deadlineUnixSeconds": self.deadline.map(|d| d.as_secs_f64()),
+            "decidedAtUnixSeconds": self.decided_at.as_secs_f64(),
+        })
+    }
+}
+
+/// Serves the latest `Advice` at `/keda` beside `/metrics`. A decision
+/// older than `stale_after` (the ticks have been failing: the queue or the
+/// ledger cannot be read) is a 503, so KEDA counts a failure and applies
+/// its `fallback` instead of acting on an old number.
+#[derive(Clone)]
+pub struct AdviceEndpoint {
+    latest: Arc<std::sync::RwLock<Option<(std::time::Instant, Advice)>>>,
+    stale_after: Duration,
+}
+
+impl hourglass_core::metrics::Health for AdviceEndpoint {
+    fn json(&self, path: &str) -> Option<Result<String, String>> {
+        if path != "/keda" {
+            return None;
+        }
+        let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
+        Some(match &*latest {
+            None => Err("no decision yet: the first tick has not completed".into()),
+            Some((at, _)) if at.elapsed() > self.stale_after => Err(format!(
+                "the last decision is {} s old: ticks are failing (see the scaler's log and hourglass_scaler_errors_total)",
+                at.elapsed().as_secs()
+            )),
+            Some((_, advice)) => Ok(advice.to_json().to_string()),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,6 +167,7 @@ pub struct Metrics {
     ticks: Counter,
     scale_changes: Counter,
     errors: Family<ErrorLabels, Counter>,
+    conflict: Gauge,
 }
 
 impl Metrics {
@@ -164,6 +231,11 @@ impl Metrics {
         r.register(format!("{p}_ticks"), "Decisions made", self.ticks.clone());
         r.register(format!("{p}_scale_changes"), "Replica changes written", self.scale_changes.clone());
         r.register(format!("{p}_errors"), "Failed reads and writes by operation and kind", self.errors.clone());
+        r.register(
+            format!("{p}_autoscaler_conflict"),
+            "1 while another autoscaler (an HPA, or KEDA through one) targets the worker Deployment and the scaler refuses to patch it",
+            self.conflict.clone(),
+        );
     }
 
     fn error(&self, op: &str, kind: &str) {
@@ -181,6 +253,9 @@ pub struct TickReport {
     /// Writes that were needed (patches, in dry-run too).
     pub changed_worker: bool,
     pub changed_placeholders: bool,
+    /// Other autoscalers found on the worker Deployment: the patch was
+    /// refused.
+    pub conflict: Option<String>,
     /// Failed writes this tick (the tick went on without them).
     pub errors: Vec<crate::Error>,
 }
@@ -196,6 +271,9 @@ pub struct Scaler {
     follow: Option<LedgerFor>,
     /// The worker pods' device class: whose done records measure the rate.
     device_class: Option<String>,
+    advice: AdviceEndpoint,
+    /// The other autoscalers last found on the worker Deployment.
+    last_conflict: Option<Vec<String>>,
 }
 
 /// Which ledger to follow at a time: a nightly run's output prefix holds its
@@ -215,6 +293,8 @@ fn clock(d: Duration) -> String {
 
 impl Scaler {
     pub fn new(cfg: LoopConfig, queue: Arc<dyn Queue>, ledger: Option<LedgerWatch>, kube: Kube) -> Self {
+        // Three missed ticks, and half a minute for a slow API server.
+        let stale_after = cfg.interval * 3 + Duration::from_secs(30);
         Self {
             cfg,
             queue,
@@ -223,6 +303,8 @@ impl Scaler {
             metrics: Arc::new(Metrics::default()),
             history: History::default(),
             last_verdict: None,
+            advice: AdviceEndpoint { latest: Default::default(), stale_after },
+            last_conflict: None,
             follow: None,
             device_class: None,
         }
@@ -261,6 +343,12 @@ impl Scaler {
             }
             Err(e) => tracing::warn!(ledger = %url, error = %e, "cannot open the ledger; keeping the last one"),
         }
+    }
+
+    /// Serves the latest decision at `/keda` (with `--mode advise`, the
+    /// only thing the scaler does with it).
+    pub fn advice(&self) -> AdviceEndpoint {
+        self.advice.clone()
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -354,9 +442,62 @@ impl Scaler {
         };
         let placeholders = decision.placeholder_replicas.max(prewarm);
 
+        *self.advice.latest.write().unwrap_or_else(|e| e.into_inner()) = Some((
+            std::time::Instant::now(),
+            Advice {
+                desired_replicas: decision.desired_replicas,
+                placeholder_replicas: placeholders,
+                verdict: decision.verdict,
+                projected_finish: decision.projected_finish,
+                deadline: signals.deadline,
+                decided_at: signals.now,
+            },
+        ));
+
         let mut errors = Vec::new();
+        let writes = !self.cfg.dry_run && self.cfg.mode == Mode::Patch;
         let changed_worker = worker.spec_replicas != decision.desired_replicas;
-        if changed_worker && !self.cfg.dry_run {
+        // Another autoscaler on the worker Deployment would undo every patch
+        // and be undone by the next: look before writing, and refuse.
+        let mut conflict = None;
+        if changed_worker && writes {
+            match self.kube.autoscalers_of(&self.cfg.worker).await {
+                Ok(found) if !found.is_empty() => conflict = Some(found),
+                Ok(_) => {}
+                // Not knowing (an older Role without the list verb) is
+                // reported, and does not stop the scaling it was set up for.
+                Err(e) => errors.push(self.kube_error("list_autoscalers", e)),
+            }
+            self.metrics.conflict.set(i64::from(conflict.is_some()));
+        }
+        if let Some(found) = &conflict {
+            let message = format!(
+                "not scaling {}: HorizontalPodAutoscaler {} scales it too, and two autoscalers undo each other's replica \
+                 counts (a KEDA ScaledObject works through an HPA named keda-hpa-<name>); delete it, or run the scaler \
+                 with --mode advise and let KEDA act on its /keda decision (wanted {} replicas)",
+                self.cfg.worker,
+                found.join(", "),
+                decision.desired_replicas
+            );
+            if self.last_conflict.as_ref() != Some(found) {
+                tracing::warn!(deployment = %self.cfg.worker, "{message}");
+                if let Err(e) = self
+                    .kube
+                    .record_event(
+                        &self.cfg.worker,
+                        worker.uid.as_deref(),
+                        EventType::Warning,
+                        "AutoscalerConflict",
+                        &message,
+                    )
+                    .await
+                {
+                    errors.push(self.kube_error("create_event", e));
+                }
+            }
+            self.last_conflict = Some(found.clone());
+        } else if changed_worker && writes {
+            self.last_conflict = None;
             match self.kube.set_scale(&self.cfg.worker, decision.desired_replicas).await {
                 Ok(()) => {
                     self.metrics.scale_changes.inc();
@@ -375,7 +516,7 @@ impl Scaler {
                 Err(e) => errors.push(self.kube_error("patch_scale", e)),
             }
         }
-        if decision.verdict == Verdict::AtRisk && self.last_verdict != Some(Verdict::AtRisk) && !self.cfg.dry_run {
+        if decision.verdict == Verdict::AtRisk && self.last_verdict != Some(Verdict::AtRisk) && writes {
             let message = format!("deadline at risk: {}", explain(&signals, &decision, worker.spec_replicas));
             tracing::warn!(deployment = %self.cfg.worker, "{message}");
             if let Err(e) = self
@@ -391,7 +532,7 @@ impl Scaler {
         let mut changed_placeholders = false;
         if let (Some(p), Some(scale)) = (&self.cfg.placeholders, &placeholder_scale) {
             changed_placeholders = scale.spec_replicas != placeholders;
-            if changed_placeholders && !self.cfg.dry_run {
+            if changed_placeholders && writes {
                 match self.kube.set_scale(p, placeholders).await {
                     Ok(()) => {
                         self.metrics.scale_changes.inc();
@@ -418,7 +559,16 @@ impl Scaler {
         }
 
         self.publish(&signals, &decision, placeholders, &depth, worker.spec_replicas);
-        Ok(TickReport { signals, progress, decision, placeholders, changed_worker, changed_placeholders, errors })
+        Ok(TickReport {
+            signals,
+            progress,
+            decision,
+            placeholders,
+            changed_worker,
+            changed_placeholders,
+            conflict: conflict.map(|c| c.join(", ")),
+            errors,
+        })
     }
 
     fn kube_error(&self, op: &'static str, e: KubeError) -> crate::Error {

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hourglass_core::metrics::Health;
 use hourglass_core::queue;
 use hourglass_scaler::kube::{DeploymentRef, EventType, Kube, KubeError};
 use hourglass_scaler::policy::PolicyConfig;
-use hourglass_scaler::run::{LoopConfig, Scaler};
+use hourglass_scaler::run::{LoopConfig, Mode, Scaler};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -49,6 +50,115 @@ fn scale(replicas: i32, status_replicas: i32) -> Value {
         "spec": {"replicas": replicas},
         "status": {"replicas": status_replicas, "selector": "app=hourglass-worker"}
     })
+}
+
+/// HPAs in `batch`, each targeting the named Deployment.
+fn hpa_list(targets: &[&str]) -> Value {
+    let items: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            json!({
+                "metadata": {"name": format!("keda-hpa-{t}"), "namespace": "batch"},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": t}, "maxReplicas": 10}
+            })
+        })
+        .collect();
+    json!({"kind": "HorizontalPodAutoscalerList", "apiVersion": "autoscaling/v1", "metadata": {}, "items": items})
+}
+
+fn pod_list() -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
+}
+
+async fn two_message_scaler(mode: Mode) -> (tempfile::TempDir, Scaler, Mock) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue::open(&format!("local://{}/q.db", dir.path().display())).unwrap();
+    queue::send_all(q.as_ref(), &["{}".to_string(), "{}".to_string()]).await.unwrap();
+    let (kube, handle) = client();
+    let cfg = LoopConfig {
+        policy: PolicyConfig { target_messages_per_replica: 1, ..PolicyConfig::default() },
+        interval: Duration::from_secs(1),
+        worker: worker(),
+        placeholders: None,
+        deadline: None,
+        prewarm: None,
+        dry_run: false,
+        mode,
+    };
+    (dir, Scaler::new(cfg, q, None, kube), handle)
+}
+
+#[tokio::test]
+async fn an_hpa_on_the_worker_deployment_is_refused_with_one_event() {
+    let (_dir, mut scaler, mut handle) = two_message_scaler(Mode::Patch).await;
+    let server = tokio::spawn(async move {
+        for tick in 0..2 {
+            let (parts, _, send) = next(&mut handle).await;
+            assert_eq!(parts.method, Method::GET);
+            send.send_response(reply(StatusCode::OK, scale(0, 0)));
+            let (_, _, send) = next(&mut handle).await;
+            send.send_response(reply(StatusCode::OK, pod_list()));
+            let (parts, _, send) = next(&mut handle).await;
+            assert_eq!(parts.uri.path(), "/apis/autoscaling/v1/namespaces/batch/horizontalpodautoscalers");
+            send.send_response(reply(StatusCode::OK, hpa_list(&["hourglass-worker"])));
+            if tick == 0 {
+                // No patch: a Warning Event saying why, once.
+                let (parts, body, send) = next(&mut handle).await;
+                assert_eq!((parts.method, parts.uri.path()), (Method::POST, "/api/v1/namespaces/batch/events"));
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(
+                    (event["type"].as_str(), event["reason"].as_str()),
+                    (Some("Warning"), Some("AutoscalerConflict"))
+                );
+                let message = event["message"].as_str().unwrap();
+                assert!(
+                    message.contains("batch/keda-hpa-hourglass-worker") && message.contains("--mode advise"),
+                    "{message}"
+                );
+                send.send_response(reply(StatusCode::CREATED, event));
+            }
+        }
+        // Nothing else: no PATCH, no second Event.
+        assert!(tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await.is_err());
+    });
+    for _ in 0..2 {
+        let report = scaler.tick(SystemTime::now()).await.unwrap();
+        assert_eq!(report.decision.desired_replicas, 2);
+        assert_eq!(report.conflict.as_deref(), Some("batch/keda-hpa-hourglass-worker"));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+    }
+    server.await.unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    scaler.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.lines().any(|l| l == "hourglass_scaler_autoscaler_conflict 1"), "{text}");
+    assert!(text.lines().any(|l| l == "hourglass_scaler_scale_changes_total 0"), "{text}");
+}
+
+#[tokio::test]
+async fn advise_mode_reads_writes_nothing_and_serves_the_decision_for_keda() {
+    let (_dir, mut scaler, mut handle) = two_message_scaler(Mode::Advise).await;
+    let keda = scaler.advice();
+    assert!(matches!(keda.json("/keda"), Some(Err(_))), "no decision before the first tick");
+    assert_eq!(keda.json("/other"), None);
+    let server = tokio::spawn(async move {
+        let (parts, _, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::GET);
+        send.send_response(reply(StatusCode::OK, scale(0, 0)));
+        let (parts, _, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::GET);
+        send.send_response(reply(StatusCode::OK, pod_list()));
+        // Reads only: no HPA check, no PATCH, no Event.
+        assert!(tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await.is_err());
+    });
+    let report = scaler.tick(SystemTime::now()).await.unwrap();
+    server.await.unwrap();
+    assert!(report.changed_worker && report.errors.is_empty() && report.conflict.is_none());
+    let doc: Value = serde_json::from_str(&keda.json("/keda").unwrap().unwrap()).unwrap();
+    assert_eq!(doc["desiredReplicas"], 2, "{doc}");
+    assert_eq!(doc["placeholderReplicas"], 0, "{doc}");
+    assert_eq!(doc["verdict"], "no_deadline", "{doc}");
 }
 
 /// The next request, with its body.
@@ -151,6 +261,7 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
         deadline: None,
         prewarm: None,
         dry_run: false,
+        mode: Mode::Patch,
     };
     let mut scaler = Scaler::new(cfg, Arc::clone(&q), None, kube);
     let server = tokio::spawn(async move {
@@ -166,6 +277,10 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
                 StatusCode::OK,
                 json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
             ));
+            // Before a patch: no other autoscaler targets the Deployment.
+            let (parts, _, send) = next(&mut handle).await;
+            assert_eq!(parts.uri.path(), "/apis/autoscaling/v1/namespaces/batch/horizontalpodautoscalers");
+            send.send_response(reply(StatusCode::OK, hpa_list(&["something-else"])));
             let (parts, body, send) = next(&mut handle).await;
             assert_eq!(parts.method, Method::PATCH);
             assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"spec": {"replicas": 2}}));

@@ -12,7 +12,7 @@ use hourglass_core::units::parse_count as count;
 use hourglass_core::{BlobUrl, queue, schedule, store};
 use hourglass_scaler::kube::{DeploymentRef, Kube};
 use hourglass_scaler::policy::{PolicyConfig, PolicyKind};
-use hourglass_scaler::run::{LoopConfig, Prewarm, Scaler};
+use hourglass_scaler::run::{LoopConfig, Mode, Prewarm, Scaler};
 use hourglass_scaler::signals::{LedgerWatch, prewarm_from_last_run};
 use hourglass_scaler::sim::{self, Scenario};
 
@@ -30,6 +30,12 @@ enum ScalerCommand {
     /// Run the policy against a simulated cluster and print finish time,
     /// node-hours, peak nodes and shards redone.
     Simulate(SimulateArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum ModeArg {
+    Patch,
+    Advise,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -243,6 +249,12 @@ struct RunArgs {
     /// Decide and log, write nothing.
     #[arg(long, env = "HOURGLASS_DRY_RUN")]
     dry_run: bool,
+    /// `patch`: scale the Deployments through their scale subresource.
+    /// `advise`: patch nothing and serve the decision at /keda on
+    /// --metrics-addr for KEDA's metrics-api scaler (the chart's
+    /// keda.enabled).
+    #[arg(long, value_enum, default_value = "patch", env = "HOURGLASS_SCALER_MODE")]
+    mode: ModeArg,
     #[command(flatten)]
     policy: PolicyArgs,
 }
@@ -482,10 +494,14 @@ async fn live(a: RunArgs) -> Result<()> {
     if prewarm.is_some() && a.placeholders.is_none() {
         bail!("pre-warming needs --placeholders <namespace/name> of the placeholder Deployment");
     }
+    if a.mode == ModeArg::Advise && a.metrics_addr.is_none() && !a.once {
+        bail!("--mode advise serves its decision at /keda on --metrics-addr: give one (e.g. 0.0.0.0:9090)");
+    }
     let kube = match &a.kubeconfig {
         Some(path) => Kube::from_kubeconfig(path).await?,
         None => Kube::infer().await.context("connecting to Kubernetes (in-cluster or KUBECONFIG)")?,
     };
+    let target = worker.to_string();
     let cfg = LoopConfig {
         policy,
         interval: a.interval,
@@ -494,17 +510,18 @@ async fn live(a: RunArgs) -> Result<()> {
         deadline,
         prewarm,
         dry_run: a.dry_run,
+        mode: match a.mode {
+            ModeArg::Patch => Mode::Patch,
+            ModeArg::Advise => Mode::Advise,
+        },
     };
     let mut scaler = Scaler::new(cfg, queue, ledger, kube).for_device_class(&a.policy.device_class);
     if let Some(f) = follow {
         scaler = scaler.follow_ledger(f);
     }
-    let _metrics = super::serve_metrics(
-        a.metrics_addr,
-        |r| scaler.metrics().register(r),
-        std::sync::Arc::new(hourglass_core::metrics::Up),
-    )
-    .await?;
+    let _metrics =
+        super::serve_metrics(a.metrics_addr, |r| scaler.metrics().register(r), std::sync::Arc::new(scaler.advice()))
+            .await?;
     if a.once {
         let report = scaler.tick(SystemTime::now()).await?;
         let errors: Vec<String> = report.errors.iter().map(|e| hourglass_core::error::chain(e)).collect();
@@ -532,6 +549,8 @@ async fn live(a: RunArgs) -> Result<()> {
                 "changed_worker": report.changed_worker,
                 "changed_placeholders": report.changed_placeholders,
                 "dry_run": a.dry_run,
+                "mode": if a.mode == ModeArg::Advise { "advise" } else { "patch" },
+                "conflict": report.conflict,
                 "errors": errors,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -544,6 +563,11 @@ async fn live(a: RunArgs) -> Result<()> {
         }
         if !errors.is_empty() {
             bail!("{}", errors.join("; "));
+        }
+        if let Some(found) = &report.conflict {
+            bail!(
+                "refused to scale {target}: HorizontalPodAutoscaler {found} targets it (use --mode advise with KEDA)"
+            );
         }
         return Ok(());
     }
