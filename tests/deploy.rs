@@ -565,6 +565,12 @@ fn chart_hands_scaling_to_keda_with_the_scaler_advising() {
     let report = kubernetes_validate(&text);
     assert!(!report.contains("ERROR"), "{report}");
     // Off (the default): the scaler patches, and no ScaledObject exists.
+    // A jobs index reaches the submit, the watcher and the scaler through
+    // the shared config.
+    let (text, err, ok) = render_with(&["--set", "config.jobsIndex=s3://scores/_hourglass-jobs/"]);
+    assert!(ok, "{err}");
+    let config = find(&docs_of(&text), "ConfigMap", "hg-hourglass-config").clone();
+    assert_eq!(config["data"]["HOURGLASS_JOBS_INDEX"], "s3://scores/_hourglass-jobs/");
     let (text, _, _) = render_with(&[]);
     assert!(!text.contains("kind: ScaledObject") && !text.contains("--mode=advise"));
     // A ScaledObject needs the scaler it reads.

@@ -474,6 +474,71 @@ async fn scaler_exports_what_the_dashboard_and_alerts_use() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn scaler_sizes_for_every_job_the_index_has_on_its_queue() {
+    let _one = SERIAL.lock().await;
+    let k = kube();
+    k.set_replicas("hourglass-worker", 0);
+    let s = Scratch::new();
+    gen_data(&s, 20_000, 2, "csv");
+    let (queue, index) = (s.queue(), s.s("jobs-index/"));
+    // Tonight's run, due in an hour, and an S3-triggered job on the same
+    // queue due in ten minutes, both registered in the index.
+    let (nightly, triggered) = (s.s("preds/nightly/"), s.s("preds/triggered/"));
+    let mut planned = Vec::new();
+    for (output, deadline) in [(&nightly, "+60m"), (&triggered, "+10m")] {
+        let out = common::submit_to(
+            &s.input(),
+            output,
+            &queue,
+            &["--deadline", deadline, "--shard-size", "64KiB", "--jobs-index", &index, "--json"],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        planned.push((report["rows_estimate"].as_u64().unwrap(), report["enqueued"].as_u64().unwrap()));
+    }
+    // Another queue's job in the same index is not this scaler's.
+    let other = s.s("other-queue.db");
+    let out = common::submit_to(
+        &s.input(),
+        &s.s("preds/elsewhere/"),
+        &format!("local://{other}"),
+        &["--deadline", "+1m", "--shard-size", "64KiB", "--jobs-index", &index],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tick = |args: &[&str]| -> Value {
+        let mut all = vec![
+            "--dry-run",
+            "--json",
+            "--pod-rows-per-sec",
+            "10",
+            "--pod-start",
+            "30s",
+            "--node-boot",
+            "3m",
+            "--rows-per-message",
+            "1000",
+        ];
+        all.extend(args);
+        serde_json::from_str(&ok(&k.scaler_once(&queue, &all))).unwrap()
+    };
+    let one = tick(&["--ledger", &nightly]);
+    let all = tick(&["--jobs-index", &index]);
+    let backlog = |v: &Value| v["signals"]["backlog_rows"].as_u64().unwrap();
+    let deadline = |v: &Value| v["signals"]["deadline_unix_seconds"].as_f64().unwrap();
+    // Both jobs' rows, and the earlier deadline: about 50 minutes earlier.
+    assert_eq!(backlog(&all), planned[0].0 + planned[1].0, "{all}");
+    // One ledger alone sees the other job only as messages on the queue,
+    // counted at --rows-per-message.
+    assert_eq!(backlog(&one), planned[0].0 + planned[1].1 * 1000, "{one}");
+    assert!((deadline(&one) - deadline(&all) - 3000.0).abs() < 120.0, "{one}\n{all}");
+    let desired = |v: &Value| v["decision"]["desired_replicas"].as_u64().unwrap();
+    assert!(desired(&all) > desired(&one), "{one}\n{all}");
+    // The index and an explicit --ledger of one of its jobs count it once.
+    let both = tick(&["--jobs-index", &index, "--ledger", &nightly]);
+    assert_eq!(backlog(&both), backlog(&all), "{both}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn scaler_follows_a_nightly_ledger_by_date() {
     let _one = SERIAL.lock().await;
     let k = kube();

@@ -86,3 +86,58 @@ fn bad_simulation_flags_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--rows") && err.contains("lots"), "{err}");
 }
+
+#[test]
+fn several_jobs_each_finish_against_their_own_deadline() {
+    let out = hourglass_ok(&[
+        "scaler",
+        "simulate",
+        "--pod-rows-per-sec",
+        "25000",
+        "--job",
+        "rows=1e9,deadline=1h",
+        "--job",
+        "rows=2e8,at=20m,deadline=35m",
+        "--json",
+    ]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = runs[0]["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{runs}");
+    assert_eq!(
+        (jobs[1]["arrival_seconds"].as_f64(), jobs[1]["deadline_seconds"].as_f64()),
+        (Some(1200.0), Some(2100.0))
+    );
+    for job in jobs {
+        assert_eq!(job["met_deadline"], true, "{job}");
+        assert!(job["finish_seconds"].as_f64().unwrap() > job["arrival_seconds"].as_f64().unwrap(), "{job}");
+    }
+    for bad in ["rows=1e9", "rows=0,deadline=1h", "rows=1e9,at=2h,deadline=1h", "rows=1e9,deadline=1h,prio=1"] {
+        let out = hourglass(&["scaler", "simulate", "--job", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--job"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn a_live_ledger_becomes_the_simulated_job() {
+    let s = Scratch::new();
+    common::gen_data(&s, 3000, 2, "csv");
+    let out = common::submit(&s, &["--shard-size", "32KiB", "--deadline", "+45m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = hourglass_ok(&["scaler", "simulate", "--from-ledger", &s.output(), "--shard-rows", "500", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = &runs[0]["jobs"][0];
+    // Rows left: the planned estimate of a job with nothing done (about
+    // 3000 rows); due in 45 minutes from now.
+    let rows = job["rows"].as_f64().unwrap();
+    assert!((2000.0..4000.0).contains(&rows), "{job}");
+    let deadline = job["deadline_seconds"].as_f64().unwrap();
+    assert!((2600.0..=2700.0).contains(&deadline), "{job}");
+    assert_eq!(job["met_deadline"], true, "{job}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("rows left") && said.contains("no rate measured yet"), "{said}");
+    // A prefix without a job is named.
+    let out = hourglass(&["scaler", "simulate", "--from-ledger", &s.s("nothing-here/")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job record"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -4,11 +4,12 @@
 
 use crate::plan::{check_file, cut_shards, list_inputs};
 use crate::{Error, Result};
+use hourglass_core::jobs::{IndexEntry, JobsIndex};
 use hourglass_core::ledger::{InputFileRecord, JobRecord, JobSpec, LEDGER_VERSION, Ledger, SkippedFile, now_ms};
 use hourglass_core::model::ModelSignature;
 use hourglass_core::queue::{Queue, send_all};
 use hourglass_core::store::BlobStore;
-use hourglass_core::{JobId, ShardId, store};
+use hourglass_core::{BlobUrl, JobId, ShardId, store};
 use serde::Serialize;
 use sha2::Digest;
 use tracing::{info, warn};
@@ -24,6 +25,9 @@ pub struct SubmitRequest {
     pub replace: bool,
     /// The registry model `spec.model` was resolved from.
     pub model_registry: Option<hourglass_core::ledger::RegistryPin>,
+    /// Register the job here before enqueueing (see `hourglass_core::jobs`),
+    /// so a scaler following the queue sees every job on it.
+    pub jobs_index: Option<BlobUrl>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +96,18 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
     let open = open_units(&ledger, record.shards.iter().map(|s| &s.shard), resumed).await?;
     let bodies: Vec<String> =
         record.shards.iter().filter(|s| open.contains(&s.shard)).map(|s| record.task_for(s).encode()).collect();
+    // Registered before its first message is sent: a scaler never sees
+    // work on the queue whose job it cannot find.
+    if let (Some(index), false) = (&req.jobs_index, bodies.is_empty()) {
+        let entry = IndexEntry {
+            job: job.clone(),
+            output: ledger.root().to_string(),
+            queue: queue.name().to_string(),
+            submitted_at_ms: now_ms(),
+            deadline_unix_ms: record.spec.deadline_unix_ms,
+        };
+        JobsIndex::open(index)?.register(&entry).await?;
+    }
     send_all(queue, &bodies).await?;
     if bodies.is_empty() {
         // Every shard is done: make sure `_SUCCESS` is there.

@@ -345,6 +345,8 @@ pub struct Watcher {
     pub poll_wait: Duration,
     /// How long an event is hidden while it is handled, and before a retry.
     pub visibility: Duration,
+    /// Where submitted jobs are registered for the scaler.
+    pub jobs_index: Option<hourglass_core::BlobUrl>,
 }
 
 /// What handling one event did.
@@ -451,8 +453,15 @@ impl Watcher {
             hourglass_core::registry::resolve_ref(&rule.model).await.map_err(|e| fail(e.into()))?;
         spec.model = model;
         let (signature, model_sha256) = self.models.read(&spec.model).await.map_err(fail)?;
-        let request =
-            SubmitRequest { spec, job_id: Some(job), signature, model_sha256, replace: false, model_registry };
+        let request = SubmitRequest {
+            spec,
+            job_id: Some(job),
+            signature,
+            model_sha256,
+            replace: false,
+            model_registry,
+            jobs_index: self.jobs_index.clone(),
+        };
         let report = submit(request, self.work.as_ref()).await.map_err(fail)?;
         self.metrics.count(&rule.name, "submitted");
         Ok(Handled::Submitted(report))

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fault;
 pub mod iam;
 pub mod ids;
+pub mod jobs;
 pub mod ledger;
 pub mod metrics;
 pub mod model;

@@ -21,7 +21,8 @@ use prometheus_client::registry::Registry;
 
 use crate::kube::{DeploymentRef, EventType, Kube, KubeError};
 use crate::policy::{Decision, History, PolicyConfig, Signals, Verdict, decide};
-use crate::signals::{LedgerWatch, Progress};
+use crate::signals::{LedgerWatch, Progress, combine};
+use hourglass_core::jobs::JobsIndex;
 
 /// Keep placeholder pods up daily from `at` (a wall-clock time in `tz`, so
 /// a Berlin pre-warm stays at 01:30 Berlin across DST) for `hold`, sized to
@@ -274,6 +275,23 @@ pub struct Scaler {
     advice: AdviceEndpoint,
     /// The other autoscalers last found on the worker Deployment.
     last_conflict: Option<Vec<String>>,
+    index: Option<IndexFollow>,
+    published_jobs: std::collections::HashSet<String>,
+}
+
+/// Every job the jobs index has registered on the scaler's queue lately.
+struct IndexFollow {
+    index: JobsIndex,
+    days: u32,
+    jobs: std::collections::BTreeMap<String, Followed>,
+}
+
+struct Followed {
+    watch: LedgerWatch,
+    last: Progress,
+    submitted_at_ms: u64,
+    /// Every row done: not read again.
+    finished: bool,
 }
 
 /// Which ledger to follow at a time: a nightly run's output prefix holds its
@@ -305,6 +323,8 @@ impl Scaler {
             last_verdict: None,
             advice: AdviceEndpoint { latest: Default::default(), stale_after },
             last_conflict: None,
+            index: None,
+            published_jobs: Default::default(),
             follow: None,
             device_class: None,
         }
@@ -316,6 +336,44 @@ impl Scaler {
         self.device_class = Some(class.to_string());
         self.ledger = self.ledger.map(|w| w.for_device_class(class));
         self
+    }
+
+    /// Follows every job registered on this scaler's queue in `index` in
+    /// the last `days` UTC days (besides any --ledger), sizing for all of
+    /// them at once (`signals::combine`).
+    pub fn follow_index(mut self, index: JobsIndex, days: u32) -> Self {
+        self.index = Some(IndexFollow { index, days: days.max(1), jobs: Default::default() });
+        self
+    }
+
+    /// Reads the jobs index and the ledgers of its unfinished jobs.
+    async fn refresh_index(&mut self, now: SystemTime) -> hourglass_core::Result<()> {
+        let queue = self.queue.name().to_string();
+        let class = self.device_class.clone();
+        let Some(f) = &mut self.index else { return Ok(()) };
+        let now_ms = unix(now).as_millis() as u64;
+        let known = |job: &str| f.jobs.contains_key(job);
+        let fresh = f.index.recent(&queue, now_ms, f.days, &known).await?;
+        for entry in fresh {
+            let url = BlobUrl::parse(&entry.output)?.as_prefix();
+            let watch = LedgerWatch::new(Ledger::new(hourglass_core::store::open(&url)?, &url));
+            let watch = match &class {
+                Some(c) => watch.for_device_class(c),
+                None => watch,
+            };
+            tracing::info!(job = %entry.job, output = %url, "following a job from the jobs index");
+            let followed =
+                Followed { watch, last: Progress::default(), submitted_at_ms: entry.submitted_at_ms, finished: false };
+            f.jobs.insert(entry.job.to_string(), followed);
+        }
+        for followed in f.jobs.values_mut().filter(|j| !j.finished) {
+            followed.last = followed.watch.refresh().await?;
+            followed.finished = followed.last.job.is_some() && followed.last.backlog_rows == Some(0);
+        }
+        // Finished and out of the listed days: forgotten (and not listed again).
+        let horizon = now_ms.saturating_sub(u64::from(f.days) * 86_400_000);
+        f.jobs.retain(|_, j| !(j.finished && j.submitted_at_ms < horizon));
+        Ok(())
     }
 
     /// Follows the ledger `f` names at each tick instead of a fixed one.
@@ -364,13 +422,32 @@ impl Scaler {
             self.metrics.error("queue_depth", e.kind().as_str());
             crate::Error::QueueDepth(e)
         })?;
-        let progress = match &mut self.ledger {
-            Some(watch) => watch.refresh().await.map_err(|e| {
+        let mut parts = match &mut self.ledger {
+            Some(watch) => vec![watch.refresh().await.map_err(|e| {
                 self.metrics.error("ledger", e.kind().as_str());
                 crate::Error::Ledger(e)
-            })?,
-            None => Progress::default(),
+            })?],
+            None => vec![],
         };
+        if let Err(e) = self.refresh_index(now).await {
+            self.metrics.error("jobs_index", e.kind().as_str());
+            return Err(crate::Error::Ledger(e));
+        }
+        if let Some(f) = &self.index {
+            let explicit = self.ledger.as_ref().map(|w| w.root().clone());
+            parts.extend(f.jobs.values().filter(|j| explicit.as_ref() != Some(j.watch.root())).map(|j| j.last.clone()));
+        }
+        let mut progress = combine(&parts);
+        // Messages beyond the followed jobs' open shards belong to jobs no
+        // ledger here tells of (submitted without the index): they count at
+        // --rows-per-message rather than not at all.
+        let messages = depth.visible + depth.delayed + depth.in_flight;
+        let open = progress.shards_total.saturating_sub(progress.shards_done);
+        if let Some(backlog) = progress.backlog_rows.as_mut()
+            && messages > open
+        {
+            *backlog += ((messages - open) as f64 * self.cfg.policy.prior_rows_per_message) as u64;
+        }
         let worker = self.kube.get_scale(&self.cfg.worker).await.map_err(|e| self.kube_error("get_scale", e))?;
         let mut schedulable = 0;
         if let Some(selector) = &worker.selector {
@@ -383,17 +460,25 @@ impl Scaler {
             self.metrics.scheduled.set(i64::from(pods.scheduled));
             self.metrics.pending.set(i64::from(pods.pending));
         }
-        if let Some(job) = &progress.job {
-            let pending = progress.shards_total.saturating_sub(progress.shards_done);
-            for (state, n) in [("done", progress.shards_done), ("pending", pending)] {
+        // Series of jobs no longer followed go (one set per followed job).
+        let followed: std::collections::HashSet<String> =
+            parts.iter().filter_map(|p| p.job.as_ref().map(|j| j.to_string())).collect();
+        for gone in self.published_jobs.difference(&followed) {
+            for state in ["done", "pending"] {
+                self.metrics.job_shards.remove(&JobStateLabels { hourglass_job: gone.clone(), state: state.into() });
+            }
+            self.metrics.job_shards_planned.remove(&JobLabels { hourglass_job: gone.clone() });
+        }
+        self.published_jobs = followed;
+        for part in &parts {
+            let Some(job) = &part.job else { continue };
+            let pending = part.shards_total.saturating_sub(part.shards_done);
+            for (state, n) in [("done", part.shards_done), ("pending", pending)] {
                 let labels = JobStateLabels { hourglass_job: job.to_string(), state: state.into() };
                 self.metrics.job_shards.get_or_create(&labels).set(n.min(i64::MAX as u64) as i64);
             }
             let labels = JobLabels { hourglass_job: job.to_string() };
-            self.metrics
-                .job_shards_planned
-                .get_or_create(&labels)
-                .set(progress.shards_total.min(i64::MAX as u64) as i64);
+            self.metrics.job_shards_planned.get_or_create(&labels).set(part.shards_total.min(i64::MAX as u64) as i64);
         }
         let oldest = match (depth.oldest_age_ms, progress.submitted_at_ms) {
             (Some(ms), _) => ms as f64 / 1000.0,

@@ -115,6 +115,42 @@ impl LedgerWatch {
     }
 }
 
+/// Several jobs on one queue as the policy sees them: one backlog (every
+/// job's rows left), the earliest deadline among jobs with rows left, and
+/// the rate weighted by rows left. That is what the queue's service order
+/// asks for: an SQS standard queue hands out messages of all jobs mixed, so
+/// each job's last shard comes near the end of the whole backlog, and the
+/// earliest deadline must hold for all of it. (Priority needs a queue per
+/// class, each with its own workers and scaler.) `job` is set only when
+/// there is exactly one.
+pub fn combine(parts: &[Progress]) -> Progress {
+    match parts {
+        [] => return Progress::default(),
+        [one] => return one.clone(),
+        _ => {}
+    }
+    let live: Vec<&Progress> = parts.iter().filter(|p| p.backlog_rows.is_some_and(|b| b > 0)).collect();
+    let backlog =
+        parts.iter().filter_map(|p| p.backlog_rows).fold(None, |acc: Option<u64>, b| Some(acc.unwrap_or(0) + b));
+    let weighted: Vec<(f64, f64)> =
+        live.iter().filter_map(|p| p.rows_per_sec.map(|r| (r, p.backlog_rows.unwrap_or(0) as f64))).collect();
+    let total: f64 = weighted.iter().map(|(_, w)| w).sum();
+    let rows_per_sec = if total > 0.0 {
+        Some(weighted.iter().map(|(r, w)| r * w).sum::<f64>() / total)
+    } else {
+        parts.iter().find_map(|p| p.rows_per_sec)
+    };
+    Progress {
+        job: None,
+        backlog_rows: backlog,
+        deadline_unix_ms: live.iter().filter_map(|p| p.deadline_unix_ms).min(),
+        rows_per_sec,
+        shards_total: parts.iter().map(|p| p.shards_total).sum(),
+        shards_done: parts.iter().map(|p| p.shards_done).sum(),
+        submitted_at_ms: live.iter().filter_map(|p| p.submitted_at_ms).min(),
+    }
+}
+
 fn ewma(prev: Option<f64>, record: &DoneRecord) -> Option<f64> {
     if record.seconds <= 0.0 || record.rows == 0 {
         return prev;

@@ -211,6 +211,7 @@ pub(crate) async fn submit_job(
         model_sha256: model.sha256().to_string(),
         replace: false,
         model_registry: None,
+        jobs_index: None,
     };
     Ok(submit::submit(request, queue).await?)
 }

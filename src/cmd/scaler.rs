@@ -14,7 +14,7 @@ use hourglass_scaler::kube::{DeploymentRef, Kube};
 use hourglass_scaler::policy::{PolicyConfig, PolicyKind};
 use hourglass_scaler::run::{LoopConfig, Mode, Prewarm, Scaler};
 use hourglass_scaler::signals::{LedgerWatch, prewarm_from_last_run};
-use hourglass_scaler::sim::{self, Scenario};
+use hourglass_scaler::sim::{self, Scenario, SimJob};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -126,6 +126,25 @@ struct PodRate {
     rows_per_sec: f64,
 }
 
+fn parse_sim_job(s: &str) -> Result<SimJob, String> {
+    let (mut rows, mut at, mut deadline) = (None, Duration::ZERO, None);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').ok_or_else(|| format!("{part:?}: expected key=value"))?;
+        match key.trim() {
+            "rows" => rows = Some(count(value.trim())?),
+            "at" => at = duration(value.trim().trim_start_matches('+'))?,
+            "deadline" => deadline = Some(duration(value.trim().trim_start_matches('+'))?),
+            other => return Err(format!("{other:?}: a job is rows=N,at=DURATION,deadline=DURATION")),
+        }
+    }
+    let rows = rows.filter(|r| *r > 0.0).ok_or_else(|| format!("{s:?}: needs rows=N (above 0)"))?;
+    let deadline = deadline.ok_or_else(|| format!("{s:?}: needs deadline=DURATION (from --start)"))?;
+    if deadline <= at {
+        return Err(format!("{s:?}: the deadline is not after the arrival"));
+    }
+    Ok(SimJob { rows, arrival: at, deadline })
+}
+
 fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
@@ -207,6 +226,15 @@ struct RunArgs {
     /// nightly run's job from night to night.
     #[arg(long, env = "HOURGLASS_LEDGER")]
     ledger: Option<String>,
+    /// Follow every job registered on --queue in this jobs index (what
+    /// `submit --jobs-index` and `watch --jobs-index` write), sizing for
+    /// all of them together: their rows left, the earliest deadline.
+    #[arg(long, env = "HOURGLASS_JOBS_INDEX")]
+    jobs_index: Option<String>,
+    /// With --jobs-index: the UTC days of registrations read (today and
+    /// the days before it).
+    #[arg(long, default_value_t = 2, env = "HOURGLASS_JOBS_DAYS")]
+    jobs_days: u32,
     /// Time zone of `{date}` in --ledger, of --deadline and of --prewarm-at.
     #[arg(long, default_value = "UTC", env = "HOURGLASS_TZ")]
     tz: String,
@@ -282,6 +310,16 @@ struct SimulateArgs {
     /// Nodes already up at the start (pre-warmed).
     #[arg(long, default_value_t = 0)]
     initial_nodes: u32,
+    /// A job sharing the queue (repeatable; instead of --rows/--deadline):
+    /// `rows=2e8,at=20m,deadline=35m`, times from --start (`at` defaults
+    /// to 0). Each job's finish is shown against its own deadline.
+    #[arg(long = "job", value_parser = parse_sim_job)]
+    jobs: Vec<SimJob>,
+    /// Take a job from a live (or last night's) ledger: its rows left, its
+    /// deadline (from now) and its measured rate (repeatable; with
+    /// --job too). The run starts now.
+    #[arg(long = "from-ledger")]
+    from_ledger: Vec<String>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Run both policies on the same scenario and print them side by side
@@ -307,12 +345,52 @@ struct SimulateArgs {
 
 pub async fn run(a: ScalerArgs) -> Result<()> {
     match a.command {
-        Some(ScalerCommand::Simulate(s)) => simulate(s),
+        Some(ScalerCommand::Simulate(s)) => simulate(s).await,
         None => live(a.run).await,
     }
 }
 
-fn simulate(a: SimulateArgs) -> Result<()> {
+/// Jobs read from ledgers for `simulate --from-ledger`: each one's rows
+/// left and deadline from now, and the rows/s per pod they measured
+/// (weighted by rows left), if any did.
+async fn jobs_from_ledgers(prefixes: &[String], worker_concurrency: u32) -> Result<(Vec<SimJob>, Option<f64>)> {
+    let now_ms = hourglass_core::ledger::now_ms();
+    let (mut jobs, mut weighted, mut weight) = (Vec::new(), 0.0, 0.0);
+    for prefix in prefixes {
+        let url = BlobUrl::parse(prefix)?.as_prefix();
+        let mut watch = LedgerWatch::new(Ledger::new(store::open(&url)?, &url));
+        let p = watch.refresh().await.with_context(|| format!("--from-ledger {url}"))?;
+        let (Some(job), Some(rows)) = (&p.job, p.backlog_rows) else {
+            bail!("--from-ledger {url}: no job record there");
+        };
+        let Some(deadline_ms) = p.deadline_unix_ms else {
+            bail!("--from-ledger {url}: job {job} has no deadline to simulate against");
+        };
+        if rows == 0 {
+            eprintln!("--from-ledger {url}: job {job} is done; left out");
+            continue;
+        }
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        if left.is_zero() {
+            bail!("--from-ledger {url}: job {job}'s deadline has passed");
+        }
+        if let Some(r) = p.rows_per_sec {
+            weighted += r * f64::from(worker_concurrency.max(1)) * rows as f64;
+            weight += rows as f64;
+        }
+        eprintln!(
+            "--from-ledger {url}: job {job}, {rows} rows left, deadline in {}, {}",
+            humantime::format_duration(Duration::from_secs(left.as_secs())),
+            p.rows_per_sec
+                .map(|r| format!("{:.0} rows/s per pod measured", r * f64::from(worker_concurrency.max(1))))
+                .unwrap_or_else(|| "no rate measured yet".into())
+        );
+        jobs.push(SimJob { rows: rows as f64, arrival: Duration::ZERO, deadline: left });
+    }
+    Ok((jobs, (weight > 0.0).then(|| weighted / weight)))
+}
+
+async fn simulate(a: SimulateArgs) -> Result<()> {
     let tz = schedule::time_zone(&a.tz)?;
     let now = jiff::Timestamp::now();
     let start = match a.start.as_str() {
@@ -324,10 +402,19 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         .ok()
         .filter(|d| !d.is_zero())
         .with_context(|| format!("--deadline {:?} is not after --start {:?}", a.deadline, a.start))?;
+    let (mut jobs, measured) = jobs_from_ledgers(&a.from_ledger, a.policy.worker_concurrency).await?;
+    jobs.extend(a.jobs.iter().cloned());
+    let mut policy = a.policy.clone();
+    if let Some(rate) = measured {
+        // The ledgers' measured rate is the prior the live scaler would use.
+        policy.pod_rows_per_sec = vec![PodRate { class: None, rows_per_sec: rate }];
+    }
+    let a = SimulateArgs { policy, ..a };
     let scenario = Scenario {
         rows: a.rows,
         shard_rows: a.shard_rows,
         deadline,
+        jobs,
         pod_rows_per_sec: a.policy.pod_rate(),
         spot_interruptions_per_node_hour: a.policy.spot_interruptions_per_hour,
         visibility_timeout: a.visibility_timeout,
@@ -374,6 +461,13 @@ fn simulate(a: SimulateArgs) -> Result<()> {
                     "peak_nodes": o.peak_nodes,
                     "shards_redone": o.shards_redone,
                     "vs_fixed_fleet": ratio(o),
+                    "jobs": o.jobs.iter().map(|j| serde_json::json!({
+                        "rows": j.rows,
+                        "arrival_seconds": j.arrival.as_secs_f64(),
+                        "deadline_seconds": j.deadline.as_secs_f64(),
+                        "finish_seconds": j.finish.map(|f| f.as_secs_f64()),
+                        "met_deadline": j.met_deadline(),
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -423,7 +517,30 @@ fn simulate(a: SimulateArgs) -> Result<()> {
                 f.nodes,
                 "-"
             ),
+            None if runs[0].1.jobs.len() > 1 => {
+                println!("best fixed fleet: not defined for several jobs arriving over time");
+            }
             None => println!("best fixed fleet: no number of nodes started at once meets the deadline"),
+        }
+    }
+    if runs[0].1.jobs.len() > 1 {
+        println!(
+            "\n{:<16} {:>4} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "policy", "job", "rows", "arrives", "deadline", "finish", "met"
+        );
+        for (p, o) in &runs {
+            for (i, j) in o.jobs.iter().enumerate() {
+                println!(
+                    "{:<16} {:>4} {:>10.3e} {:>10} {:>10} {:>10} {:>6}",
+                    policy_name(*p),
+                    i + 1,
+                    j.rows,
+                    format!("{} s", j.arrival.as_secs()),
+                    format!("{} s", j.deadline.as_secs()),
+                    j.finish.map(|f| format!("{} s", f.as_secs())).unwrap_or_else(|| "never".into()),
+                    if j.met_deadline() { "yes" } else { "NO" }
+                );
+            }
         }
     }
     Ok(())
@@ -518,6 +635,10 @@ async fn live(a: RunArgs) -> Result<()> {
     let mut scaler = Scaler::new(cfg, queue, ledger, kube).for_device_class(&a.policy.device_class);
     if let Some(f) = follow {
         scaler = scaler.follow_ledger(f);
+    }
+    if let Some(index) = &a.jobs_index {
+        let index = hourglass_core::jobs::JobsIndex::open(&BlobUrl::parse(index)?)?;
+        scaler = scaler.follow_index(index, a.jobs_days);
     }
     let _metrics =
         super::serve_metrics(a.metrics_addr, |r| scaler.metrics().register(r), std::sync::Arc::new(scaler.advice()))

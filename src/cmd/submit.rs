@@ -12,6 +12,11 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct SubmitArgs {
+    /// Register the job in this jobs index (a store prefix, e.g.
+    /// s3://ops/hourglass/jobs/) so a scaler given the same --jobs-index
+    /// follows it with every other job on the queue.
+    #[arg(long, env = "HOURGLASS_JOBS_INDEX")]
+    jobs_index: Option<String>,
     /// Input file or prefix (directory) of .csv / .parquet files. May hold
     /// `{date}` (the run date, 2026-11-22) or `{date:%Y%m%d}`, as may
     /// --model, --output and --job-id.
@@ -115,6 +120,7 @@ pub async fn run(a: SubmitArgs) -> Result<()> {
         model_sha256: runtime.sha256().to_string(),
         replace: a.replace,
         model_registry,
+        jobs_index: a.jobs_index.as_deref().map(BlobUrl::parse).transpose()?,
     };
     let report = submit::submit(request, queue.as_ref()).await?;
     if a.json {

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Args)]
 pub struct WatchArgs {
+    /// Register each job it submits in this jobs index (see `submit --jobs-index`).
+    #[arg(long, env = "HOURGLASS_JOBS_INDEX")]
+    jobs_index: Option<String>,
     /// The queue the bucket's event notifications go to (SQS URL).
     #[arg(long, env = "HOURGLASS_EVENTS_QUEUE")]
     events_queue: String,
@@ -56,6 +59,7 @@ pub async fn run(a: WatchArgs) -> Result<()> {
         metrics: Default::default(),
         poll_wait: a.poll_wait.min(queue::MAX_WAIT),
         visibility: a.visibility_timeout,
+        jobs_index: a.jobs_index.as_deref().map(BlobUrl::parse).transpose()?,
     };
     hourglass_worker::runtime::environment()?;
     let _metrics =
