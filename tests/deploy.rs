@@ -571,6 +571,19 @@ fn chart_hands_scaling_to_keda_with_the_scaler_advising() {
     assert!(ok, "{err}");
     let config = find(&docs_of(&text), "ConfigMap", "hg-hourglass-config").clone();
     assert_eq!(config["data"]["HOURGLASS_JOBS_INDEX"], "s3://scores/_hourglass-jobs/");
+    // Cost: workers on a pinned spot placement say so in their records;
+    // the scaler prices the jobs it follows.
+    let (text, err, ok) = render_with(&["--set", "scaler.nodePrices=spot=0.12\\,on-demand=0.38"]);
+    assert!(ok, "{err}");
+    let docs = docs_of(&text);
+    let args =
+        |name: &str| find(&docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args("hg-hourglass-worker").contains("--capacity-type=spot"), "{}", args("hg-hourglass-worker"));
+    assert!(
+        args("hg-hourglass-scaler").contains("--node-prices=spot=0.12,on-demand=0.38"),
+        "{}",
+        args("hg-hourglass-scaler")
+    );
     let (text, _, _) = render_with(&[]);
     assert!(!text.contains("kind: ScaledObject") && !text.contains("--mode=advise"));
     // A ScaledObject needs the scaler it reads.

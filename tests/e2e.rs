@@ -50,6 +50,49 @@ fn scored_job(format: &str, shard_size: &str) {
 }
 
 #[test]
+fn a_jobs_cost_is_its_pod_seconds_on_the_nodes_it_ran_on() {
+    let s = Scratch::new();
+    gen_data(&s, 20_000, 2, "csv");
+    let out = submit(&s, &["--shard-size", "64KiB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The node kind as the chart gives it (a pinned capacity type) and the
+    // operator (an instance type); no metadata service is asked.
+    let mut w = WorkerProc::spawn_on(
+        &s.queue(),
+        &["--exit-when-idle", "1s", "--capacity-type", "SPOT", "--instance-type", "m7i.2xlarge"],
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    );
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    // Every done record carries its usage.
+    let done_dir = s.path("output/_hourglass/done");
+    let mut records = 0;
+    for entry in std::fs::read_dir(&done_dir).unwrap() {
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let usage = &record["usage"];
+        assert_eq!(
+            (usage["capacity_type"].as_str(), usage["instance_type"].as_str()),
+            (Some("spot"), Some("m7i.2xlarge"))
+        );
+        assert!(usage["pod_seconds"].as_f64().unwrap() > 0.0, "{record}");
+        records += 1;
+    }
+    assert!(records >= 2, "{records} done records");
+    // status: node-seconds = pod-seconds ÷ pods per node, priced by the
+    // most specific entry; read from the finished bucket's summary.
+    let st = status_json_of(&s.output(), &["--pods-per-node", "8", "--node-prices", "spot=1,m7i.2xlarge/spot=0.16"]);
+    let pod_seconds = st["usage"]["m7i.2xlarge/spot"].as_f64().unwrap();
+    let cost = &st["cost"];
+    assert!(pod_seconds > 0.0 && (cost["pod_seconds"].as_f64().unwrap() - pod_seconds).abs() < 1e-9, "{st}");
+    let node_seconds = cost["node_seconds"].as_f64().unwrap();
+    assert!((node_seconds - pod_seconds / 8.0).abs() < 1e-9, "{cost}");
+    assert_eq!(cost["spot_share"], 1.0);
+    assert!((cost["dollars"].as_f64().unwrap() - node_seconds / 3600.0 * 0.16).abs() < 1e-12, "{cost}");
+    let text = hourglass_ok(&["status", &s.output(), "--node-prices", "spot=0.16"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("cost ") && text.contains("100% spot") && text.contains('$'), "{text}");
+}
+
+#[test]
 fn csv_job_scores_every_row_exactly_once() {
     scored_job("csv", "4MiB");
 }

@@ -141,3 +141,20 @@ fn a_live_ledger_becomes_the_simulated_job() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job record"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn each_policy_is_priced_at_the_spot_node_hour() {
+    let out = hourglass_ok(&["scaler", "simulate", "--compare", "--node-prices", "on-demand=0.4,spot=0.16", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for run in report["policies"].as_array().unwrap() {
+        let (hours, dollars) = (run["node_hours"].as_f64().unwrap(), run["cost_dollars"].as_f64().unwrap());
+        assert!((dollars - 0.16 * hours).abs() < 1e-9, "{run}");
+    }
+    let fixed = &report["fixed_fleet"];
+    assert!((fixed["cost_dollars"].as_f64().unwrap() - 0.16 * fixed["node_hours"].as_f64().unwrap()).abs() < 1e-9);
+    let table = String::from_utf8(hourglass_ok(&["scaler", "simulate", "--node-prices", "spot=0.16"]).stdout).unwrap();
+    assert!(table.contains("cost") && table.contains("$0.08"), "{table}");
+    // Prices that leave the simulated spot nodes out are refused.
+    let out = hourglass(&["scaler", "simulate", "--node-prices", "on-demand=0.4"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("spot=DOLLARS"));
+}

@@ -109,6 +109,8 @@ pub struct JobStatus {
     /// A training job's promotion decision, once every trial is done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub promotion: Option<hourglass_core::train::PromotionRecord>,
+    /// Pod-seconds of the done units by node kind (`INSTANCE/CAPACITY`).
+    pub usage: hourglass_core::cost::UsageTotals,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +244,7 @@ pub async fn status_of(ledger: &Ledger, queue: Option<&dyn Queue>) -> Result<Job
         _ => None,
     };
     Ok(JobStatus {
+        usage: view.usage(),
         kind: any.kind(),
         trials,
         promotion,
@@ -545,6 +548,7 @@ mod tests {
         let done = states.iter().filter(|s| **s == ShardState::Done).count() as u64;
         let failed = states.iter().filter(|s| **s == ShardState::Failed).count() as u64;
         JobStatus {
+            usage: Default::default(),
             job: JobId::parse("j-1").unwrap(),
             output: "s3://out/".into(),
             state: JobState::Running,

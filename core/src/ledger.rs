@@ -214,6 +214,10 @@ pub struct DoneRecord {
     /// before devices were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The pod-seconds it took and the node it ran on, for the job's cost.
+    /// Absent in records written before usage was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::cost::Usage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,6 +376,10 @@ pub struct BucketSummary {
     /// The earliest start and the latest finish among them.
     pub started_at_ms: u64,
     pub finished_at_ms: u64,
+    /// Pod-seconds by node kind (`crate::cost::Usage::key`) of the records
+    /// that carry usage.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub usage: crate::cost::UsageTotals,
 }
 
 /// A job's done units as `status` needs them: every done id (from a
@@ -405,6 +413,20 @@ impl DoneView {
     pub fn last_finish_ms(&self) -> Option<u64> {
         let s = self.summaries.iter().map(|s| s.finished_at_ms);
         s.chain(self.records.iter().map(|r| r.finished_at_ms)).max()
+    }
+
+    /// Pod-seconds by node kind, of every done unit that recorded usage.
+    pub fn usage(&self) -> crate::cost::UsageTotals {
+        let mut totals = crate::cost::UsageTotals::new();
+        for s in &self.summaries {
+            for (k, v) in &s.usage {
+                *totals.entry(k.clone()).or_default() += v;
+            }
+        }
+        for u in self.records.iter().filter_map(|r| r.usage.as_ref()) {
+            crate::cost::add(&mut totals, u);
+        }
+        totals
     }
 }
 
@@ -763,6 +785,7 @@ impl Ledger {
             bad_rows: 0,
             started_at_ms: u64::MAX,
             finished_at_ms: 0,
+            usage: Default::default(),
         };
         for record in records {
             let Some(r) = record.filter(|r| r.job == *job.job()) else { return Ok(None) };
@@ -771,6 +794,9 @@ impl Ledger {
             summary.bad_rows += r.bad_rows;
             summary.started_at_ms = summary.started_at_ms.min(r.started_at_ms);
             summary.finished_at_ms = summary.finished_at_ms.max(r.finished_at_ms);
+            if let Some(u) = &r.usage {
+                crate::cost::add(&mut summary.usage, u);
+            }
         }
         Ok(Some(summary))
     }
@@ -921,6 +947,7 @@ mod tests {
             sha256: String::new(),
             trial: None,
             device: None,
+            usage: None,
         }
     }
 

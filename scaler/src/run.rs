@@ -57,6 +57,8 @@ pub struct LoopConfig {
     /// Decide and report, patch nothing.
     pub dry_run: bool,
     pub mode: Mode,
+    /// Node-hour prices for the followed jobs' cost metric.
+    pub prices: hourglass_core::cost::Prices,
 }
 
 /// Who acts on the decision.
@@ -169,6 +171,8 @@ pub struct Metrics {
     scale_changes: Counter,
     errors: Family<ErrorLabels, Counter>,
     conflict: Gauge,
+    job_node_seconds: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    job_cost: Family<JobLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -232,6 +236,16 @@ impl Metrics {
         r.register(format!("{p}_ticks"), "Decisions made", self.ticks.clone());
         r.register(format!("{p}_scale_changes"), "Replica changes written", self.scale_changes.clone());
         r.register(format!("{p}_errors"), "Failed reads and writes by operation and kind", self.errors.clone());
+        r.register(
+            "hourglass_job_node_seconds",
+            "Node-seconds a followed job's done units took (pod-seconds over --pods-per-node)",
+            self.job_node_seconds.clone(),
+        );
+        r.register(
+            "hourglass_job_cost_dollars",
+            "A followed job's cost so far at --node-prices (absent without prices, or while some usage has no price)",
+            self.job_cost.clone(),
+        );
         r.register(
             format!("{p}_autoscaler_conflict"),
             "1 while another autoscaler (an HPA, or KEDA through one) targets the worker Deployment and the scaler refuses to patch it",
@@ -468,6 +482,8 @@ impl Scaler {
                 self.metrics.job_shards.remove(&JobStateLabels { hourglass_job: gone.clone(), state: state.into() });
             }
             self.metrics.job_shards_planned.remove(&JobLabels { hourglass_job: gone.clone() });
+            self.metrics.job_node_seconds.remove(&JobLabels { hourglass_job: gone.clone() });
+            self.metrics.job_cost.remove(&JobLabels { hourglass_job: gone.clone() });
         }
         self.published_jobs = followed;
         for part in &parts {
@@ -479,6 +495,16 @@ impl Scaler {
             }
             let labels = JobLabels { hourglass_job: job.to_string() };
             self.metrics.job_shards_planned.get_or_create(&labels).set(part.shards_total.min(i64::MAX as u64) as i64);
+            let cost = hourglass_core::cost::cost(&part.usage, self.cfg.policy.pods_per_node, &self.cfg.prices);
+            self.metrics.job_node_seconds.get_or_create(&labels).set(cost.node_seconds);
+            match cost.dollars {
+                Some(d) => {
+                    self.metrics.job_cost.get_or_create(&labels).set(d);
+                }
+                None => {
+                    self.metrics.job_cost.remove(&labels);
+                }
+            }
         }
         let oldest = match (depth.oldest_age_ms, progress.submitted_at_ms) {
             (Some(ms), _) => ms as f64 / 1000.0,

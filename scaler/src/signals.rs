@@ -31,6 +31,8 @@ pub struct Progress {
     /// When the job was submitted (Unix ms): while shards remain, its oldest
     /// message has waited at most since then.
     pub submitted_at_ms: Option<u64>,
+    /// Pod-seconds of its done units by node kind, for its cost.
+    pub usage: hourglass_core::cost::UsageTotals,
 }
 
 /// Follows one job's ledger across ticks.
@@ -39,6 +41,7 @@ pub struct LedgerWatch {
     job: Option<AnyJob>,
     done: HashMap<ShardId, u64>,
     ewma: Option<f64>,
+    usage: hourglass_core::cost::UsageTotals,
     /// Only done records scored on this device class (`cpu`, `cuda`,
     /// `tensorrt`) or recording none feed the rate; `None`: all.
     device_class: Option<String>,
@@ -46,7 +49,7 @@ pub struct LedgerWatch {
 
 impl LedgerWatch {
     pub fn new(ledger: Ledger) -> Self {
-        Self { ledger, job: None, done: HashMap::new(), ewma: None, device_class: None }
+        Self { ledger, job: None, done: HashMap::new(), ewma: None, usage: Default::default(), device_class: None }
     }
 
     /// Measures the rate on done records of this device class only (and
@@ -75,6 +78,7 @@ impl LedgerWatch {
             // A new job under the same prefix: start over.
             self.done.clear();
             self.ewma = None;
+            self.usage.clear();
         }
         self.job = job;
         let listed = self.ledger.done_shards().await?;
@@ -93,6 +97,9 @@ impl LedgerWatch {
                 self.ewma = ewma(self.ewma, record);
             }
             self.done.insert(record.shard.clone(), record.rows);
+            if let Some(u) = &record.usage {
+                hourglass_core::cost::add(&mut self.usage, u);
+            }
         }
         Ok(self.progress())
     }
@@ -111,6 +118,7 @@ impl LedgerWatch {
             shards_total: units.len() as u64,
             shards_done: units.iter().filter(|(s, _)| self.done.contains_key(*s)).count() as u64,
             submitted_at_ms: Some(job.submitted_at_ms()),
+            usage: self.usage.clone(),
         }
     }
 }
@@ -148,6 +156,7 @@ pub fn combine(parts: &[Progress]) -> Progress {
         shards_total: parts.iter().map(|p| p.shards_total).sum(),
         shards_done: parts.iter().map(|p| p.shards_done).sum(),
         submitted_at_ms: live.iter().filter_map(|p| p.submitted_at_ms).min(),
+        usage: Default::default(),
     }
 }
 
@@ -214,6 +223,7 @@ mod tests {
             sha256: String::new(),
             trial: None,
             device: None,
+            usage: None,
         }
     }
 
@@ -295,6 +305,7 @@ mod tests {
         ledger.create_job(&job(dir.path(), 4, 1000, None)).await.unwrap();
         let on = |shard: &str, rows: u64, finished: u64, device: Option<&str>| DoneRecord {
             device: device.map(String::from),
+            usage: None,
             ..done(shard, rows, 1.0, finished)
         };
         ledger.create_done(&on("s000", 1000, 10, Some("cpu"))).await.unwrap();
@@ -353,6 +364,28 @@ mod tests {
         ledger.create_done(&done("trial-0001", 40_000, 8.0, 2_000_000)).await.unwrap();
         let p = watch.refresh().await.unwrap();
         assert_eq!((p.backlog_rows, p.shards_done, p.rows_per_sec), (Some(120_000), 1, Some(5_000.0)));
+    }
+
+    #[tokio::test]
+    async fn a_watch_adds_up_the_usage_its_done_records_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = BlobUrl::parse(&format!("file://{}/", dir.path().display())).unwrap();
+        let ledger = Ledger::new(store::open(&root).unwrap(), &root);
+        ledger.create_job(&job(dir.path(), 3, 1000, None)).await.unwrap();
+        let mut watch = LedgerWatch::new(ledger.clone());
+        for (i, capacity) in [(0, "spot"), (1, "spot"), (2, "on-demand")] {
+            let mut record = done(&format!("s{i:03}"), 1000, 2.0, 2_000_000 + i);
+            record.usage = Some(hourglass_core::cost::Usage {
+                pod_seconds: 30.0,
+                capacity_type: Some(capacity.into()),
+                instance_type: None,
+            });
+            ledger.create_done(&record).await.unwrap();
+            let p = watch.refresh().await.unwrap();
+            assert_eq!(p.usage.values().sum::<f64>(), 30.0 * (i + 1) as f64);
+        }
+        let p = watch.refresh().await.unwrap();
+        assert_eq!((p.usage["?/spot"], p.usage["?/on-demand"]), (60.0, 30.0));
     }
 
     #[test]

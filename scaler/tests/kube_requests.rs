@@ -84,6 +84,7 @@ async fn two_message_scaler(mode: Mode) -> (tempfile::TempDir, Scaler, Mock) {
         prewarm: None,
         dry_run: false,
         mode,
+        prices: Default::default(),
     };
     (dir, Scaler::new(cfg, q, None, kube), handle)
 }
@@ -262,6 +263,7 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
         prewarm: None,
         dry_run: false,
         mode: Mode::Patch,
+        prices: Default::default(),
     };
     let mut scaler = Scaler::new(cfg, Arc::clone(&q), None, kube);
     let server = tokio::spawn(async move {

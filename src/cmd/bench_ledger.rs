@@ -231,5 +231,10 @@ fn done_record(job: &AnyJob, root: &BlobUrl, shard: &ShardId) -> DoneRecord {
         sha256: String::new(),
         trial: None,
         device: None,
+        usage: Some(hourglass_core::cost::Usage {
+            pod_seconds: 1.0,
+            capacity_type: Some("spot".into()),
+            instance_type: Some("m7i.2xlarge".into()),
+        }),
     }
 }

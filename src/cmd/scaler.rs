@@ -117,6 +117,12 @@ struct PolicyArgs {
     /// Shards one worker pod takes at once (its --concurrency).
     #[arg(long, default_value_t = 1, env = "HOURGLASS_WORKER_CONCURRENCY")]
     worker_concurrency: u32,
+    /// Node-hour prices (`spot=0.12,on-demand=0.38`, by instance type
+    /// `m7i.2xlarge/spot=0.15`, `*` for the rest): the live loop exports
+    /// hourglass_job_cost_dollars of the jobs it follows; `simulate`
+    /// prices each policy's node-hours (its nodes are spot).
+    #[arg(long, env = "HOURGLASS_NODE_PRICES", value_parser = hourglass_core::cost::Prices::parse)]
+    node_prices: Option<hourglass_core::cost::Prices>,
 }
 
 /// One `--pod-rows-per-sec` entry: a rate for every class, or for one.
@@ -435,6 +441,12 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
         (vec![(a.policy.policy, sim::simulate(&scenario, &chosen))], None)
     };
     let ratio = |o: &sim::Outcome| fixed.as_ref().map(|f| o.node_hours / f.node_hours);
+    // The simulated nodes are spot nodes of no particular instance type.
+    let price = a.policy.node_prices.as_ref().and_then(|p| p.per_node_hour("?/spot"));
+    if a.policy.node_prices.is_some() && price.is_none() {
+        bail!("--node-prices has no price for the simulated spot nodes: give spot=DOLLARS or *=DOLLARS");
+    }
+    let dollars = |node_hours: f64| price.map(|p| p * node_hours);
     let (policy, main) = &runs[0];
     if let Some(path) = &a.timeline {
         std::fs::write(path, sim::timeline_csv(main)).with_context(|| format!("writing {}", path.display()))?;
@@ -461,6 +473,7 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
                     "peak_nodes": o.peak_nodes,
                     "shards_redone": o.shards_redone,
                     "vs_fixed_fleet": ratio(o),
+                    "cost_dollars": dollars(o.node_hours),
                     "jobs": o.jobs.iter().map(|j| serde_json::json!({
                         "rows": j.rows,
                         "arrival_seconds": j.arrival.as_secs_f64(),
@@ -477,6 +490,7 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
                 "fixed_fleet": fixed.as_ref().map(|f| serde_json::json!({
                     "nodes": f.nodes,
                     "node_hours": f.node_hours,
+                    "cost_dollars": dollars(f.node_hours),
                     "finish_seconds": f.finish.as_secs_f64(),
                 })),
             })
@@ -486,14 +500,23 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    let usd = |node_hours: f64| dollars(node_hours).map(|d| format!(" {:>9}", format!("${d:.2}"))).unwrap_or_default();
     println!(
-        "{:<16} {:>10} {:>10} {:>6} {:>11} {:>9} {:>11} {:>14}",
-        "policy", "finish", "deadline", "met", "node-hours", "vs fixed", "peak nodes", "shards redone"
+        "{:<16} {:>10} {:>10} {:>6} {:>11} {:>9} {:>11} {:>14}{}",
+        "policy",
+        "finish",
+        "deadline",
+        "met",
+        "node-hours",
+        "vs fixed",
+        "peak nodes",
+        "shards redone",
+        if price.is_some() { format!(" {:>9}", "cost") } else { String::new() }
     );
     let vs = |r: Option<f64>| r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
     for (p, o) in &runs {
         println!(
-            "{:<16} {:>10} {:>10} {:>6} {:>11.2} {:>9} {:>11} {:>14}",
+            "{:<16} {:>10} {:>10} {:>6} {:>11.2} {:>9} {:>11} {:>14}{}",
             policy_name(*p),
             o.finish.map(|f| format!("{} s", f.as_secs())).unwrap_or_else(|| "never".into()),
             format!("{} s", o.deadline.as_secs()),
@@ -501,13 +524,14 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
             o.node_hours,
             vs(ratio(o)),
             o.peak_nodes,
-            o.shards_redone
+            o.shards_redone,
+            usd(o.node_hours)
         );
     }
     if a.compare {
         match &fixed {
             Some(f) => println!(
-                "{:<16} {:>10} {:>10} {:>6} {:>11.2} {:>9} {:>11} {:>14}",
+                "{:<16} {:>10} {:>10} {:>6} {:>11.2} {:>9} {:>11} {:>14}{}",
                 "best fixed fleet",
                 format!("{} s", f.finish.as_secs()),
                 format!("{} s", deadline.as_secs()),
@@ -515,7 +539,8 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
                 f.node_hours,
                 "1.00x",
                 f.nodes,
-                "-"
+                "-",
+                usd(f.node_hours)
             ),
             None if runs[0].1.jobs.len() > 1 => {
                 println!("best fixed fleet: not defined for several jobs arriving over time");
@@ -620,6 +645,7 @@ async fn live(a: RunArgs) -> Result<()> {
     };
     let target = worker.to_string();
     let cfg = LoopConfig {
+        prices: a.policy.node_prices.clone().unwrap_or_default(),
         policy,
         interval: a.interval,
         worker,

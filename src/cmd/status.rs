@@ -4,6 +4,7 @@ use super::{ExitWith, exit_with, finished};
 use anyhow::Result;
 use clap::Args;
 use hourglass_coordinator::status::{self, JobState};
+use hourglass_core::cost::{self, Prices};
 use hourglass_core::{BlobUrl, queue};
 use std::time::Duration;
 
@@ -25,6 +26,38 @@ pub struct StatusArgs {
     watch: bool,
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     interval: Duration,
+    /// Worker pods per node: a pod-second is this share of a node-second.
+    #[arg(long, default_value_t = 4, env = "HOURGLASS_PODS_PER_NODE")]
+    pods_per_node: u32,
+    /// Node-hour prices for the job's cost: `spot=0.12,on-demand=0.38`,
+    /// also by instance type (`m7i.2xlarge=0.40`, `m7i.2xlarge/spot=0.15`)
+    /// and `*` for the rest; the most specific wins.
+    #[arg(long, env = "HOURGLASS_NODE_PRICES", value_parser = Prices::parse)]
+    node_prices: Option<Prices>,
+}
+
+/// `cost     2.41 node-h (pod-h ÷ 4 pods per node), 83% spot, $0.38`.
+fn cost_line(c: &cost::Cost, pods_per_node: u32) -> Option<String> {
+    if c.pod_seconds <= 0.0 {
+        return None;
+    }
+    let hours = |s: f64| if s >= 36.0 { format!("{:.2} h", s / 3600.0) } else { format!("{s:.1} s") };
+    let mut line = format!(
+        "cost     {} node ({} pod ÷ {pods_per_node} pods per node)",
+        hours(c.node_seconds),
+        hours(c.pod_seconds)
+    );
+    if let Some(spot) = c.spot_share {
+        line.push_str(&format!(", {:.0}% spot", spot * 100.0));
+    }
+    match c.dollars {
+        Some(d) => line.push_str(&format!(", ${d:.2}")),
+        None if c.unpriced_node_seconds > 0.0 && c.unpriced_node_seconds < c.node_seconds => {
+            line.push_str(&format!(", {} node without a --node-prices entry", hours(c.unpriced_node_seconds)));
+        }
+        None => {}
+    }
+    Some(line)
 }
 
 pub async fn run(a: StatusArgs) -> Result<()> {
@@ -37,10 +70,16 @@ pub async fn run(a: StatusArgs) -> Result<()> {
     let queue = queue.as_deref();
     if !a.watch {
         let s = status::status(&output, queue).await.map_err(unreadable)?;
+        let cost = cost::cost(&s.usage, a.pods_per_node, a.node_prices.as_ref().unwrap_or(&Prices::default()));
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            let mut v = serde_json::to_value(&s)?;
+            v["cost"] = serde_json::to_value(&cost)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             print!("{}", s.render());
+            if let Some(line) = cost_line(&cost, a.pods_per_node) {
+                println!("{line}");
+            }
         }
         return match s.state {
             JobState::Running => Err(ExitWith { code: status::EXIT_RUNNING, message: None }.into()),

@@ -89,6 +89,15 @@ pub struct WorkerArgs {
     work_dir: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    /// The node's capacity type (spot, on-demand), recorded with each
+    /// shard's pod-seconds for the job's cost; default: asked of the EC2
+    /// instance metadata service, if reachable.
+    #[arg(long, env = "HOURGLASS_CAPACITY_TYPE")]
+    capacity_type: Option<String>,
+    /// The node's instance type (m7i.2xlarge); default: from the instance
+    /// metadata service, if reachable.
+    #[arg(long, env = "HOURGLASS_INSTANCE_TYPE")]
+    instance_type: Option<String>,
 }
 
 pub async fn run(a: WorkerArgs) -> Result<()> {
@@ -100,6 +109,7 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
     // the probe model, or the worker exits saying why.
     let device = a.device.select().await?;
     let config = WorkerConfig {
+        node: hourglass_worker::node::NodeInfo::discover(a.capacity_type.clone(), a.instance_type.clone()),
         concurrency,
         prefetch_shards: a.prefetch_shards,
         threads,

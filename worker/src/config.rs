@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub allow_prefixes: Vec<BlobUrl>,
     /// Where models run: the device `device::select` settled on at start.
     pub device: crate::device::DeviceOptions,
+    /// The node's capacity and instance type, for done records' usage.
+    pub node: crate::node::NodeInfo,
 }
 
 /// Rows per batch: large enough that ONNX Runtime's per-call overhead is
@@ -77,6 +79,7 @@ impl Default for WorkerConfig {
             interrupt_receive: false,
             exit_when_idle: None,
             preload_model: None,
+            node: crate::node::NodeInfo::default(),
             worker_id: default_worker_id(),
             fault_batch_delay: Duration::ZERO,
             allow_prefixes: Vec::new(),

@@ -100,7 +100,12 @@ impl TaskHandler for InferHandler {
         // Started when a pool thread takes it, not while it waits for one.
         let (started_at_ms, outcome) = self.pool.run(move || (now_ms(), score_shard(&handle, &job, Some(input)))).await;
         let outcome = lease.check(outcome)?;
-        let who = Scorer { worker: &self.config.worker_id, device: model_device };
+        let who = Scorer {
+            worker: &self.config.worker_id,
+            device: model_device,
+            node: self.config.node.get(),
+            concurrency: self.config.concurrency,
+        };
         write_output(ledger, lease, task, who, attempt, started_at_ms, outcome).await
     }
 
@@ -114,6 +119,9 @@ struct Scorer<'a> {
     worker: &'a str,
     /// The device the model really ran on.
     device: Device,
+    node: crate::node::NodeKind,
+    /// Shards the pod scores at once: each holds that share of it.
+    concurrency: usize,
 }
 
 /// Writes a scored shard: output, bad rows, then the done record, each
@@ -138,6 +146,12 @@ async fn write_output(
         ledger.store().put(ledger.bad_rows_url(&task.shard).key(), Bytes::from(bad)).await?;
     }
     lease.check_writable()?;
+    let finished_at_ms = now_ms();
+    let usage = hourglass_core::cost::Usage {
+        pod_seconds: finished_at_ms.saturating_sub(started_at_ms) as f64 / 1000.0 / who.concurrency.max(1) as f64,
+        capacity_type: who.node.capacity_type.clone(),
+        instance_type: who.node.instance_type.clone(),
+    };
     let done = DoneRecord {
         v: LEDGER_VERSION,
         job: task.job.clone(),
@@ -146,13 +160,14 @@ async fn write_output(
         bad_rows: outcome.bad_rows,
         seconds: outcome.seconds,
         started_at_ms,
-        finished_at_ms: now_ms(),
+        finished_at_ms,
         worker: who.worker.to_string(),
         attempt,
         output: out_url,
         sha256,
         trial: None,
         device: Some(who.device.to_string()),
+        usage: Some(usage),
     };
     Ok(ledger.create_done(&done).await?.then_some(done))
 }

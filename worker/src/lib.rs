@@ -22,6 +22,7 @@ pub mod health;
 pub mod infer;
 pub mod lease;
 pub mod metrics;
+pub mod node;
 pub mod pool;
 pub mod runtime;
 pub mod serve;

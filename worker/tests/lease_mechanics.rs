@@ -424,6 +424,7 @@ async fn a_unit_already_done_is_acked_without_running_either_handler() {
             sha256: String::new(),
             trial: None,
             device: None,
+            usage: None,
         };
         assert!(f.ledger.create_done(&done).await.unwrap());
         let summary = run(f.worker(config(1))).await;

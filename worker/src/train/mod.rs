@@ -133,6 +133,15 @@ impl TrainHandler {
         manifest: &Manifest,
         (attempt, started_at_ms, seconds): (u32, u64, f64),
     ) -> DoneRecord {
+        let finished_at_ms = now_ms();
+        let node = self.worker.node.get();
+        let usage = hourglass_core::cost::Usage {
+            pod_seconds: finished_at_ms.saturating_sub(started_at_ms) as f64
+                / 1000.0
+                / self.worker.concurrency.max(1) as f64,
+            capacity_type: node.capacity_type,
+            instance_type: node.instance_type,
+        };
         DoneRecord {
             v: LEDGER_VERSION,
             job: task.job.clone(),
@@ -141,13 +150,14 @@ impl TrainHandler {
             bad_rows: 0,
             seconds,
             started_at_ms,
-            finished_at_ms: now_ms(),
+            finished_at_ms,
             worker: self.worker.worker_id.clone(),
             attempt,
             output: registry.model_url(&manifest.name, manifest.version),
             sha256: manifest.sha256.clone(),
             trial: Some(Self::result_from(manifest, task)),
             device: None,
+            usage: Some(usage),
         }
     }
 
