@@ -43,7 +43,7 @@ pub struct BenchLedgerArgs {
 struct Run {
     shards: usize,
     /// The store requests of recording every shard, per shard: the job
-    /// record's HEAD, two done checks, the done record, the completion
+    /// record's HEAD, the done check, the done record, the completion
     /// check and the final check.
     requests_per_shard: f64,
     seconds_recording: f64,
@@ -150,10 +150,11 @@ pub async fn run(a: BenchLedgerArgs) -> Result<()> {
 }
 
 /// What a worker does to the ledger for each shard of `range`, `workers`
-/// at a time: the HEAD of `job.json` (is the cached record still the
-/// prefix's?), the done check before the work and again before writing,
-/// the done record, the completion check, and the final check when that
-/// says so. (The input read and the output write are not counted.)
+/// at a time, on a shard's first delivery: the HEAD of `job.json` (is the
+/// cached record still the prefix's?), the done check before writing (a
+/// redelivery also checks before the work), the done record, the
+/// completion check, and the final check when that says so. (The input
+/// read and the output write are not counted.)
 async fn record(
     ledger: &Ledger,
     job: &AnyJob,
@@ -165,7 +166,7 @@ async fn record(
         .map(|i: usize| async move {
             let shard = ShardId::from_index(i);
             ledger.job_version().await?;
-            if ledger.read_done(&shard).await?.is_none() && ledger.read_done(&shard).await?.is_none() {
+            if ledger.read_done(&shard).await?.is_none() {
                 ledger.create_done(&done_record(job, root, &shard)).await?;
             }
             if ledger.may_complete(job, &shard).await? {

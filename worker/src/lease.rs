@@ -415,7 +415,13 @@ impl Worker {
         if let Some(reason) = handler.refuses(&record, &task) {
             return self.refuse(&message, &format!("stale or forged task: {reason}")).await;
         }
-        match ledger.read_done(task.unit()).await {
+        // A first delivery of a batch shard is almost never of a shard
+        // already done (only a message sent twice), and the write path
+        // checks again before writing anything: the check here is skipped
+        // then, one store request per shard saved. Redeliveries, and
+        // training trials (minutes of work), check first.
+        let check_first = message.receive_count > 1 || task.kind() != TaskKind::Infer;
+        match if check_first { ledger.read_done(task.unit()).await } else { Ok(None) } {
             Ok(Some(_)) => {
                 info!("already done; acking the redelivery");
                 self.metrics.outcome("skipped");
@@ -594,6 +600,16 @@ impl Worker {
 
     /// Gives up on a shard: failed record, then dead-letter.
     async fn fail(&self, message: &Message, task: &impl UnitTask, ledger: Option<&Ledger>, err: &Error) {
+        // A unit another attempt has recorded done never gets a failed
+        // record (a message sent twice, failing on an input since removed).
+        if let Some(ledger) = ledger
+            && let Ok(Some(_)) = ledger.read_done(task.unit()).await
+        {
+            info!(error = %err, "this attempt failed, but another recorded the unit done; acking");
+            self.metrics.outcome("superseded");
+            self.ack(message).await;
+            return;
+        }
         warn!(error = %err, kind = err.kind(), "shard failed for good; dead-lettering");
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         self.metrics.outcome("failed");

@@ -405,8 +405,11 @@ async fn poison_and_tasks_of_the_wrong_kind_go_to_the_dead_letter_queue() {
     }
 }
 
+/// A trial already done is acked without running its trainer; a batch
+/// shard's first delivery skips that check (a message sent twice is rare)
+/// and the write path finds the record before writing anything.
 #[tokio::test(start_paused = true)]
-async fn a_unit_already_done_is_acked_without_running_either_handler() {
+async fn a_unit_already_done_is_acked_and_nothing_is_written() {
     for f in both(None, "exit 1\n").await {
         let record = f.ledger.read_any_job().await.unwrap().unwrap().job().clone();
         let done = DoneRecord {
@@ -430,7 +433,10 @@ async fn a_unit_already_done_is_acked_without_running_either_handler() {
         let summary = run(f.worker(config(1))).await;
         assert_eq!((summary.shards_done, summary.shards_failed), (0, 0), "{:?}", f.kind);
         assert_eq!(f.queue.acks.load(Ordering::SeqCst), 1);
-        assert!(f.queue.extends.lock().unwrap().is_empty(), "no lease was held for work");
+        if f.kind == TaskKind::Train {
+            assert!(f.queue.extends.lock().unwrap().is_empty(), "no lease was held for work");
+        }
+        assert_eq!(f.queue.dead.load(Ordering::SeqCst), 0, "{:?}", f.kind);
         assert!(f.written().is_empty(), "{:?} wrote {:?}", f.kind, f.written());
         assert_eq!(f.done().await.unwrap().worker, "earlier");
     }
