@@ -156,7 +156,8 @@ fn chart_never_holds_a_spot_drain_and_lets_only_monitoring_scrape() {
     let pdb = find(&docs, "PodDisruptionBudget", "hg-hourglass-worker");
     assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), values["scaler"]["podsPerNode"].as_u64(), "{pdb:?}");
     assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
-    // NetworkPolicy: only the monitoring namespaces, only the metrics port.
+    // NetworkPolicy: only the monitoring namespaces (and, to the workers,
+    // the scaler reading their shards in flight), only the metrics port.
     for component in ["worker", "scaler", "watcher"] {
         let np = find(&docs, "NetworkPolicy", &format!("hg-hourglass-{component}"));
         let deployment = find(&docs, "Deployment", &format!("hg-hourglass-{component}"));
@@ -164,13 +165,20 @@ fn chart_never_holds_a_spot_drain_and_lets_only_monitoring_scrape() {
         assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
         let rules = np["spec"]["ingress"].as_array().unwrap();
         assert_eq!(rules.len(), 1, "{np:?}");
-        let namespaces: Vec<_> = rules[0]["from"]
-            .as_array()
-            .unwrap()
+        let from = rules[0]["from"].as_array().unwrap();
+        let namespaces: Vec<_> = from
             .iter()
-            .map(|f| f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str().unwrap())
+            .filter_map(|f| f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str())
             .collect();
         assert_eq!(namespaces, ["monitoring", "observability"]);
+        let pods: Vec<_> = from.iter().filter(|f| f.get("podSelector").is_some()).collect();
+        if component == "worker" {
+            let scaler = find(&docs, "Deployment", "hg-hourglass-scaler");
+            assert_eq!(pods.len(), 1, "{np:?}");
+            assert_eq!(pods[0]["podSelector"]["matchLabels"], scaler["spec"]["selector"]["matchLabels"]);
+        } else {
+            assert!(pods.is_empty(), "{np:?}");
+        }
         assert_eq!(rules[0]["ports"], serde_json::json!([{"port": "metrics", "protocol": "TCP"}]));
     }
 }

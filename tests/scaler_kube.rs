@@ -319,6 +319,82 @@ async fn scaler_refuses_a_deployment_an_hpa_scales_and_advises_keda_instead() {
     assert_eq!(k.replicas("hourglass-worker"), 1, "advise mode patched the Deployment");
 }
 
+/// A worker's metrics endpoint on loopback, saying it holds whatever
+/// `in_flight` holds.
+fn fake_worker_metrics(in_flight: std::sync::Arc<std::sync::atomic::AtomicU64>) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let body =
+                format!("hourglass_worker_shards_in_flight {}\n", in_flight.load(std::sync::atomic::Ordering::SeqCst));
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_worker_pods_are_marked_against_scale_down_and_idle_ones_released() {
+    let _one = SERIAL.lock().await;
+    let k = kube();
+    k.set_replicas("hourglass-worker", 1);
+    let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let port = fake_worker_metrics(in_flight.clone());
+    // A worker pod as the ReplicaSet would make it, bound to a node and
+    // running on loopback (no scheduler or kubelet here: its node and
+    // status are written as they would report them).
+    let name = "hourglass-worker-busy-probe";
+    // Bound to a node no kubelet serves: removed at once, not gracefully.
+    let remove = ["delete", "pod", name, "-n", "batch", "--grace-period=0", "--force", "--ignore-not-found"];
+    k.kubectl_as("admin", &remove, None);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "batch", "labels": {"app": "hourglass-worker"}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "worker", "image": "hourglass:test",
+                 "ports": [{"name": "metrics", "containerPort": port}]}]},
+    });
+    k.admin(&["create", "-f", "-"], Some(&pod.to_string()));
+    let mut running = k.json(&["get", "pod", name, "-n", "batch"]);
+    running["status"] = serde_json::json!({"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status.json");
+    std::fs::write(&file, running.to_string()).unwrap();
+    let status_uri = format!("/api/v1/namespaces/batch/pods/{name}/status");
+    k.admin(&["replace", "--raw", &status_uri, "-f", file.to_str().unwrap()], None);
+
+    let s = Scratch::new();
+    let queue = queue_with(&s, 4).await;
+    let rule = ["--policy", "queue-length", "--target-messages-per-replica", "2"];
+    ok(&k.scaler_once(&queue, &rule));
+    let annotations = |k: &Kube| k.json(&["get", "pod", name, "-n", "batch"])["metadata"]["annotations"].clone();
+    let a = annotations(&k);
+    assert_eq!(a["controller.kubernetes.io/pod-deletion-cost"], "1001", "{a}");
+    assert_eq!(a["cluster-autoscaler.kubernetes.io/safe-to-evict"], "false", "{a}");
+    assert_eq!(a["karpenter.sh/do-not-disrupt"], "true", "{a}");
+    // The shard is done: the marks go, so its node can be consolidated.
+    in_flight.store(0, std::sync::atomic::Ordering::SeqCst);
+    ok(&k.scaler_once(&queue, &rule));
+    let a = annotations(&k);
+    for key in [
+        "controller.kubernetes.io/pod-deletion-cost",
+        "cluster-autoscaler.kubernetes.io/safe-to-evict",
+        "karpenter.sh/do-not-disrupt",
+    ] {
+        assert!(a.get(key).is_none(), "{key} left on an idle pod: {a}");
+    }
+    // Opted out: nothing is written to pods.
+    in_flight.store(3, std::sync::atomic::Ordering::SeqCst);
+    let mut off = rule.to_vec();
+    off.extend(["--protect-busy-pods", "false"]);
+    ok(&k.scaler_once(&queue, &off));
+    assert!(annotations(&k).get("karpenter.sh/do-not-disrupt").is_none());
+    k.kubectl_as("admin", &remove, None);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deadline_policy_sizes_from_the_ledger_and_prewarms_placeholders() {
     let _one = SERIAL.lock().await;
@@ -367,6 +443,7 @@ fn shipped_role_allows_exactly_what_the_scaler_does() {
         &["get", "deployments.apps/hourglass-capacity", "--subresource=scale", "-n", "batch"],
         &["patch", "deployments.apps/hourglass-capacity", "--subresource=scale", "-n", "batch"],
         &["list", "pods", "-n", "batch"],
+        &["patch", "pods/any-worker", "-n", "batch"],
         &["list", "horizontalpodautoscalers.autoscaling", "-n", "batch"],
         &["create", "events", "-n", "batch"],
     ];
@@ -378,7 +455,7 @@ fn shipped_role_allows_exactly_what_the_scaler_does() {
         &["delete", "deployments.apps/hourglass-worker", "-n", "batch"],
         // Not other Deployments' scale.
         &["patch", "deployments.apps/something-else", "--subresource=scale", "-n", "batch"],
-        // Pods are counted, never touched.
+        // Pods are counted and annotated, never read one by one, made or removed.
         &["get", "pods/anything", "-n", "batch"],
         &["delete", "pods", "-n", "batch"],
         &["create", "pods", "-n", "batch"],

@@ -111,6 +111,28 @@ pub struct PodCounts {
     pub pending: u32,
 }
 
+impl PodCounts {
+    pub fn of(pods: &[PodInfo]) -> Self {
+        let scheduled = pods.iter().filter(|p| p.bound).count() as u32;
+        Self { scheduled, pending: pods.len() as u32 - scheduled }
+    }
+}
+
+/// One live pod, as the busy-pod annotations need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    /// Bound to a node.
+    pub bound: bool,
+    pub node: Option<String>,
+    pub running: bool,
+    pub ip: Option<String>,
+    /// The container port named `metrics`.
+    pub metrics_port: Option<u16>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     Normal,
@@ -200,12 +222,17 @@ impl Kube {
     }
 
     pub async fn count_pods(&self, namespace: &str, selector: &str) -> Result<PodCounts, KubeError> {
+        Ok(PodCounts::of(&self.list_pods(namespace, selector).await?))
+    }
+
+    /// The live pods a selector picks (not terminating, not finished).
+    pub async fn list_pods(&self, namespace: &str, selector: &str) -> Result<Vec<PodInfo>, KubeError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let list = pods
             .list(&ListParams::default().labels(selector))
             .await
             .map_err(|e| KubeError::from_kube(format!("list pods -n {namespace} -l {selector}"), e))?;
-        let mut counts = PodCounts::default();
+        let mut out = Vec::new();
         for pod in list.items {
             if pod.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -214,10 +241,40 @@ impl Kube {
             if phase == "Succeeded" || phase == "Failed" {
                 continue;
             }
-            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
-            if bound { counts.scheduled += 1 } else { counts.pending += 1 }
+            let spec = pod.spec.as_ref();
+            let metrics_port = spec
+                .into_iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some("metrics"))
+                .and_then(|p| u16::try_from(p.container_port).ok());
+            out.push(PodInfo {
+                namespace: namespace.to_string(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                bound: spec.and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()),
+                node: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+                running: phase == "Running",
+                ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
+                metrics_port,
+                annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+            });
         }
-        Ok(counts)
+        Ok(out)
+    }
+
+    /// Sets (a value) or removes (`None`) annotations of one pod with a
+    /// JSON merge patch of `metadata.annotations`: nothing else is written.
+    pub async fn annotate_pod(
+        &self,
+        pod: &PodInfo,
+        changes: &std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<(), KubeError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let patch = serde_json::json!({ "metadata": { "annotations": changes } });
+        pods.patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| KubeError::from_kube(format!("patch pods/{} -n {}", pod.name, pod.namespace), e))?;
+        Ok(())
     }
 
     /// Records a decision as an Event on the Deployment (core/v1, shown by

@@ -10,6 +10,7 @@
 //! (`run`) and the simulator (`sim`). It only reads signals and writes
 //! replica counts: it never touches shards or outputs.
 
+pub mod busy;
 pub mod error;
 pub mod kube;
 pub mod policy;

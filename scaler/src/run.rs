@@ -59,6 +59,8 @@ pub struct LoopConfig {
     pub mode: Mode,
     /// Node-hour prices for the followed jobs' cost metric.
     pub prices: hourglass_core::cost::Prices,
+    /// Annotate worker pods by whether they hold a shard (`busy`).
+    pub protect_busy_pods: bool,
 }
 
 /// Who acts on the decision.
@@ -172,6 +174,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     conflict: Gauge,
     job_node_seconds: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    busy_pods: Gauge,
     job_cost: Family<JobLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -236,6 +239,11 @@ impl Metrics {
         r.register(format!("{p}_ticks"), "Decisions made", self.ticks.clone());
         r.register(format!("{p}_scale_changes"), "Replica changes written", self.scale_changes.clone());
         r.register(format!("{p}_errors"), "Failed reads and writes by operation and kind", self.errors.clone());
+        r.register(
+            format!("{p}_worker_pods_busy"),
+            "Worker pods holding a shard at the last tick (annotated against scale-down and node consolidation)",
+            self.busy_pods.clone(),
+        );
         r.register(
             "hourglass_job_node_seconds",
             "Node-seconds a followed job's done units took (pod-seconds over --pods-per-node)",
@@ -464,12 +472,14 @@ impl Scaler {
         }
         let worker = self.kube.get_scale(&self.cfg.worker).await.map_err(|e| self.kube_error("get_scale", e))?;
         let mut schedulable = 0;
+        let mut worker_pods = Vec::new();
         if let Some(selector) = &worker.selector {
-            let pods = self
+            worker_pods = self
                 .kube
-                .count_pods(&self.cfg.worker.namespace, selector)
+                .list_pods(&self.cfg.worker.namespace, selector)
                 .await
                 .map_err(|e| self.kube_error("list_pods", e))?;
+            let pods = crate::kube::PodCounts::of(&worker_pods);
             schedulable += pods.scheduled;
             self.metrics.scheduled.set(i64::from(pods.scheduled));
             self.metrics.pending.set(i64::from(pods.pending));
@@ -567,6 +577,11 @@ impl Scaler {
 
         let mut errors = Vec::new();
         let writes = !self.cfg.dry_run && self.cfg.mode == Mode::Patch;
+        // Busy pods are marked before any scale-down, so the ReplicaSet
+        // and the node autoscalers pass them over (see `busy`).
+        if writes && self.cfg.protect_busy_pods {
+            errors.extend(self.mark_busy_pods(&worker_pods).await);
+        }
         let changed_worker = worker.spec_replicas != decision.desired_replicas;
         // Another autoscaler on the worker Deployment would undo every patch
         // and be undone by the next: look before writing, and refuse.
@@ -680,6 +695,28 @@ impl Scaler {
             conflict: conflict.map(|c| c.join(", ")),
             errors,
         })
+    }
+
+    /// Reads each running worker's shards in flight and annotates the pods
+    /// whose state changed; returns the failed patches.
+    async fn mark_busy_pods(&self, pods: &[crate::kube::PodInfo]) -> Vec<crate::Error> {
+        let reads = pods.iter().map(|p| async move {
+            let n = match (&p.ip, p.metrics_port, p.running) {
+                (Some(ip), Some(port), true) => crate::busy::shards_in_flight(ip, port, Duration::from_secs(2)).await,
+                _ => None,
+            };
+            (p.clone(), n)
+        });
+        let states: Vec<_> = futures::future::join_all(reads).await;
+        self.metrics.busy_pods.set(states.iter().filter(|(_, n)| n.is_some_and(|n| n > 0)).count() as i64);
+        let mut errors = Vec::new();
+        for (pod, change) in crate::busy::changes(&states) {
+            match self.kube.annotate_pod(&pod, &change).await {
+                Ok(()) => tracing::debug!(pod = %pod.name, ?change, "busy-pod annotations"),
+                Err(e) => errors.push(self.kube_error("annotate_pod", e)),
+            }
+        }
+        errors
     }
 
     fn kube_error(&self, op: &'static str, e: KubeError) -> crate::Error {

@@ -85,6 +85,7 @@ async fn two_message_scaler(mode: Mode) -> (tempfile::TempDir, Scaler, Mock) {
         dry_run: false,
         mode,
         prices: Default::default(),
+        protect_busy_pods: true,
     };
     (dir, Scaler::new(cfg, q, None, kube), handle)
 }
@@ -264,6 +265,7 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
         dry_run: false,
         mode: Mode::Patch,
         prices: Default::default(),
+        protect_busy_pods: true,
     };
     let mut scaler = Scaler::new(cfg, Arc::clone(&q), None, kube);
     let server = tokio::spawn(async move {
@@ -326,4 +328,72 @@ async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
+}
+
+/// A worker's metrics saying it holds `in_flight` shards, on a free port.
+async fn worker_metrics(in_flight: u64) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let body = format!("hourglass_worker_shards_in_flight {in_flight}\n");
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_busy_worker_pod_is_annotated_before_the_scale_is_patched() {
+    let (_dir, mut scaler, mut handle) = two_message_scaler(Mode::Patch).await;
+    let port = worker_metrics(1).await;
+    let server = tokio::spawn(async move {
+        let (_, _, send) = next(&mut handle).await;
+        send.send_response(reply(StatusCode::OK, scale(1, 1)));
+        let (_, _, send) = next(&mut handle).await;
+        send.send_response(reply(
+            StatusCode::OK,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+                "metadata": {"name": "w-1", "namespace": "batch", "annotations": {"keep": "me"}},
+                "spec": {"nodeName": "n1", "containers": [{"name": "worker", "image": "x",
+                         "ports": [{"name": "metrics", "containerPort": port}]}]},
+                "status": {"phase": "Running", "podIP": "127.0.0.1"}
+            }]}),
+        ));
+        // The pod's annotations, as a merge patch of exactly those keys.
+        let (parts, body, send) = next(&mut handle).await;
+        assert_eq!((parts.method, parts.uri.path()), (Method::PATCH, "/api/v1/namespaces/batch/pods/w-1"));
+        assert_eq!(parts.headers["content-type"], "application/merge-patch+json");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"metadata": {"annotations": {
+                "controller.kubernetes.io/pod-deletion-cost": "1001",
+                "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+                "karpenter.sh/do-not-disrupt": "true"
+            }}})
+        );
+        send.send_response(reply(
+            StatusCode::OK,
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "w-1"}}),
+        ));
+        // Then the usual: no HPA, the scale patch, its Event.
+        let (parts, _, send) = next(&mut handle).await;
+        assert!(parts.uri.path().ends_with("/horizontalpodautoscalers"));
+        send.send_response(reply(StatusCode::OK, hpa_list(&[])));
+        let (parts, _, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::PATCH);
+        assert!(parts.uri.path().ends_with("/deployments/hourglass-worker/scale"));
+        send.send_response(reply(StatusCode::OK, scale(2, 1)));
+        let (_, body, send) = next(&mut handle).await;
+        send.send_response(reply(StatusCode::CREATED, serde_json::from_slice(&body).unwrap()));
+    });
+    let report = scaler.tick(SystemTime::now()).await.unwrap();
+    server.await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.decision.desired_replicas, 2);
 }

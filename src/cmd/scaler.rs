@@ -289,6 +289,12 @@ struct RunArgs {
     /// keda.enabled).
     #[arg(long, value_enum, default_value = "patch", env = "HOURGLASS_SCALER_MODE")]
     mode: ModeArg,
+    /// Annotate worker pods by whether they hold a shard, so scale-down
+    /// takes idle pods (pod-deletion-cost) and node autoscalers leave busy
+    /// pods' nodes alone (safe-to-evict, do-not-disrupt). Reads each
+    /// worker's metrics port; needs patch on pods.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "HOURGLASS_PROTECT_BUSY_PODS")]
+    protect_busy_pods: bool,
     #[command(flatten)]
     policy: PolicyArgs,
 }
@@ -646,6 +652,7 @@ async fn live(a: RunArgs) -> Result<()> {
     let target = worker.to_string();
     let cfg = LoopConfig {
         prices: a.policy.node_prices.clone().unwrap_or_default(),
+        protect_busy_pods: a.protect_busy_pods,
         policy,
         interval: a.interval,
         worker,
