@@ -370,7 +370,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let rules = chart().join("files/alerts.yaml");
     let out = run(Command::new(tool("promtool")).args(["check", "rules", rules.to_str().unwrap()]));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 7 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 8 rules found"));
     let tests = root().join("deploy/prometheus/alerts.test.yaml");
     let out = run(Command::new(tool("promtool")).args(["test", "rules", tests.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"), "{}", String::from_utf8_lossy(&out.stdout));
