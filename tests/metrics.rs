@@ -27,6 +27,8 @@ fn dashboards_and_alerts_query_only_hourglass_metrics_that_exist() {
             ![
                 "hourglass_worker_",
                 "hourglass_scaler_",
+                // The scaler, per job it follows: node-seconds and cost.
+                "hourglass_job_",
                 "hourglass_watch_",
                 "hourglass_build_info",
                 "hourglass_model_info",

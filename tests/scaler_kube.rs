@@ -180,6 +180,8 @@ fn live_scaler(kubeconfig: &str, queue: &str, output: &str, placeholders: &str) 
             "--dry-run",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--node-prices",
+            "spot=0.1,*=0.2",
         ],
         &[],
     )
@@ -548,6 +550,7 @@ async fn scaler_exports_what_the_dashboard_and_alerts_use() {
     assert!(failing.contains(r#"op="get_scale""#), "{failing}");
     let text = format!("{healthy}\n{failing}");
     common::assert_exports("the scaler", "hourglass_scaler_", &text);
+    common::assert_exports("the scaler", "hourglass_job_", &text);
 }
 
 #[tokio::test(flavor = "multi_thread")]
