@@ -3,7 +3,6 @@
 //! server's 404, 403 and 409 answers. The real API server tier
 //! (`tests/scaler_kube.rs` at the root) checks the same calls for real.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hourglass_core::metrics::Health;
@@ -251,23 +250,7 @@ async fn events_name_the_deployment_and_a_repeat_is_not_an_error() {
 /// A loop whose patch is refused keeps going, and the next tick tries again.
 #[tokio::test]
 async fn a_refused_patch_is_reported_and_retried_on_the_next_tick() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = queue::open(&format!("local://{}/q.db", dir.path().display())).unwrap();
-    queue::send_all(q.as_ref(), &["{}".to_string(), "{}".to_string()]).await.unwrap();
-    let (kube, mut handle) = client();
-    let cfg = LoopConfig {
-        policy: PolicyConfig { target_messages_per_replica: 1, ..PolicyConfig::default() },
-        interval: Duration::from_secs(1),
-        worker: worker(),
-        placeholders: None,
-        deadline: None,
-        prewarm: None,
-        dry_run: false,
-        mode: Mode::Patch,
-        prices: Default::default(),
-        protect_busy_pods: true,
-    };
-    let mut scaler = Scaler::new(cfg, Arc::clone(&q), None, kube);
+    let (_dir, mut scaler, mut handle) = two_message_scaler(Mode::Patch).await;
     let server = tokio::spawn(async move {
         for attempt in 0..2 {
             let (parts, _, send) = next(&mut handle).await;
