@@ -388,9 +388,20 @@ impl Scaler {
                 Followed { watch, last: Progress::default(), submitted_at_ms: entry.submitted_at_ms, finished: false };
             f.jobs.insert(entry.job.to_string(), followed);
         }
-        for followed in f.jobs.values_mut().filter(|j| !j.finished) {
-            followed.last = followed.watch.refresh().await?;
-            followed.finished = followed.last.job.is_some() && followed.last.backlog_rows == Some(0);
+        // One job's unreadable ledger does not stop the scaling of all the
+        // others: it counts with what was last read of it, and the error is
+        // logged and counted each tick.
+        for (job, followed) in f.jobs.iter_mut().filter(|(_, j)| !j.finished) {
+            match followed.watch.refresh().await {
+                Ok(progress) => {
+                    followed.last = progress;
+                    followed.finished = followed.last.job.is_some() && followed.last.backlog_rows == Some(0);
+                }
+                Err(e) => {
+                    self.metrics.error("ledger", e.kind().as_str());
+                    tracing::warn!(job = %job, ledger = %followed.watch.root(), error = %e, "cannot read a followed job's ledger; using its last reading");
+                }
+            }
         }
         // Finished and out of the listed days: forgotten (and not listed again).
         let horizon = now_ms.saturating_sub(u64::from(f.days) * 86_400_000);
