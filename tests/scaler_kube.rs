@@ -13,10 +13,10 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
+use common::kube::{Kube, ok};
 use common::prometheus::Prometheus;
-use common::{Scratch, WorkerProc, gen_data, hourglass, metrics_addr, submit, write_csv};
+use common::{Scratch, WorkerProc, gen_data, metrics_addr, submit, write_csv};
 use hourglass_core::queue;
 use serde_json::Value;
 
@@ -24,16 +24,8 @@ use serde_json::Value;
 /// Role names them): one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Kube {
-    dir: PathBuf,
-}
-
 fn kube() -> Kube {
-    let dir = std::env::var("HOURGLASS_TEST_KUBE").expect(
-        "HOURGLASS_TEST_KUBE is not set: run these tests under scripts/with-kube (make test does), \
-         which starts etcd and kube-apiserver",
-    );
-    let k = Kube { dir: dir.into() };
+    let k = Kube::from_env("HOURGLASS_TEST_KUBE");
     k.apply_file("deploy/placeholders.yaml");
     k.apply_file("deploy/scaler-rbac.yaml");
     k.apply(WORKER);
@@ -57,107 +49,6 @@ spec:
           image: hourglass:test
           resources: {requests: {cpu: "2", memory: 2Gi}}
 "#;
-
-impl Kube {
-    fn kubeconfig(&self, who: &str) -> String {
-        self.dir.join(format!("{who}.kubeconfig")).to_string_lossy().into_owned()
-    }
-
-    fn kubectl_as(&self, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(self.dir.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig(who))
-            .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running kubectl");
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn admin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl_as("admin", args, stdin);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn apply(&self, manifest: &str) {
-        self.admin(&["apply", "-f", "-"], Some(manifest));
-    }
-
-    fn apply_file(&self, rel: &str) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
-        self.admin(&["apply", "-f", path.to_str().unwrap()], None);
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.admin(&all, None)).unwrap()
-    }
-
-    fn replicas(&self, deployment: &str) -> i64 {
-        self.json(&["get", "deployment", deployment, "-n", "batch"])["spec"]["replicas"].as_i64().unwrap()
-    }
-
-    fn set_replicas(&self, deployment: &str, n: u32) {
-        self.admin(&["scale", "deployment", deployment, "-n", "batch", &format!("--replicas={n}")], None);
-    }
-
-    /// Events on a Deployment with a reason, oldest first.
-    fn events(&self, deployment: &str, reason: &str) -> Vec<String> {
-        let selector = format!("involvedObject.name={deployment},reason={reason}");
-        let list = self.json(&["get", "events", "-n", "batch", "--field-selector", &selector]);
-        list["items"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect()
-    }
-
-    /// `kubectl auth can-i` as the scaler's service account itself.
-    fn scaler_can(&self, args: &[&str]) -> bool {
-        let mut all = vec!["auth", "can-i"];
-        all.extend(args);
-        let out = self.kubectl_as("scaler", &all, None);
-        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        match answer.as_str() {
-            "yes" => true,
-            "no" => false,
-            other => panic!("can-i {args:?}: {other:?} {}", String::from_utf8_lossy(&out.stderr)),
-        }
-    }
-
-    /// Runs one tick of the real scaler binary as the scaler's service account.
-    fn scaler_once(&self, queue: &str, extra: &[&str]) -> Output {
-        let kubeconfig = self.kubeconfig("scaler");
-        let mut args = vec![
-            "scaler",
-            "--once",
-            "--kubeconfig",
-            &kubeconfig,
-            "--queue",
-            queue,
-            "--deployment",
-            "batch/hourglass-worker",
-            "--placeholders",
-            "batch/hourglass-capacity",
-        ];
-        args.extend(extra);
-        hourglass(&args)
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "scaler failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The real scaler binary ticking every second in dry-run, as the scaler's
 /// service account, following `output`'s ledger, serving metrics.
