@@ -13,9 +13,10 @@ use futures::TryStreamExt;
 use hourglass_core::BlobUrl;
 use hourglass_core::ShardId;
 use hourglass_core::ledger::ShardPlan;
+use hourglass_core::ledger::{CsvOptions, JobSpec};
 use hourglass_core::model::{InputBinding, ModelSignature};
 use hourglass_core::store::{BlobStore, ObjectMeta, read_range};
-use hourglass_core::task::{Format, ShardInput};
+use hourglass_core::task::{Compression, Format, OutputFormat, ShardInput};
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaDataReader;
 
@@ -32,7 +33,35 @@ pub struct InputFile {
     pub format: Format,
     /// `ObjectMeta::version`: shards pin it.
     pub version: String,
+    /// What the name says (`.gz`, `.zst`); the first bytes decide.
+    pub compression: Option<Compression>,
 }
+
+/// How a job reads its files and what its outputs hold, as far as the
+/// plan checks them.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    pub csv: CsvOptions,
+    pub keep_columns: Vec<String>,
+    pub keep_all: bool,
+    pub output_format: OutputFormat,
+}
+
+impl ReadOptions {
+    pub fn of(spec: &JobSpec) -> Self {
+        ReadOptions {
+            csv: spec.csv.clone(),
+            keep_columns: spec.keep_columns.clone(),
+            keep_all: spec.keep_all,
+            output_format: spec.output_format,
+        }
+    }
+}
+
+/// Bytes of a compressed file read at plan time for its header and sample,
+/// and the most decompressed text taken from them.
+const COMPRESSED_PROBE_BYTES: u64 = 256 * 1024;
+const DECOMPRESSED_PROBE_BYTES: usize = 1 << 20;
 
 /// Lists the input: one file, or every CSV/Parquet file under a prefix
 /// (names starting with `_` or `.` are skipped, like Spark's markers).
@@ -47,13 +76,18 @@ pub async fn list_inputs(store: &dyn BlobStore, input: &BlobUrl, format: Option<
         if format.is_some_and(|f| f != fmt) {
             return None;
         }
-        Some(InputFile { url, size: meta.size, format: fmt, version: meta.version.clone() })
+        let compression = if fmt == Format::Csv { Compression::from_file_name(&name) } else { None };
+        Some(InputFile { url, size: meta.size, format: fmt, version: meta.version.clone(), compression })
     };
     if !input.key().ends_with('/') {
         match store.head(input.key()).await {
             Ok(meta) => {
-                let file = pick(&meta)
-                    .ok_or_else(|| Error::input(input, "not a .csv or .parquet file; name the format with --format"))?;
+                let file = pick(&meta).ok_or_else(|| {
+                    Error::input(
+                        input,
+                        "not a .csv, .tsv (optionally .gz or .zst) or .parquet file; name the format with --format",
+                    )
+                })?;
                 return Ok(vec![file]);
             }
             Err(e) if e.is_not_found() => {}
@@ -64,7 +98,7 @@ pub async fn list_inputs(store: &dyn BlobStore, input: &BlobUrl, format: Option<
     let files: Vec<InputFile> =
         store.list(prefix.key()).map_ok(|m| pick(&m)).try_collect::<Vec<_>>().await?.into_iter().flatten().collect();
     if files.is_empty() {
-        return Err(Error::input(input, "no .csv or .parquet files found"));
+        return Err(Error::input(input, "no .csv, .tsv or .parquet files found (.csv and .tsv may be .gz or .zst)"));
     }
     Ok(files)
 }
@@ -81,6 +115,14 @@ pub struct CheckedFile {
     pub bytes_per_row: f64,
     /// Parquet: rows and compressed bytes per row group.
     pub row_groups: Vec<(u64, u64)>,
+    /// CSV: the field delimiter.
+    pub delimiter: char,
+    /// CSV: the file is compressed (one shard), by its first bytes.
+    pub compression: Option<Compression>,
+    /// CSV: the file starts with a header line.
+    pub header: bool,
+    /// A compressed CSV's estimated rows (its text size is not known).
+    pub rows_estimate: u64,
     /// Why the file holds no rows (empty, header only, no rows in its row
     /// groups): it gets no shard and is recorded as skipped.
     pub skip: Option<String>,
@@ -95,6 +137,10 @@ impl CheckedFile {
             data_start: 0,
             bytes_per_row: 0.0,
             row_groups: vec![],
+            delimiter: ',',
+            compression: None,
+            header: true,
+            rows_estimate: 0,
             skip: Some(reason.to_string()),
         }
     }
@@ -119,100 +165,150 @@ pub async fn check_file(
     signature: &ModelSignature,
     id_column: &str,
     max_line_bytes: u64,
+    opts: &ReadOptions,
 ) -> Result<CheckedFile> {
     match file.format {
-        Format::Csv => check_csv(store, file, signature, id_column, max_line_bytes).await,
-        Format::Parquet => check_parquet(store, file, signature, id_column).await,
+        Format::Csv => check_csv(store, file, signature, id_column, max_line_bytes, opts).await,
+        Format::Parquet => check_parquet(store, file, signature, id_column, opts).await,
     }
 }
 
-async fn check_csv(
-    store: &dyn BlobStore,
-    file: &InputFile,
+/// The kept columns a file gives the output, checked: each named one is
+/// there, none takes a model output's name, and each can be written in the
+/// output format (`types`: the file's column types; CSV columns are text).
+fn check_kept(
+    url: &BlobUrl,
+    columns: &[String],
+    types: Option<&[arrow_schema::DataType]>,
     signature: &ModelSignature,
     id_column: &str,
-    max_line_bytes: u64,
-) -> Result<CheckedFile> {
-    let key = file.url.key();
-    if file.size == 0 {
-        return Ok(CheckedFile::skipped(file, "empty file (0 bytes)"));
+    opts: &ReadOptions,
+) -> Result<()> {
+    let kept: Vec<usize> = if opts.keep_all {
+        (0..columns.len()).filter(|&i| columns[i] != id_column).collect()
+    } else {
+        let mut kept = Vec::new();
+        for name in opts.keep_columns.iter().filter(|n| *n != id_column) {
+            match columns.iter().position(|c| c == name) {
+                Some(i) => kept.push(i),
+                None => {
+                    return Err(Error::input(
+                        url,
+                        format!("kept column {name:?} (--keep-columns) is missing (columns: {})", preview(columns)),
+                    ));
+                }
+            }
+        }
+        kept
+    };
+    let mut outputs: Vec<String> = Vec::new();
+    for o in &signature.outputs {
+        match o.width() {
+            Some(k) if k > 1 => outputs.extend((0..k).map(|j| format!("{}_{j}", o.name))),
+            _ => outputs.push(o.name.clone()),
+        }
     }
-    let head = read_range(store, key, 0..PROBE_BYTES.min(file.size)).await?;
-    let header_end = match next_line_start(store, key, file.size, 0, PROBE_BYTES, max_line_bytes).await? {
-        Some(end) => end,
-        // One line and no newline: a header without rows, or rows that
-        // never end in `\n`.
-        None if file.size <= max_line_bytes => file.size,
-        None => {
+    for &i in &kept {
+        let name = &columns[i];
+        if outputs.contains(name) {
             return Err(Error::input(
-                &file.url,
+                url,
+                format!("kept column {name:?} has the name of a model output column; leave it out of the kept columns"),
+            ));
+        }
+        if let Some(t) = types.and_then(|t| t.get(i))
+            && !opts.output_format.is_parquet()
+            && !hourglass_core::model::text_writable(t)
+        {
+            return Err(Error::input(
+                url,
                 format!(
-                    "line 1: no line end within the first {max_line_bytes} bytes (--max-line-bytes){}",
-                    if memchr::memchr(b'\r', &head).is_some() { format!("; {CR_HINT}") } else { String::new() }
+                    "kept column {name:?} has type {t}, which {} output cannot write; use --output-format parquet",
+                    opts.output_format
                 ),
             ));
         }
-    };
-    let header_bytes = if header_end as usize <= head.len() {
-        head[..header_end as usize].to_vec()
-    } else {
-        read_range(store, key, 0..header_end).await?
-    };
-    if stray_cr(&header_bytes) {
-        return Err(Error::input(&file.url, format!("line 1: {CR_HINT}")));
     }
-    let columns = parse_header(&header_bytes).map_err(|m| Error::input(&file.url, format!("line 1: {m}")))?;
-    let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
-    if header_end == file.size
-        || head[(header_end as usize).min(head.len())..].iter().all(|b| b.is_ascii_whitespace())
-            && head.len() as u64 == file.size
-    {
-        return Ok(CheckedFile::skipped(file, "no data rows (a header only)"));
+    Ok(())
+}
+
+fn preview(columns: &[String]) -> String {
+    let mut s = columns.iter().take(8).map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+    if columns.len() > 8 {
+        s.push_str(&format!(", … {} in all", columns.len()));
     }
-    // Check that the first rows hold numbers where the model wants them.
-    let sample = &head[(header_end as usize).min(head.len())..];
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(sample);
-    let mut rec = csv::ByteRecord::new();
-    let mut rows = 0usize;
-    let mut sampled_bytes = 0u64;
-    // Only whole lines are checked: the window may end inside one.
-    let complete = if head.len() as u64 == file.size {
-        sample.len()
-    } else {
-        sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
-    };
-    let id_index = columns.iter().position(|c| c == id_column).expect("bind checks the id column");
+    s
+}
+
+/// The header-less file's columns, as the job names them.
+fn given_columns(url: &BlobUrl, opts: &ReadOptions) -> Result<Vec<String>> {
+    let columns = opts.csv.columns.clone();
+    if columns.is_empty() {
+        return Err(Error::input(url, "--no-header needs the files' column names (--columns)"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(c) = columns.iter().find(|c| !seen.insert(*c)) {
+        return Err(Error::input(url, format!("column {c:?} appears twice in --columns")));
+    }
+    Ok(columns)
+}
+
+/// Checks the first data rows of `sample` (whole lines up to `complete`)
+/// against the columns and the model: field counts, UTF-8 ids, numbers
+/// where the model wants them. `lines_before` is 1 after a header line.
+/// Returns the rows checked and the bytes they took.
+#[allow(clippy::too_many_arguments)]
+fn check_sample(
+    url: &BlobUrl,
+    sample: &[u8],
+    complete: usize,
+    lines_before: u64,
+    columns: &[String],
+    bindings: &[InputBinding],
+    id_column: &str,
+    delimiter: u8,
+) -> Result<(usize, u64)> {
     // The csv crate takes a lone CR as a line end, so look at raw lines:
     // the workers split at `\n` only.
     for (i, raw) in sample[..complete].split(|&b| b == b'\n').take(SAMPLE_ROWS).enumerate() {
         if stray_cr(raw) {
-            return Err(Error::input(&file.url, format!("line {}: {CR_HINT}", i + 2)));
+            return Err(Error::input(url, format!("line {}: {CR_HINT}", i as u64 + 1 + lines_before)));
         }
     }
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(sample);
+    let mut rec = csv::ByteRecord::new();
+    let mut rows = 0usize;
+    let mut sampled_bytes = 0u64;
+    let id_index = columns.iter().position(|c| c == id_column).expect("bind checks the id column");
     while rows < SAMPLE_ROWS {
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(Error::input(&file.url, e)),
+            Err(e) => return Err(Error::input(url, e)),
         }
         let pos = rec.position().expect("records have positions");
         if pos.byte() as usize >= complete {
             break;
         }
-        let line = pos.line() + 1;
+        let line = pos.line() + lines_before;
+        if rec.len() != columns.len() {
+            let hint = if rec.len() == 1 && columns.len() > 1 {
+                format!("; is the delimiter {:?}? (--delimiter)", delimiter as char)
+            } else {
+                String::new()
+            };
+            return Err(Error::input(
+                url,
+                format!("line {line}: expected {} fields, found {}{hint}", columns.len(), rec.len()),
+            ));
+        }
         if std::str::from_utf8(&rec[id_index]).is_err() {
             return Err(Error::input(
-                &file.url,
+                url,
                 format!("line {line}, column {id_column:?}: the id is not valid UTF-8 (ids must be text)"),
             ));
         }
-        if rec.len() != columns.len() {
-            return Err(Error::input(
-                &file.url,
-                format!("line {line}: expected {} fields, found {}", columns.len(), rec.len()),
-            ));
-        }
-        for b in &bindings {
+        for b in bindings {
             for &c in &b.columns {
                 let field = std::str::from_utf8(&rec[c]).unwrap_or("\u{fffd}").trim();
                 let ok = field.is_empty() && b.dtype != hourglass_core::model::DType::Int64
@@ -222,7 +318,7 @@ async fn check_csv(
                     };
                 if !ok {
                     return Err(Error::input(
-                        &file.url,
+                        url,
                         format!(
                             "line {line}, column {} ({:?}): {:?} is not a number; model input {:?} takes {}",
                             c + 1,
@@ -238,6 +334,87 @@ async fn check_csv(
         rows += 1;
         sampled_bytes = rdr.position().byte();
     }
+    Ok((rows, sampled_bytes))
+}
+
+async fn check_csv(
+    store: &dyn BlobStore,
+    file: &InputFile,
+    signature: &ModelSignature,
+    id_column: &str,
+    max_line_bytes: u64,
+    opts: &ReadOptions,
+) -> Result<CheckedFile> {
+    let key = file.url.key();
+    if file.size == 0 {
+        return Ok(CheckedFile::skipped(file, "empty file (0 bytes)"));
+    }
+    let delimiter = opts.csv.delimiter_for(&file.url);
+    let head = read_range(store, key, 0..PROBE_BYTES.min(file.size)).await?;
+    match (Compression::from_magic(&head), file.compression) {
+        (Some(c), _) => {
+            return check_compressed_csv(store, file, c, signature, id_column, max_line_bytes, opts).await;
+        }
+        (None, Some(named)) => {
+            return Err(Error::input(
+                &file.url,
+                format!("the name says {named}, but the file does not start like {named} data"),
+            ));
+        }
+        (None, None) => {}
+    }
+    let (header_end, columns) = if opts.csv.no_header {
+        (0, given_columns(&file.url, opts)?)
+    } else {
+        let header_end = match next_line_start(store, key, file.size, 0, PROBE_BYTES, max_line_bytes).await? {
+            Some(end) => end,
+            // One line and no newline: a header without rows, or rows that
+            // never end in `\n`.
+            None if file.size <= max_line_bytes => file.size,
+            None => {
+                return Err(Error::input(
+                    &file.url,
+                    format!(
+                        "line 1: no line end within the first {max_line_bytes} bytes (--max-line-bytes){}",
+                        if memchr::memchr(b'\r', &head).is_some() { format!("; {CR_HINT}") } else { String::new() }
+                    ),
+                ));
+            }
+        };
+        let header_bytes = if header_end as usize <= head.len() {
+            head[..header_end as usize].to_vec()
+        } else {
+            read_range(store, key, 0..header_end).await?
+        };
+        if stray_cr(&header_bytes) {
+            return Err(Error::input(&file.url, format!("line 1: {CR_HINT}")));
+        }
+        let columns = parse_header(&header_bytes, delimiter as u8)
+            .map_err(|m| Error::input(&file.url, format!("line 1: {m}")))?;
+        (header_end, columns)
+    };
+    let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
+    check_kept(&file.url, &columns, None, signature, id_column, opts)?;
+    if header_end == file.size
+        || head[(header_end as usize).min(head.len())..].iter().all(|b| b.is_ascii_whitespace())
+            && head.len() as u64 == file.size
+    {
+        return Ok(CheckedFile::skipped(
+            file,
+            if opts.csv.no_header { "no data rows" } else { "no data rows (a header only)" },
+        ));
+    }
+    // Check that the first rows hold numbers where the model wants them.
+    let sample = &head[(header_end as usize).min(head.len())..];
+    // Only whole lines are checked: the window may end inside one.
+    let complete = if head.len() as u64 == file.size {
+        sample.len()
+    } else {
+        sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+    };
+    let lines_before = if opts.csv.no_header { 0 } else { 1 };
+    let (rows, sampled_bytes) =
+        check_sample(&file.url, sample, complete, lines_before, &columns, &bindings, id_column, delimiter as u8)?;
     let bytes_per_row = if rows > 0 { sampled_bytes as f64 / rows as f64 } else { 1.0 };
     Ok(CheckedFile {
         file: file.clone(),
@@ -246,12 +423,130 @@ async fn check_csv(
         data_start: header_end,
         bytes_per_row,
         row_groups: vec![],
+        delimiter,
+        compression: None,
+        header: !opts.csv.no_header,
+        rows_estimate: 0,
         skip: None,
     })
 }
 
-fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).from_reader(bytes);
+/// The text at the start of a compressed file: decompresses `window` (the
+/// file's first bytes, or all of it) into at most `limit` bytes. Returns
+/// the text and whether it is the whole file's. A window cut mid-stream
+/// ends early, which is expected; a whole file that does not decompress is
+/// an error.
+fn decompress_prefix(
+    compression: Compression,
+    window: &[u8],
+    whole: bool,
+    limit: usize,
+) -> std::result::Result<(Vec<u8>, bool), String> {
+    use std::io::Read;
+    let mut decoder: Box<dyn Read + '_> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(window)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(window).map_err(|e| e.to_string())?),
+    };
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if text.len() >= limit {
+            return Ok((text, false));
+        }
+        match decoder.read(&mut chunk) {
+            Ok(0) => return Ok((text, whole)),
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) if !whole && !text.is_empty() => return Ok((text, false)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A compressed CSV file: checked like any other on its first decompressed
+/// rows, planned as one shard (a compressed stream cannot be entered at a
+/// byte offset), its rows estimated from the sample's compression ratio.
+async fn check_compressed_csv(
+    store: &dyn BlobStore,
+    file: &InputFile,
+    compression: Compression,
+    signature: &ModelSignature,
+    id_column: &str,
+    max_line_bytes: u64,
+    opts: &ReadOptions,
+) -> Result<CheckedFile> {
+    let delimiter = opts.csv.delimiter_for(&file.url);
+    let window = read_range(store, file.url.key(), 0..COMPRESSED_PROBE_BYTES.min(file.size)).await?;
+    let whole = window.len() as u64 == file.size;
+    let (text, ended) = decompress_prefix(compression, &window, whole, DECOMPRESSED_PROBE_BYTES)
+        .map_err(|e| Error::input(&file.url, format!("cannot decompress ({compression}): {e}")))?;
+    if text.is_empty() && ended {
+        return Ok(CheckedFile::skipped(file, "empty file (no text once decompressed)"));
+    }
+    let (header_end, columns) = if opts.csv.no_header {
+        (0, given_columns(&file.url, opts)?)
+    } else {
+        let end = match memchr::memchr(b'\n', &text) {
+            Some(i) => i + 1,
+            None if ended => text.len(),
+            None => {
+                return Err(Error::input(
+                    &file.url,
+                    format!("line 1: no line end within the first {} decompressed bytes", text.len()),
+                ));
+            }
+        };
+        if end as u64 > max_line_bytes {
+            return Err(Error::input(
+                &file.url,
+                format!("line 1: longer than {max_line_bytes} bytes (--max-line-bytes)"),
+            ));
+        }
+        if stray_cr(&text[..end]) {
+            return Err(Error::input(&file.url, format!("line 1: {CR_HINT}")));
+        }
+        let columns =
+            parse_header(&text[..end], delimiter as u8).map_err(|m| Error::input(&file.url, format!("line 1: {m}")))?;
+        (end, columns)
+    };
+    let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;
+    check_kept(&file.url, &columns, None, signature, id_column, opts)?;
+    let sample = &text[header_end..];
+    if ended && sample.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(CheckedFile::skipped(
+            file,
+            if opts.csv.no_header { "no data rows" } else { "no data rows (a header only)" },
+        ));
+    }
+    let complete = if ended { sample.len() } else { sample.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
+    let lines_before = if opts.csv.no_header { 0 } else { 1 };
+    let (rows, sampled_bytes) =
+        check_sample(&file.url, sample, complete, lines_before, &columns, &bindings, id_column, delimiter as u8)?;
+    let bytes_per_row = if rows > 0 { sampled_bytes as f64 / rows as f64 } else { 1.0 };
+    let rows_estimate = if ended {
+        sample.split(|&b| b == b'\n').filter(|l| !l.iter().all(|b| b.is_ascii_whitespace())).count() as u64
+    } else {
+        // The text the whole file holds, at the window's ratio.
+        let ratio = text.len() as f64 / window.len().max(1) as f64;
+        (file.size as f64 * ratio / bytes_per_row.max(1.0)).round() as u64
+    };
+    Ok(CheckedFile {
+        file: file.clone(),
+        columns,
+        bindings,
+        data_start: 0,
+        bytes_per_row,
+        row_groups: vec![],
+        delimiter,
+        compression: Some(compression),
+        header: !opts.csv.no_header,
+        rows_estimate,
+        skip: None,
+    })
+}
+
+fn parse_header(bytes: &[u8], delimiter: u8) -> std::result::Result<Vec<String>, String> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).delimiter(delimiter).from_reader(bytes);
     let mut rec = csv::StringRecord::new();
     match rdr.read_record(&mut rec) {
         Ok(true) => {}
@@ -259,6 +554,17 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
         Err(e) => return Err(format!("cannot read the header: {e}")),
     }
     let cols: Vec<String> = rec.iter().map(|c| c.trim().trim_start_matches('\u{feff}').to_string()).collect();
+    // One column holding another delimiter: the file is split by that one.
+    if let [only] = cols.as_slice()
+        && let Some(other) = [',', '\t', ';', '|'].into_iter().find(|&d| d as u8 != delimiter && only.contains(d))
+    {
+        return Err(format!(
+            "the header is one column split by {:?}, not by {:?}: give --delimiter {}",
+            other,
+            delimiter as char,
+            if other == '\t' { "tab".to_string() } else { other.to_string() }
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     for c in &cols {
         if !seen.insert(c) {
@@ -273,6 +579,7 @@ async fn check_parquet(
     file: &InputFile,
     signature: &ModelSignature,
     id_column: &str,
+    opts: &ReadOptions,
 ) -> Result<CheckedFile> {
     let key = file.url.key();
     let bad = |m: &dyn std::fmt::Display| Error::input(&file.url, m);
@@ -312,12 +619,26 @@ async fn check_parquet(
             }
         }
     }
+    let types: Vec<arrow_schema::DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    check_kept(&file.url, &columns, Some(&types), signature, id_column, opts)?;
     let row_groups: Vec<(u64, u64)> =
         meta.row_groups().iter().map(|rg| (rg.num_rows() as u64, rg.compressed_size() as u64)).collect();
     if row_groups.iter().all(|&(rows, _)| rows == 0) {
         return Ok(CheckedFile::skipped(file, "no rows (every row group is empty)"));
     }
-    Ok(CheckedFile { file: file.clone(), columns, bindings, data_start: 0, bytes_per_row: 0.0, row_groups, skip: None })
+    Ok(CheckedFile {
+        file: file.clone(),
+        columns,
+        bindings,
+        data_start: 0,
+        bytes_per_row: 0.0,
+        row_groups,
+        delimiter: ',',
+        compression: None,
+        header: true,
+        rows_estimate: 0,
+        skip: None,
+    })
 }
 
 /// Where a CSV file's data starts: just after its header line (the file
@@ -441,17 +762,32 @@ pub async fn cut_shards(
         let version = Some(f.file.version.clone());
         match f.file.format {
             Format::Csv => {
+                // A comma stays unnamed: tasks and plans of comma files are
+                // as they were before delimiters could be chosen.
+                let delimiter = (f.delimiter != ',').then_some(f.delimiter);
+                let input = |range: [u64; 2]| ShardInput {
+                    url: f.file.url.clone(),
+                    format: Format::Csv,
+                    range: Some(range),
+                    columns: Some(f.columns.clone()),
+                    row_groups: None,
+                    version: version.clone(),
+                    delimiter,
+                    compression: f.compression,
+                    skip_header: f.compression.is_some() && f.header,
+                };
+                if f.compression.is_some() {
+                    plans.push(ShardPlan {
+                        shard: ShardId::from_index(plans.len()),
+                        input: input([0, f.file.size]),
+                        rows_estimate: f.rows_estimate,
+                    });
+                    continue;
+                }
                 for [start, end] in cut_csv(&f.file, store, f.data_start, shard_bytes, max_line_bytes).await? {
                     plans.push(ShardPlan {
                         shard: ShardId::from_index(plans.len()),
-                        input: ShardInput {
-                            url: f.file.url.clone(),
-                            format: Format::Csv,
-                            range: Some([start, end]),
-                            columns: Some(f.columns.clone()),
-                            row_groups: None,
-                            version: version.clone(),
-                        },
+                        input: input([start, end]),
                         rows_estimate: ((end - start) as f64 / f.bytes_per_row.max(1.0)).round() as u64,
                     });
                 }
@@ -467,6 +803,9 @@ pub async fn cut_shards(
                             columns: None,
                             row_groups: Some(groups),
                             version: version.clone(),
+                            delimiter: None,
+                            compression: None,
+                            skip_header: false,
                         },
                         rows_estimate: rows,
                     });

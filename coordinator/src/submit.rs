@@ -151,9 +151,10 @@ pub(crate) async fn open_units<'a>(
 async fn plan(req: &SubmitRequest, job: &JobId, input_store: &dyn BlobStore) -> Result<JobRecord> {
     let spec = &req.spec;
     let files = list_inputs(input_store, &spec.input, spec.format).await?;
+    let opts = crate::plan::ReadOptions::of(spec);
     let mut checked = Vec::with_capacity(files.len());
     for f in &files {
-        checked.push(check_file(input_store, f, &req.signature, &spec.id_column, spec.max_line_bytes).await?);
+        checked.push(check_file(input_store, f, &req.signature, &spec.id_column, spec.max_line_bytes, &opts).await?);
     }
     let skipped_files: Vec<SkippedFile> =
         checked.iter().filter_map(|c| Some(SkippedFile { url: c.file.url.clone(), reason: c.skip.clone()? })).collect();

@@ -77,12 +77,18 @@ async fn check_side(
 ) -> Result<(Vec<InputFile>, Vec<CheckedFile>)> {
     let store = store::open(url)?;
     let files = list_inputs(store.as_ref(), url, format).await?;
+    if let Some(f) = files.iter().find(|f| f.compression.is_some()) {
+        return Err(Error::input(
+            &f.url,
+            format!("{what} file: compressed training data is not read; decompress it first"),
+        ));
+    }
     let signature = features_signature(features);
     let mut checked = Vec::with_capacity(files.len());
     for f in &files {
         // The label plays the id column's part: it must be there and is
         // never a feature.
-        let c = check_file(store.as_ref(), f, &signature, label, DEFAULT_MAX_LINE_BYTES)
+        let c = check_file(store.as_ref(), f, &signature, label, DEFAULT_MAX_LINE_BYTES, &Default::default())
             .await
             .map_err(|e| Error::input(&f.url, format!("{what} file: {e}")))?;
         checked.push(c);
@@ -107,7 +113,9 @@ async fn features_of(spec: &TrainSpec) -> Result<Vec<String>> {
     let store = store::open(&spec.dataset.train)?;
     let files = list_inputs(store.as_ref(), &spec.dataset.train, spec.dataset.format).await?;
     let empty = ModelSignature { inputs: vec![], outputs: vec![], feature_names: BTreeMap::new() };
-    let first = check_file(store.as_ref(), &files[0], &empty, &spec.dataset.label, DEFAULT_MAX_LINE_BYTES).await?;
+    let first =
+        check_file(store.as_ref(), &files[0], &empty, &spec.dataset.label, DEFAULT_MAX_LINE_BYTES, &Default::default())
+            .await?;
     let features: Vec<String> = first
         .columns
         .into_iter()

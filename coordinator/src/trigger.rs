@@ -73,6 +73,20 @@ pub struct Rule {
     pub shard_bytes: u64,
     #[serde(default)]
     pub max_bad_rows: u64,
+    /// CSV reading, as `submit`'s `--delimiter`, `--no-header`, `--columns`.
+    #[serde(default)]
+    pub delimiter: Option<char>,
+    #[serde(default)]
+    pub no_header: bool,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Input columns passed through, as `--keep-columns` / `--keep-all`.
+    #[serde(default)]
+    pub keep_columns: Vec<String>,
+    #[serde(default)]
+    pub keep_all: bool,
+    #[serde(default)]
+    pub output_format: hourglass_core::task::OutputFormat,
 }
 
 fn default_id_column() -> String {
@@ -177,6 +191,14 @@ impl Rule {
             max_bad_rows: self.max_bad_rows,
             max_line_bytes: hourglass_core::task::DEFAULT_MAX_LINE_BYTES,
             deadline_unix_ms,
+            csv: hourglass_core::ledger::CsvOptions {
+                delimiter: self.delimiter,
+                no_header: self.no_header,
+                columns: self.columns.clone(),
+            },
+            keep_columns: self.keep_columns.clone(),
+            keep_all: self.keep_all,
+            output_format: self.output_format,
         };
         Ok((job, spec))
     }

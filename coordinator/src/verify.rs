@@ -85,13 +85,56 @@ fn push_strings(col: &ArrayRef, out: &mut Vec<String>) -> std::result::Result<()
     Ok(())
 }
 
-fn csv_ids(body: &[u8], id_column: &str, what: &str) -> Result<Vec<String>> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(body);
-    let headers = rdr.byte_headers().map_err(|e| Error::input(what, e))?.clone();
-    let index = headers
-        .iter()
-        .position(|h| String::from_utf8_lossy(h).trim() == id_column)
-        .ok_or_else(|| Error::input(what, format!("no column {id_column:?}")))?;
+/// How a CSV input file is read: its delimiter, compression, and the
+/// columns of a file without a header.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct CsvRead {
+    delimiter: u8,
+    compression: Option<hourglass_core::task::Compression>,
+    no_header_columns: Option<Vec<String>>,
+}
+
+impl Default for CsvRead {
+    fn default() -> Self {
+        CsvRead { delimiter: b',', compression: None, no_header_columns: None }
+    }
+}
+
+fn decompressed(body: &[u8], c: hourglass_core::task::Compression, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let read = match c {
+        hourglass_core::task::Compression::Gzip => flate2::read::MultiGzDecoder::new(body).read_to_end(&mut out),
+        hourglass_core::task::Compression::Zstd => {
+            zstd::stream::read::Decoder::new(body).and_then(|mut d| d.read_to_end(&mut out))
+        }
+    };
+    read.map_err(|e| Error::input(what, format!("cannot decompress: {e}")))?;
+    Ok(out)
+}
+
+fn csv_ids(body: &[u8], id_column: &str, what: &str, how: &CsvRead) -> Result<Vec<String>> {
+    let text;
+    let body = match how.compression {
+        Some(c) => {
+            text = decompressed(body, c, what)?;
+            &text[..]
+        }
+        None => body,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .delimiter(how.delimiter)
+        .has_headers(how.no_header_columns.is_none())
+        .from_reader(body);
+    let index = match &how.no_header_columns {
+        Some(columns) => columns.iter().position(|c| c == id_column),
+        None => {
+            let headers = rdr.byte_headers().map_err(|e| Error::input(what, e))?.clone();
+            headers.iter().position(|h| String::from_utf8_lossy(h).trim() == id_column)
+        }
+    }
+    .ok_or_else(|| Error::input(what, format!("no column {id_column:?}")))?;
     let mut out = Vec::new();
     for rec in rdr.byte_records() {
         let rec = rec.map_err(|e| Error::input(what, e))?;
@@ -100,28 +143,70 @@ fn csv_ids(body: &[u8], id_column: &str, what: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-async fn input_ids(store: &dyn BlobStore, url: &BlobUrl, format: Format, id_column: &str) -> Result<Vec<String>> {
+/// The ids of a JSON-lines output: each line's `id_column`, as text.
+fn jsonl_ids(body: &[u8], id_column: &str, what: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+        let row: serde_json::Value =
+            serde_json::from_slice(line).map_err(|e| Error::input(what, format!("line {}: {e}", i + 1)))?;
+        out.push(match &row[id_column] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => return Err(Error::input(what, format!("line {}: no {id_column:?}", i + 1))),
+            other => other.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+async fn input_ids(
+    store: &dyn BlobStore,
+    url: &BlobUrl,
+    format: Format,
+    how: CsvRead,
+    id_column: &str,
+) -> Result<Vec<String>> {
     let body = store.get(url.key()).await?;
     let (what, id) = (url.to_string(), id_column.to_string());
     joined(tokio::task::spawn_blocking(move || match format {
-        Format::Csv => csv_ids(&body, &id, &what),
+        Format::Csv => csv_ids(&body, &id, &what, &how),
         Format::Parquet => parquet_column_as_strings(body, &id, &what),
     }))
     .await
+}
+
+/// The ids of one output object, by its extension.
+fn output_ids(body: Bytes, id_column: &str, what: &str) -> Result<Vec<String>> {
+    if what.ends_with(".csv") {
+        csv_ids(&body, id_column, what, &CsvRead::default())
+    } else if what.ends_with(".jsonl") {
+        jsonl_ids(&body, id_column, what)
+    } else {
+        parquet_column_as_strings(body, id_column, what)
+    }
 }
 
 pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
     let ledger = Ledger::new(store::open(output)?, output);
     let job = ledger.read_job().await?.ok_or_else(|| Error::Invalid(format!("no job at {}", ledger.root())))?;
     let id_column = job.spec.id_column.clone();
-    let files: BTreeSet<(String, Format)> =
-        job.shards.iter().map(|s| (s.input.url.to_string(), s.input.format)).collect();
+    let files: BTreeSet<(String, Format, CsvRead)> = job
+        .shards
+        .iter()
+        .map(|s| {
+            let how = CsvRead {
+                delimiter: s.input.delimiter.unwrap_or(',') as u8,
+                compression: s.input.compression,
+                no_header_columns: job.spec.csv.no_header.then(|| s.input.columns.clone().unwrap_or_default()),
+            };
+            (s.input.url.to_string(), s.input.format, how)
+        })
+        .collect();
     let mut counts: HashMap<String, i64> = HashMap::new();
     let mut input_rows = 0u64;
-    for (url, format) in files {
+    for (url, format, how) in files {
         let url = BlobUrl::parse(&url)?;
         let s = store::open(&url)?;
-        for id in input_ids(s.as_ref(), &url, format, &id_column).await? {
+        for id in input_ids(s.as_ref(), &url, format, how, &id_column).await? {
             input_rows += 1;
             *counts.entry(id).or_default() += 1;
         }
@@ -141,7 +226,7 @@ pub async fn verify(output: &BlobUrl) -> Result<VerifyReport> {
             altered_outputs += 1;
         }
         let (what, id) = (done.output.to_string(), id_column.clone());
-        let ids = joined(tokio::task::spawn_blocking(move || parquet_column_as_strings(body, &id, &what))).await?;
+        let ids = joined(tokio::task::spawn_blocking(move || output_ids(body, &id, &what))).await?;
         for id in ids {
             output_rows += 1;
             match counts.get_mut(&id) {

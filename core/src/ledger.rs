@@ -52,6 +52,47 @@ pub struct JobSpec {
     pub max_line_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_unix_ms: Option<u64>,
+    /// How CSV inputs are read and what the output holds. Each is left out
+    /// of `job.json` at its default, so the ids of jobs planned before these
+    /// options existed stay the same.
+    #[serde(default, skip_serializing_if = "CsvOptions::is_default")]
+    pub csv: CsvOptions,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_all: bool,
+    #[serde(default, skip_serializing_if = "crate::task::OutputFormat::is_parquet")]
+    pub output_format: crate::task::OutputFormat,
+}
+
+/// How a job reads its CSV files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// The field delimiter; `None`: a comma, or a tab for `.tsv` files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<char>,
+    /// The files have no header line: their columns are `columns`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_header: bool,
+    /// The column names of header-less files, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+}
+
+impl CsvOptions {
+    pub fn is_default(&self) -> bool {
+        *self == CsvOptions::default()
+    }
+
+    /// The delimiter of one file: the job's, else a tab for `.tsv` names,
+    /// else a comma.
+    pub fn delimiter_for(&self, url: &BlobUrl) -> char {
+        self.delimiter.unwrap_or_else(|| {
+            let lower = url.file_name().to_ascii_lowercase();
+            if crate::task::Compression::strip_extension(&lower).ends_with(".tsv") { '\t' } else { ',' }
+        })
+    }
 }
 
 fn default_max_line_bytes() -> u64 {
@@ -66,7 +107,7 @@ impl JobSpec {
     /// The first field in which `other` plans a different job (the
     /// deadline may change between submits), as `(field, ours, theirs)`.
     pub fn differs_from(&self, other: &JobSpec) -> Option<(&'static str, String, String)> {
-        let fields: [(&'static str, String, String); 8] = [
+        let fields: [(&'static str, String, String); 12] = [
             ("input", self.input.to_string(), other.input.to_string()),
             ("model", self.model.to_string(), other.model.to_string()),
             ("output", self.output.as_prefix().to_string(), other.output.as_prefix().to_string()),
@@ -75,6 +116,10 @@ impl JobSpec {
             ("shard_bytes", self.shard_bytes.to_string(), other.shard_bytes.to_string()),
             ("max_bad_rows", self.max_bad_rows.to_string(), other.max_bad_rows.to_string()),
             ("max_line_bytes", self.max_line_bytes.to_string(), other.max_line_bytes.to_string()),
+            ("csv", format!("{:?}", self.csv), format!("{:?}", other.csv)),
+            ("keep_columns", self.keep_columns.join(","), other.keep_columns.join(",")),
+            ("keep_all", self.keep_all.to_string(), other.keep_all.to_string()),
+            ("output_format", self.output_format.to_string(), other.output_format.to_string()),
         ];
         fields.into_iter().find(|(_, a, b)| a != b)
     }
@@ -260,6 +305,9 @@ impl JobRecord {
             id_column: self.spec.id_column.clone(),
             max_bad_rows: self.spec.max_bad_rows,
             max_line_bytes: self.spec.max_line_bytes,
+            keep_columns: self.spec.keep_columns.clone(),
+            keep_all: self.spec.keep_all,
+            output_format: self.spec.output_format,
             deadline_unix_ms: self.spec.deadline_unix_ms,
         }
     }
@@ -275,13 +323,16 @@ impl JobRecord {
             return Some(format!("job {} has no shard {}", self.job, task.shard));
         };
         let expected = self.task_for(plan);
-        let fields: [(&str, bool); 6] = [
+        let fields: [(&str, bool); 9] = [
             ("input", expected.input == task.input),
             ("model", expected.model == task.model),
             ("output", expected.output == task.output),
             ("id_column", expected.id_column == task.id_column),
             ("max_bad_rows", expected.max_bad_rows == task.max_bad_rows),
             ("max_line_bytes", expected.max_line_bytes == task.max_line_bytes),
+            ("keep_columns", expected.keep_columns == task.keep_columns),
+            ("keep_all", expected.keep_all == task.keep_all),
+            ("output_format", expected.output_format == task.output_format),
         ];
         fields.iter().find(|(_, same)| !same).map(|(field, _)| {
             format!("its {field} differs from the plan of shard {} in job {}'s job.json", task.shard, self.job)
@@ -450,8 +501,9 @@ impl Ledger {
         &self.root
     }
 
-    pub fn output_url(&self, shard: &ShardId) -> BlobUrl {
-        self.root.join(&format!("part-{shard}.parquet"))
+    /// Where a shard's output goes: `part-SHARD.parquet` (`.csv`, `.jsonl`).
+    pub fn output_url(&self, shard: &ShardId, format: crate::task::OutputFormat) -> BlobUrl {
+        self.root.join(&format!("part-{shard}.{}", format.as_str()))
     }
 
     pub fn bad_rows_url(&self, shard: &ShardId) -> BlobUrl {
@@ -904,6 +956,9 @@ mod tests {
             columns: None,
             row_groups: None,
             version: None,
+            delimiter: None,
+            compression: None,
+            skip_header: false,
         };
         AnyJob::Infer(JobRecord {
             v: LEDGER_VERSION,
@@ -918,6 +973,10 @@ mod tests {
                 max_bad_rows: 0,
                 max_line_bytes: crate::task::DEFAULT_MAX_LINE_BYTES,
                 deadline_unix_ms: None,
+                csv: Default::default(),
+                keep_columns: Vec::new(),
+                keep_all: false,
+                output_format: Default::default(),
             },
             model_sha256: String::new(),
             submitted_at_ms: 0,

@@ -36,6 +36,29 @@ impl DType {
     }
 }
 
+/// Whether CSV and JSON lines can write a column of this type (Parquet
+/// writes any): text, booleans, integers and floats.
+pub fn text_writable(t: &arrow_schema::DataType) -> bool {
+    matches!(
+        t,
+        arrow_schema::DataType::Utf8
+            | arrow_schema::DataType::LargeUtf8
+            | arrow_schema::DataType::Utf8View
+            | arrow_schema::DataType::Boolean
+            | arrow_schema::DataType::Int8
+            | arrow_schema::DataType::Int16
+            | arrow_schema::DataType::Int32
+            | arrow_schema::DataType::Int64
+            | arrow_schema::DataType::UInt8
+            | arrow_schema::DataType::UInt16
+            | arrow_schema::DataType::UInt32
+            | arrow_schema::DataType::UInt64
+            | arrow_schema::DataType::Float32
+            | arrow_schema::DataType::Float64
+            | arrow_schema::DataType::Null
+    )
+}
+
 /// Whether a column of Arrow type `column` can feed a model input of
 /// element type `input`: the one table the planner (at submit) and the
 /// worker (per batch) both consult, so a file accepted at submit is never

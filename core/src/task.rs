@@ -61,9 +61,12 @@ impl Format {
     }
 
     /// Guesses the format from a file name; `None` for files to skip.
+    /// Delimited text is CSV whatever its delimiter (`.csv`, `.tsv`), also
+    /// compressed (`.csv.gz`, `.tsv.zst`: see [`Compression`]).
     pub fn from_file_name(name: &str) -> Option<Self> {
         let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".csv") {
+        let stem = Compression::strip_extension(&lower);
+        if stem.ends_with(".csv") || stem.ends_with(".tsv") {
             Some(Format::Csv)
         } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
             Some(Format::Parquet)
@@ -79,6 +82,128 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// A compressed CSV file. A compressed stream cannot be entered at a byte
+/// offset, so such a file is one shard, read from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// What the name's last extension says (`.gz`, `.zst`, `.zstd`).
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".gz") {
+            Some(Compression::Gzip)
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// What the first bytes say: gzip's `1f 8b`, zstd's frame magic.
+    pub fn from_magic(head: &[u8]) -> Option<Self> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// `name` without a compression extension (lower case in, lower case out).
+    pub fn strip_extension(lower: &str) -> &str {
+        [".gz", ".zst", ".zstd"].iter().find_map(|e| lower.strip_suffix(e)).unwrap_or(lower)
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a shard's output object is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Typed columns, Snappy-compressed: the default.
+    #[default]
+    Parquet,
+    /// A header line, then one line per row; RFC 4180 quoting.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Jsonl => "jsonl",
+        }
+    }
+
+    pub fn is_parquet(&self) -> bool {
+        *self == OutputFormat::Parquet
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Ok(OutputFormat::Parquet),
+            "csv" => Ok(OutputFormat::Csv),
+            "jsonl" | "ndjson" => Ok(OutputFormat::Jsonl),
+            other => Err(format!("unknown output format {other:?}: parquet, csv or jsonl")),
+        }
+    }
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A delimiter as the CLI takes it: one ASCII character, or `tab`/`\t`.
+pub fn parse_delimiter(s: &str) -> std::result::Result<char, String> {
+    let c = match s {
+        "tab" | "\\t" | "\t" => '\t',
+        "comma" => ',',
+        "semicolon" => ';',
+        "pipe" => '|',
+        _ => {
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => c,
+                _ => return Err(format!("delimiter {s:?}: one character, or tab")),
+            }
+        }
+    };
+    if !c.is_ascii() || c == '"' || c == '\n' || c == '\r' {
+        return Err(format!("delimiter {c:?}: an ASCII character other than a quote or a line end"));
+    }
+    Ok(c)
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// The part of one input file a shard covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,9 +215,21 @@ pub struct ShardInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<[u64; 2]>,
     /// CSV: the header's column names (only the first shard holds the header
-    /// line, and it is excluded from every range).
+    /// line, and it is excluded from every range), or the names the job gave
+    /// a file without a header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<String>>,
+    /// CSV: the field delimiter; `None` is a comma.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<char>,
+    /// CSV: the file is compressed; the shard is the whole file (`range`
+    /// covers its compressed bytes) and is read from its first byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// A compressed CSV's first line is its header, to skip (an
+    /// uncompressed range leaves the header out instead).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_header: bool,
     /// Parquet: the row groups of this shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<Vec<usize>>,
@@ -128,6 +265,14 @@ pub struct ShardTask {
     /// Longest CSV line the worker buffers.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: u64,
+    /// Input columns written to the output next to the id, in input order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_columns: Vec<String>,
+    /// Every input column is written to the output (the id once).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_all: bool,
+    #[serde(default, skip_serializing_if = "OutputFormat::is_parquet")]
+    pub output_format: OutputFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_unix_ms: Option<u64>,
 }
@@ -340,12 +485,18 @@ mod tests {
                 columns: Some(vec!["id".into(), "x".into()]),
                 row_groups: None,
                 version: None,
+                delimiter: None,
+                compression: None,
+                skip_header: false,
             },
             model: ModelRef { url: BlobUrl::parse("s3://m/model.onnx").unwrap(), sha256: "ab".into() },
             output: BlobUrl::parse("s3://out/p/").unwrap(),
             id_column: "id".into(),
             max_bad_rows: 0,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            keep_columns: Vec::new(),
+            keep_all: false,
+            output_format: Default::default(),
             deadline_unix_ms: None,
         }
     }

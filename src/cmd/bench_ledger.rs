@@ -188,6 +188,9 @@ fn synthetic_job(root: &BlobUrl, shards: usize) -> JobRecord {
         columns: None,
         row_groups: None,
         version: None,
+        delimiter: None,
+        compression: None,
+        skip_header: false,
     };
     JobRecord {
         v: LEDGER_VERSION,
@@ -202,6 +205,10 @@ fn synthetic_job(root: &BlobUrl, shards: usize) -> JobRecord {
             max_bad_rows: 0,
             max_line_bytes: hourglass_core::task::DEFAULT_MAX_LINE_BYTES,
             deadline_unix_ms: None,
+            csv: Default::default(),
+            keep_columns: Vec::new(),
+            keep_all: false,
+            output_format: Default::default(),
         },
         model_sha256: String::new(),
         submitted_at_ms: now_ms(),

@@ -195,6 +195,10 @@ pub(crate) fn job_spec(
         max_bad_rows: 0,
         max_line_bytes: hourglass_core::task::DEFAULT_MAX_LINE_BYTES,
         deadline_unix_ms: None,
+        csv: Default::default(),
+        keep_columns: Vec::new(),
+        keep_all: false,
+        output_format: Default::default(),
     }
 }
 

@@ -26,7 +26,8 @@ pub struct SubmitArgs {
     /// or `ROOT/NAME/VERSION` (resolved once: the job pins the version).
     #[arg(long, env = "HOURGLASS_MODEL")]
     model: String,
-    /// Output prefix: part-<shard>.parquet files and the job ledger go here.
+    /// Output prefix: part-<shard>.parquet (.csv, .jsonl) files and the job
+    /// ledger go here.
     #[arg(long, env = "HOURGLASS_OUTPUT")]
     output: String,
     /// Queue URL.
@@ -81,6 +82,60 @@ pub struct SubmitArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    shape: ShapeArgs,
+}
+
+/// How CSV inputs are read and what outputs hold (`submit`, `watch`).
+#[derive(Args, Clone, Debug)]
+pub struct ShapeArgs {
+    /// Field delimiter of CSV inputs: one character, or `tab` for TSV.
+    /// Default: a comma, or a tab for files named .tsv (.tsv.gz, .tsv.zst).
+    #[arg(long, value_parser = hourglass_core::task::parse_delimiter, env = "HOURGLASS_DELIMITER")]
+    delimiter: Option<char>,
+    /// The CSV files have no header line. Their columns are --columns, or
+    /// else the id column followed by the model's feature names.
+    #[arg(long, env = "HOURGLASS_NO_HEADER")]
+    no_header: bool,
+    /// Column names of header-less CSV files, in file order (comma-separated;
+    /// with --no-header).
+    #[arg(long, value_delimiter = ',', requires = "no_header", env = "HOURGLASS_COLUMNS")]
+    columns: Vec<String>,
+    /// Input columns written to the output next to the id, in input order
+    /// (comma-separated), so predictions need no join back to their rows.
+    #[arg(long, value_delimiter = ',', conflicts_with = "keep_all", env = "HOURGLASS_KEEP_COLUMNS")]
+    keep_columns: Vec<String>,
+    /// Write every input column to the output (the id once).
+    #[arg(long, env = "HOURGLASS_KEEP_ALL")]
+    keep_all: bool,
+    /// Output encoding: parquet, csv or jsonl.
+    #[arg(long, default_value = "parquet", env = "HOURGLASS_OUTPUT_FORMAT")]
+    output_format: hourglass_core::task::OutputFormat,
+}
+
+impl ShapeArgs {
+    /// Puts these options into `spec`. Header-less files without --columns
+    /// are the id column, then the model's features in input order.
+    pub fn apply(&self, spec: &mut JobSpec, signature: &hourglass_core::model::ModelSignature) -> Result<()> {
+        let mut columns = self.columns.clone();
+        if self.no_header && columns.is_empty() {
+            columns.push(spec.id_column.clone());
+            for input in &signature.inputs {
+                match signature.feature_names.get(&input.name) {
+                    Some(names) => columns.extend(names.iter().cloned()),
+                    None => anyhow::bail!(
+                        "--no-header: the model names no features for input {:?}; give the files' columns with --columns",
+                        input.name
+                    ),
+                }
+            }
+        }
+        spec.csv = hourglass_core::ledger::CsvOptions { delimiter: self.delimiter, no_header: self.no_header, columns };
+        spec.keep_columns = self.keep_columns.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+        spec.keep_all = self.keep_all;
+        spec.output_format = self.output_format;
+        Ok(())
+    }
 }
 
 pub async fn run(a: SubmitArgs) -> Result<()> {
@@ -97,7 +152,7 @@ pub async fn run(a: SubmitArgs) -> Result<()> {
         Some(d) => Some(schedule::parse_instant("--deadline", d, now, &tz)?.as_millisecond().max(0) as u64),
         None => None,
     };
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         input: BlobUrl::parse(&expand("--input", &a.input)?)?,
         model: model.clone(),
         output: BlobUrl::parse(&expand("--output", &a.output)?)?.as_prefix(),
@@ -107,7 +162,12 @@ pub async fn run(a: SubmitArgs) -> Result<()> {
         max_bad_rows: a.max_bad_rows,
         max_line_bytes: a.max_line_bytes,
         deadline_unix_ms,
+        csv: Default::default(),
+        keep_columns: Vec::new(),
+        keep_all: false,
+        output_format: Default::default(),
     };
+    a.shape.apply(&mut spec, runtime.signature())?;
     let queue = queue::open(&a.queue)?;
     let job_id = match a.job_id.as_deref() {
         Some(id) => Some(JobId::parse(&expand("--job-id", id)?)?),

@@ -58,6 +58,8 @@ fn csv_decode(c: &mut Criterion) {
         batch_size: BATCH,
         max_bad_rows: 0,
         max_line_bytes: 1 << 20,
+        delimiter: b',',
+        keep: &[],
     };
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(ROWS as u64));
@@ -121,6 +123,7 @@ fn parquet_decode(c: &mut Criterion) {
                 id_column: "id",
                 signature: &signature,
                 batch_size: BATCH,
+                keep: &[],
             };
             let rows = shard.decode(&handle, reader, |_| Ok(())).unwrap();
             assert_eq!(rows, ROWS as u64);
@@ -137,13 +140,13 @@ fn output_encode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64));
     g.bench_function("parquet_output", |b| {
         b.iter(|| {
-            let mut w = OutputWriter::new("000001", "id", None);
+            let mut w = OutputWriter::new("000001", "id", vec![], Default::default(), None);
             for _ in 0..ROWS / BATCH {
                 let columns = vec![
                     OutputColumn { name: "label".into(), data: ColumnData::I64(labels.clone()) },
                     OutputColumn { name: "probability".into(), data: ColumnData::F32(scores.clone()) },
                 ];
-                w.write(ids.clone(), columns).unwrap();
+                w.write(ids.clone(), vec![], columns).unwrap();
             }
             w.finish().unwrap()
         });

@@ -139,7 +139,7 @@ async fn write_output(
     if ledger.read_done(&task.shard).await?.is_some() {
         return Ok(None);
     }
-    let out_url = ledger.output_url(&task.shard);
+    let out_url = ledger.output_url(&task.shard, task.output_format);
     let sha256 = hex::encode(sha2::Sha256::digest(&outcome.output));
     ledger.store().put(out_url.key(), Bytes::from(outcome.output)).await?;
     if let Some(bad) = outcome.bad_rows_csv {

@@ -131,6 +131,48 @@ fn lines_before(handle: &Handle, store: &dyn BlobStore, key: &str, offset: u64) 
     })
 }
 
+/// The kept columns of a file with `columns`, as indices in input order:
+/// every column but the id for `keep_all`, else those named (the id, which
+/// is always written first, is not repeated). A named column the file does
+/// not have fails the shard (the planner refuses such a job up front).
+pub fn kept_columns(task: &ShardTask, columns: &[String], file: &str) -> Result<Vec<usize>> {
+    let mut keep: Vec<usize> = if task.keep_all {
+        (0..columns.len()).filter(|&i| columns[i] != task.id_column).collect()
+    } else {
+        let mut keep = Vec::with_capacity(task.keep_columns.len());
+        for name in task.keep_columns.iter().filter(|n| **n != task.id_column) {
+            let i = columns.iter().position(|c| c == name).ok_or_else(|| Error::Decode {
+                file: file.to_string(),
+                message: format!("kept column {name:?} is missing"),
+            })?;
+            keep.push(i);
+        }
+        keep
+    };
+    keep.sort_unstable();
+    keep.dedup();
+    Ok(keep)
+}
+
+/// The shard's CSV text: the range as read, decompressed when the file is
+/// compressed, without the header line when it must be skipped.
+fn csv_text<'r>(task: &ShardTask, reader: StreamReader<'r>) -> std::io::Result<Box<dyn Read + 'r>> {
+    use hourglass_core::task::Compression;
+    let raw: Box<dyn Read + 'r> = match task.input.compression {
+        None => Box::new(reader),
+        // Multi-member: `cat a.gz b.gz` is one valid gzip file.
+        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(reader)?),
+    };
+    if !task.input.skip_header {
+        return Ok(raw);
+    }
+    let mut buffered = std::io::BufReader::with_capacity(1 << 16, raw);
+    let mut header = Vec::new();
+    std::io::BufRead::read_until(&mut buffered, b'\n', &mut header)?;
+    Ok(Box::new(buffered))
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
@@ -167,7 +209,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             h.observe(t.elapsed().as_secs_f64());
         }
         rows += batch.rows as u64;
-        writer.write(batch.ids, columns)
+        writer.write(batch.ids, batch.kept, columns)
     };
     let (writer, bad) = match input {
         OpenedInput::Csv(store, stream) => {
@@ -175,10 +217,14 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             let [start, _] = task.input.range.unwrap_or_default();
             let bindings = model.signature().bind(&file, columns, &task.id_column)?;
             let id_column = columns.iter().position(|c| *c == task.id_column).expect("bind checks the id column");
+            let keep = kept_columns(task, columns, &file)?;
+            let kept: Vec<(String, DataType)> = keep.iter().map(|&i| (columns[i].clone(), DataType::Utf8)).collect();
             let mut writer = OutputWriter::new(
                 task.shard.as_str(),
                 &task.id_column,
-                schema_for(&task.id_column, DataType::Utf8, &model.signature().outputs),
+                kept.iter().map(|(n, _)| n.clone()).collect(),
+                task.output_format,
+                schema_for(&task.id_column, DataType::Utf8, &kept, &model.signature().outputs),
             );
             let error = Arc::new(Mutex::new(None));
             let reader = StreamReader { handle, stream, chunk: Bytes::new(), error: error.clone() };
@@ -189,15 +235,31 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
                 batch_size: job.batch_size,
                 max_bad_rows: task.max_bad_rows,
                 max_line_bytes: task.max_line_bytes,
+                delimiter: task.input.delimiter.unwrap_or(',') as u8,
+                keep: &keep,
             };
-            let result = decoder.decode(reader, |b| score(&mut writer, b));
+            // Lines before the shard's first: counted in the file up to the
+            // range's start, only when a row is bad (a compressed file is
+            // one shard: its header line, if any).
+            let compressed = task.input.compression.is_some();
+            let lines_before = |handle: &Handle| -> Result<u64> {
+                if compressed {
+                    Ok(task.input.skip_header as u64)
+                } else {
+                    lines_before(handle, store.as_ref(), &key, start)
+                }
+            };
+            let result = match csv_text(task, reader) {
+                Ok(text) => decoder.decode(text, |b| score(&mut writer, b)),
+                Err(e) => Err(CsvError::Other(Error::Decode { file: String::new(), message: e.to_string() })),
+            };
             match result {
                 Ok(bad) => {
-                    let base = if bad.is_empty() { 0 } else { lines_before(handle, store.as_ref(), &key, start)? };
+                    let base = if bad.is_empty() { 0 } else { lines_before(handle)? };
                     (writer, bad.into_iter().map(|r| (base + r.line_in_shard, r)).collect::<Vec<(u64, BadRow)>>())
                 }
                 Err(CsvError::TooManyBadRows { row, .. }) => {
-                    let base = lines_before(handle, store.as_ref(), &key, start)?;
+                    let base = lines_before(handle)?;
                     return Err(Error::BadRow {
                         file,
                         line: base + row.line_in_shard,
@@ -206,7 +268,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
                     });
                 }
                 Err(CsvError::LineTooLong { line_in_shard }) => {
-                    let base = lines_before(handle, store.as_ref(), &key, start)?;
+                    let base = lines_before(handle)?;
                     return Err(Error::BadRow {
                         file,
                         line: base + line_in_shard,
@@ -229,13 +291,17 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             }
         }
         OpenedInput::Parquet(reader, metadata) => {
-            let mut writer = OutputWriter::new(task.shard.as_str(), &task.id_column, None);
+            let names: Vec<String> = metadata.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let keep: Vec<String> = kept_columns(task, &names, &file)?.into_iter().map(|i| names[i].clone()).collect();
+            let mut writer =
+                OutputWriter::new(task.shard.as_str(), &task.id_column, keep.clone(), task.output_format, None);
             let decoder = ParquetShard {
                 file: &file,
                 row_groups: task.input.row_groups.clone().unwrap_or_default(),
                 id_column: &task.id_column,
                 signature: model.signature(),
                 batch_size: job.batch_size,
+                keep: &keep,
             };
             decoder.decode(handle, (reader, metadata), |b| score(&mut writer, b))?;
             (writer, Vec::new())

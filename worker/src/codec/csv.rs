@@ -55,6 +55,10 @@ pub struct CsvShard<'a> {
     pub max_bad_rows: u64,
     /// Longest line buffered; more without a `\n` fails the shard.
     pub max_line_bytes: u64,
+    /// The field delimiter (ASCII).
+    pub delimiter: u8,
+    /// Columns passed through to the output as text, in input order.
+    pub keep: &'a [usize],
 }
 
 enum Buf {
@@ -107,7 +111,7 @@ fn read_digits(text: &[u8], i: &mut usize, mantissa: &mut u64) -> u32 {
 /// plain decimal (`-?digits[.digits]`) on the way, which covers counts, ids
 /// and most printed features. Any other field gets `None` and goes through
 /// the full parser.
-fn split_plain(text: &[u8], ranges: &mut Vec<std::ops::Range<usize>>, plain: &mut Vec<Option<f32>>) {
+fn split_plain(text: &[u8], delimiter: u8, ranges: &mut Vec<std::ops::Range<usize>>, plain: &mut Vec<Option<f32>>) {
     let n = text.len();
     let mut i = 0;
     loop {
@@ -123,11 +127,11 @@ fn split_plain(text: &[u8], ranges: &mut Vec<std::ops::Range<usize>>, plain: &mu
             digits += taken;
             decimals = taken as usize;
         }
-        let at_end = i == n || text[i] == b',';
+        let at_end = i == n || text[i] == delimiter;
         let plain_number = at_end && digits > 0 && digits <= 18;
         plain
             .push(plain_number.then(|| plain_f32(mantissa, decimals)).flatten().map(|v| if negative { -v } else { v }));
-        while i < n && text[i] != b',' {
+        while i < n && text[i] != delimiter {
             i += 1;
         }
         ranges.push(start..i);
@@ -143,9 +147,11 @@ impl Fields<'_> {
         self.ranges.get(i).map_or(&[][..], |r| &self.data[r.clone()])
     }
 
-    fn raw(&self) -> String {
+    /// The row as text, fields joined by `delimiter`.
+    fn raw(&self, delimiter: u8) -> String {
+        let sep = (delimiter as char).to_string();
         let mut raw =
-            self.ranges.iter().map(|r| String::from_utf8_lossy(&self.data[r.clone()])).collect::<Vec<_>>().join(",");
+            self.ranges.iter().map(|r| String::from_utf8_lossy(&self.data[r.clone()])).collect::<Vec<_>>().join(&sep);
         if raw.len() > MAX_RAW_BYTES {
             let cut = (0..=MAX_RAW_BYTES).rev().find(|&i| raw.is_char_boundary(i)).unwrap_or(0);
             raw.truncate(cut);
@@ -159,6 +165,8 @@ impl Fields<'_> {
 struct State {
     bufs: Vec<Buf>,
     ids: StringBuilder,
+    /// The kept columns' text, one builder per kept column.
+    kept: Vec<StringBuilder>,
     rows: usize,
     bad: Vec<BadRow>,
     /// Reused field ranges and plain values of the current line.
@@ -185,6 +193,7 @@ impl<'a> CsvShard<'a> {
         let mut st = State {
             bufs: self.new_bufs(batch_size),
             ids: StringBuilder::with_capacity(batch_size, batch_size * 12),
+            kept: self.new_kept(batch_size),
             rows: 0,
             bad: Vec::new(),
             ranges: Vec::with_capacity(self.columns.len()),
@@ -228,7 +237,7 @@ impl<'a> CsvShard<'a> {
             }
         }
         if st.rows > 0 {
-            self.flush(&mut st.bufs, &mut st.ids, &mut st.rows, batch_size, &mut on_batch).map_err(CsvError::Other)?;
+            self.flush(&mut st, batch_size, &mut on_batch).map_err(CsvError::Other)?;
         }
         Ok(st.bad)
     }
@@ -250,7 +259,8 @@ impl<'a> CsvShard<'a> {
         let stray_cr = memchr::memchr(b'\r', text).is_some();
         let quoted = memchr::memchr(b'"', text).is_some();
         let fields = if quoted {
-            let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
+            let mut rdr =
+                csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(self.delimiter).from_reader(text);
             match rdr.read_byte_record(&mut st.record) {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
@@ -269,7 +279,7 @@ impl<'a> CsvShard<'a> {
         } else {
             st.ranges.clear();
             st.plain.clear();
-            split_plain(text, &mut st.ranges, &mut st.plain);
+            split_plain(text, self.delimiter, &mut st.ranges, &mut st.plain);
             Fields { data: text, ranges: &st.ranges, plain: &st.plain }
         };
         let parsed = if stray_cr {
@@ -277,24 +287,40 @@ impl<'a> CsvShard<'a> {
         } else {
             self.parse_row(&fields, &mut st.bufs, st.rows).and_then(|()| {
                 // Ids must be text: a lossy conversion could merge two ids.
-                std::str::from_utf8(fields.get(self.id_column)).map(|_| ()).map_err(|_| {
-                    self.rollback(&mut st.bufs, st.rows);
-                    (Some(self.column_name(self.id_column)), "the id is not valid UTF-8".to_string())
-                })
+                // Kept columns are copied as text: no lossy conversion either.
+                let not_text = std::iter::once(self.id_column)
+                    .chain(self.keep.iter().copied())
+                    .find(|&c| std::str::from_utf8(fields.get(c)).is_err());
+                match not_text {
+                    None => Ok(()),
+                    Some(c) => {
+                        self.rollback(&mut st.bufs, st.rows);
+                        let what = if c == self.id_column { "the id" } else { "a kept column" };
+                        Err((Some(self.column_name(c)), format!("{what} is not valid UTF-8")))
+                    }
+                }
             })
         };
         match parsed {
             Ok(()) => {
                 let id = std::str::from_utf8(fields.get(self.id_column)).expect("checked above");
                 st.ids.append_value(id.trim());
+                for (b, &c) in st.kept.iter_mut().zip(self.keep) {
+                    b.append_value(std::str::from_utf8(fields.get(c)).expect("checked above"));
+                }
                 st.rows += 1;
                 if st.rows == batch_size {
-                    self.flush(&mut st.bufs, &mut st.ids, &mut st.rows, batch_size, on_batch)
-                        .map_err(CsvError::Other)?;
+                    self.flush(st, batch_size, on_batch).map_err(CsvError::Other)?;
                 }
             }
             Err((column, message)) => {
-                let row = BadRow { line_in_shard: line, byte_in_shard: byte, column, message, raw: fields.raw() };
+                let row = BadRow {
+                    line_in_shard: line,
+                    byte_in_shard: byte,
+                    column,
+                    message,
+                    raw: fields.raw(self.delimiter),
+                };
                 if st.bad.len() as u64 >= self.max_bad_rows {
                     return Err(CsvError::TooManyBadRows { row, skipped: std::mem::take(&mut st.bad) });
                 }
@@ -314,15 +340,12 @@ impl<'a> CsvShard<'a> {
             .collect()
     }
 
-    fn flush(
-        &self,
-        bufs: &mut Vec<Buf>,
-        ids: &mut StringBuilder,
-        rows: &mut usize,
-        batch_size: usize,
-        on_batch: &mut impl FnMut(Batch) -> Result<()>,
-    ) -> Result<()> {
-        let full = std::mem::replace(bufs, self.new_bufs(batch_size));
+    fn new_kept(&self, batch_size: usize) -> Vec<StringBuilder> {
+        self.keep.iter().map(|_| StringBuilder::with_capacity(batch_size, batch_size * 8)).collect()
+    }
+
+    fn flush(&self, st: &mut State, batch_size: usize, on_batch: &mut impl FnMut(Batch) -> Result<()>) -> Result<()> {
+        let full = std::mem::replace(&mut st.bufs, self.new_bufs(batch_size));
         let inputs = full
             .into_iter()
             .map(|b| match b {
@@ -330,8 +353,9 @@ impl<'a> CsvShard<'a> {
                 Buf::I64(v) => InputData::I64(v),
             })
             .collect();
-        let batch = Batch { ids: Arc::new(ids.finish()), inputs, rows: *rows };
-        *rows = 0;
+        let kept = st.kept.iter_mut().map(|b| Arc::new(b.finish()) as arrow_array::ArrayRef).collect();
+        let batch = Batch { ids: Arc::new(st.ids.finish()), kept, inputs, rows: st.rows };
+        st.rows = 0;
         on_batch(batch)
     }
 
@@ -415,7 +439,16 @@ mod tests {
     use arrow_array::cast::AsArray;
 
     fn shard<'a>(columns: &'a [String], bindings: &'a [InputBinding], max_bad: u64) -> CsvShard<'a> {
-        CsvShard { columns, id_column: 0, bindings, batch_size: 2, max_bad_rows: max_bad, max_line_bytes: 1 << 20 }
+        CsvShard {
+            columns,
+            id_column: 0,
+            bindings,
+            batch_size: 2,
+            max_bad_rows: max_bad,
+            max_line_bytes: 1 << 20,
+            delimiter: b',',
+            keep: &[],
+        }
     }
 
     fn setup() -> (Vec<String>, Vec<InputBinding>) {
@@ -486,7 +519,7 @@ mod tests {
         let line =
             b"id-1,0,-0,12,-37.43831,16777216,16777217,0.1,5.,.5,,1e3, 2,abc,-,1.12345678901,99999999999999999999,";
         let (mut ranges, mut plain) = (Vec::new(), Vec::new());
-        split_plain(line, &mut ranges, &mut plain);
+        split_plain(line, b',', &mut ranges, &mut plain);
         let fields: Vec<&[u8]> = line.split(|&b| b == b',').collect();
         assert_eq!(ranges.len(), fields.len());
         for ((r, p), f) in ranges.iter().zip(&plain).zip(&fields) {
@@ -511,7 +544,7 @@ mod tests {
             let p = 10u64.pow(k as u32);
             let text = if k == 0 { format!("{m}") } else { format!("{}.{:0>w$}", m / p, m % p, w = k as usize) };
             let (mut r, mut p) = (Vec::new(), Vec::new());
-            split_plain(text.as_bytes(), &mut r, &mut p);
+            split_plain(text.as_bytes(), b',', &mut r, &mut p);
             if let Some(v) = p[0] {
                 assert_eq!(v.to_bits(), parse_f32(text.as_bytes()).unwrap().to_bits(), "{text}");
             }

@@ -14,6 +14,8 @@ use arrow_array::ArrayRef;
 #[derive(Debug)]
 pub struct Batch {
     pub ids: ArrayRef,
+    /// The kept input columns, in the order the shard was told.
+    pub kept: Vec<ArrayRef>,
     pub inputs: Vec<InputData>,
     pub rows: usize,
 }

@@ -158,6 +158,8 @@ pub struct ParquetShard<'a> {
     pub id_column: &'a str,
     pub signature: &'a ModelSignature,
     pub batch_size: usize,
+    /// Columns passed through to the output, by name.
+    pub keep: &'a [String],
 }
 
 impl ParquetShard<'_> {
@@ -185,6 +187,10 @@ impl ParquetShard<'_> {
         }
         let mut roots: Vec<usize> = bindings.iter().flat_map(|b| b.columns.iter().copied()).collect();
         roots.push(id_index);
+        for k in self.keep {
+            roots
+                .push(names.iter().position(|n| n == k).ok_or_else(|| derr(&format!("kept column {k:?} is missing")))?);
+        }
         roots.sort_unstable();
         roots.dedup();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
@@ -198,12 +204,13 @@ impl ParquetShard<'_> {
         while let Some(next) = handle.block_on(stream.next()) {
             let rb = next.map_err(|e| derr(&e))?;
             let ids = rb.column_by_name(self.id_column).expect("projected").clone();
+            let kept = self.keep.iter().map(|k| rb.column_by_name(k).expect("projected").clone()).collect();
             let inputs = bindings
                 .iter()
                 .map(|b| interleave(&rb, &fields, b).map_err(|m| derr(&m)))
                 .collect::<Result<Vec<_>>>()?;
             rows += rb.num_rows() as u64;
-            on_batch(Batch { ids, inputs, rows: rb.num_rows() })?;
+            on_batch(Batch { ids, kept, inputs, rows: rb.num_rows() })?;
         }
         Ok(rows)
     }

@@ -146,6 +146,7 @@ pub fn score_holdout(
                     id_column: label,
                     signature: model.signature(),
                     batch_size,
+                    keep: &[],
                 }
                 .decode(handle, opened, &mut on_batch)?;
             }
@@ -174,6 +175,8 @@ pub fn score_holdout(
                     batch_size,
                     max_bad_rows: 0,
                     max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+                    delimiter: b',',
+                    keep: &[],
                 }
                 .decode(reader, &mut on_batch)
                 .map_err(|e| Error::Decode { file: name.clone(), message: format!("{e:?}") })?;

@@ -28,6 +28,8 @@ pub fn golden_inputs(runtime: &ModelRuntime) -> (Vec<InputData>, usize) {
         batch_size: 100_000,
         max_bad_rows: 0,
         max_line_bytes: 1 << 20,
+        delimiter: b',',
+        keep: &[],
     };
     let mut batches = Vec::new();
     let bad = shard
