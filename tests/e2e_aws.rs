@@ -442,3 +442,65 @@ fn a_training_sweep_on_s3_and_sqs_registers_and_promotes_once() {
     assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
     assert_exactly_once(&aws.outputs(), &ids(5000), false);
 }
+
+#[test]
+fn compressed_tsv_and_kept_columns_on_s3_into_jsonl_outputs() {
+    use std::io::Write;
+    let aws = Aws::new(3);
+    let scratch = Scratch::new();
+    let gen_dir = scratch.path("gen");
+    hourglass_ok(&["gen-data", "--output", gen_dir.to_str().unwrap(), "--rows", "3000", "--files", "1"]);
+    let text = std::fs::read_to_string(gen_dir.join("part-00000.csv")).unwrap();
+    let tsv = text.replace(',', "\t");
+    // The rows in two files with the header: a gzip TSV and a zstd TSV,
+    // each one shard.
+    let lines: Vec<&str> = tsv.lines().collect();
+    let half = lines.len() / 2;
+    let mut first = lines[..half].join("\n");
+    first.push('\n');
+    let mut second = lines[half..].join("\n");
+    second.push('\n');
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(first.as_bytes()).unwrap();
+    rt().block_on(aws.store.put("in/a.tsv.gz", Bytes::from(gz.finish().unwrap()))).unwrap();
+    let mut with_header = lines[0].to_string() + "\n";
+    with_header.push_str(&second);
+    rt().block_on(
+        aws.store.put("in/b.tsv.zst", Bytes::from(zstd::stream::encode_all(with_header.as_bytes(), 3).unwrap())),
+    )
+    .unwrap();
+    let out = aws.submit(&["--keep-columns", "I3", "--output-format", "jsonl", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["shards"], 2, "{report}");
+    let mut w = aws.worker(&["--exit-when-idle", "2s", "--poll-wait", "1s"], &[]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let st = aws.status();
+    assert_eq!((st["state"].as_str(), st["rows_done"].as_u64()), (Some("succeeded"), Some(3000)), "{st}");
+    hourglass_ok(&["verify", &aws.url("out/")]);
+    // Every row once, with its I3 text and the model's own score.
+    let expected = direct_scores(&read_csv_inputs(&gen_dir));
+    let i3: HashMap<&str, &str> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[3])
+        })
+        .collect();
+    let mut seen = 0;
+    rt().block_on(async {
+        for m in hourglass_core::store::list_all(aws.store.as_ref(), "out/part-").await.unwrap() {
+            assert!(m.key.ends_with(".jsonl"), "{}", m.key);
+            let body = aws.store.get(&m.key).await.unwrap();
+            for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let row: serde_json::Value = serde_json::from_slice(line).unwrap();
+                let id = row["id"].as_str().unwrap();
+                assert_eq!(row["I3"].as_str(), Some(i3[id]), "{row}");
+                assert_eq!(row["probabilities_1"].as_f64().unwrap() as f32, expected[id], "{row}");
+                seen += 1;
+            }
+        }
+    });
+    assert_eq!(seen, 3000);
+}
