@@ -51,6 +51,46 @@ fn bench_reports_every_stage_for_both_formats() {
     }
 }
 
+#[test]
+fn bench_measures_both_reference_models_on_both_formats_in_one_run() {
+    let s = Scratch::new();
+    let dir = s.s("bench-all");
+    let out = hourglass_ok(&[
+        "bench",
+        "--all-models",
+        "--format",
+        "parquet",
+        "--format",
+        "csv",
+        "--rows",
+        "8000",
+        "--files",
+        "1",
+        "--reps",
+        "1",
+        "--raw-rows",
+        "8192",
+        "--dir",
+        &dir,
+        "--json",
+    ]);
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<(String, String)> = all
+        .iter()
+        .map(|r| (r["model"].as_str().unwrap().to_string(), r["format"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [
+        ("models/ctr_gbdt.onnx", "parquet"),
+        ("models/ctr_gbdt.onnx", "csv"),
+        ("models/ctr_mlp.onnx", "parquet"),
+        ("models/ctr_mlp.onnx", "csv"),
+    ];
+    assert_eq!(runs, want.map(|(m, f)| (m.to_string(), f.to_string())));
+    for r in &all {
+        assert!(r["pipeline_over_raw"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
 /// `bench ledger` on the filesystem: a 2,500-shard job recorded 32 at a
 /// time as workers do costs 5 store requests per shard and a few per
 /// bucket (outputs and inputs aside), counted as S3 bills them: the job

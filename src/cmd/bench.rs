@@ -29,12 +29,18 @@ use std::time::Duration;
 pub struct BenchArgs {
     #[command(subcommand)]
     what: Option<BenchWhat>,
+    /// The model(s) to measure; repeatable. Each model × format is one run,
+    /// reported in turn and then side by side.
     #[arg(long, default_value = "models/ctr_gbdt.onnx")]
-    model: String,
+    model: Vec<String>,
+    /// Both reference models: models/ctr_gbdt.onnx and models/ctr_mlp.onnx.
+    #[arg(long, conflicts_with = "model")]
+    all_models: bool,
     #[arg(long, default_value_t = 4_000_000)]
     rows: u64,
+    /// Input format(s); repeatable.
     #[arg(long, default_value = "parquet")]
-    format: FormatArg,
+    format: Vec<FormatArg>,
     /// The CPU budget: ONNX Runtime threads (and decode) across all shards.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -92,6 +98,52 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         Some(BenchWhat::Ledger(l)) => return super::bench_ledger::run(l).await,
         None => {}
     }
+    let models: Vec<String> =
+        if a.all_models { REFERENCE_MODELS.iter().map(|m| m.to_string()).collect() } else { a.model.clone() };
+    let mut reports = Vec::new();
+    for model in &models {
+        for &format in &a.format {
+            reports.push(run_one(&a, model, format.into()).await?);
+            if !a.json {
+                print!("{}", reports.last().expect("just pushed").render());
+            }
+        }
+    }
+    if a.json {
+        match reports.as_slice() {
+            [one] => println!("{}", serde_json::to_string_pretty(one)?),
+            all => println!("{}", serde_json::to_string_pretty(all)?),
+        }
+    } else if reports.len() > 1 {
+        println!(
+            "\n| model | format | raw rows/s | pipeline rows/s | pipeline / raw (each round) | µs/row/thread: ORT / decode / rest | peak RSS |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for r in &reports {
+            let rounds: Vec<String> = r.pipeline_over_raw_rounds.iter().map(|x| format!("{x:.3}")).collect();
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.3} ({}) | {:.2} / {:.2} / {:.2} | {:.0} MiB |",
+                r.setup.model.rsplit('/').next().unwrap_or(&r.setup.model).trim_end_matches(".onnx"),
+                r.setup.format,
+                r.raw.rows_per_sec,
+                r.pipeline.rows_per_sec,
+                r.pipeline_over_raw,
+                rounds.join(", "),
+                r.us_per_row_ort,
+                r.us_per_row_decode,
+                r.us_per_row_rest,
+                r.pipeline_peak_rss_mib
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The reference models `--all-models` measures.
+const REFERENCE_MODELS: [&str; 2] = ["models/ctr_gbdt.onnx", "models/ctr_mlp.onnx"];
+
+/// One model on one format: data made (or reused), the plan, the rounds.
+async fn run_one(a: &BenchArgs, model_path: &str, format: Format) -> Result<Report> {
     let device = a.device.select().await?;
     let batch_size = a.batch_size.unwrap_or(device.device.default_batch_size());
     if a.threads == 0 || a.reps == 0 || batch_size == 0 {
@@ -99,7 +151,6 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     }
     let concurrency = a.concurrency.unwrap_or(a.threads).clamp(1, a.threads);
     let ort_threads = (a.threads / concurrency).max(1);
-    let format: Format = a.format.into();
     let dir = std::path::absolute(&a.dir).context("resolving --dir")?;
     let input = BlobUrl::parse(&format!("{}/input-{format}-{}-{}/", dir.display(), a.rows, a.files))?;
     let marker = dir.join(format!("input-{format}-{}-{}.ok", a.rows, a.files));
@@ -113,7 +164,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         synth::generate(store::open(&input)?.as_ref(), &input, &spec).await?;
         std::fs::write(&marker, b"")?;
     }
-    let model_url = BlobUrl::parse(&a.model)?;
+    let model_url = BlobUrl::parse(model_path)?;
     let model = Arc::new(load_model(&model_url, ort_threads).await?);
 
     // The plan, once: the shard tasks every stage works through.
@@ -188,7 +239,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         }
     }
     let setup = Setup {
-        model: a.model.clone(),
+        model: model_path.to_string(),
         format: format.to_string(),
         rows: a.rows,
         shards: tasks.len(),
@@ -202,13 +253,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         requested_device: device.requested().to_string(),
     };
     let report = Report::new(setup, rounds);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(())
+    Ok(report)
 }
 
 /// Plans the job once and returns its shard tasks (from the queue, as a

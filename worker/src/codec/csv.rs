@@ -88,8 +88,18 @@ const POW10_F64: [f64; 23] = [
 /// quotient is one f64 rounding (Clinger's fast path); rounding that to f32
 /// again is correct unless it landed exactly halfway between two f32 values
 /// (then `None`: the full parser decides).
+#[inline]
 fn plain_f32(mantissa: u64, decimals: usize) -> Option<f32> {
-    let v = if decimals == 0 { mantissa as f64 } else { mantissa as f64 / *POW10_F64.get(decimals)? };
+    // Integers up to 2^24 (counts, hashed categories, most CTR fields) are
+    // exact in f32: one conversion, no rounding question.
+    if decimals == 0 && mantissa <= 1 << 24 {
+        return Some(mantissa as u32 as f32);
+    }
+    // At most 18 digits: below 2^63, so the signed conversion (one
+    // instruction; the unsigned one is a sequence on x86) is exact enough:
+    // both round to nearest.
+    let m = mantissa as i64 as f64;
+    let v = if decimals == 0 { m } else { m / *POW10_F64.get(decimals)? };
     // The 29 bits f32 drops: exactly a half is a possible double rounding.
     (v.to_bits() & 0x1fff_ffff != 0x1000_0000).then_some(v as f32)
 }
