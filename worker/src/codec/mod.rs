@@ -5,6 +5,7 @@
 pub mod csv;
 pub mod output;
 pub mod parquet;
+mod parquet_direct;
 
 use crate::runtime::InputData;
 use arrow_array::ArrayRef;
