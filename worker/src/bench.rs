@@ -98,6 +98,7 @@ pub async fn decode_rows_per_sec(
                     fault_batch_delay: Duration::ZERO,
                     decode_only: true,
                     inference_seconds: None,
+                    pool: None,
                 };
                 rows += score_shard(&handle, &job, None)?.rows;
             }

@@ -93,6 +93,7 @@ impl TaskHandler for InferHandler {
             fault_batch_delay: self.config.fault_batch_delay,
             decode_only: false,
             inference_seconds: Some(self.metrics.inference_seconds.clone()),
+            pool: Some(self.pool.clone()),
         };
         let handle = tokio::runtime::Handle::current();
         // Opened while the shard may still wait for a pool thread.

@@ -2,6 +2,7 @@
 //! async runtime only ever waits on IO. Jobs come back through a oneshot;
 //! a panic in a job is re-raised in the awaiting task, never swallowed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -19,6 +20,9 @@ pub struct CpuPool {
     // its own.
     tx: mpsc::Sender<Job>,
     threads: usize,
+    /// Threads waiting for a job, and jobs sent but not yet taken.
+    idle: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl CpuPool {
@@ -26,35 +30,52 @@ impl CpuPool {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let (idle, queued) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         for i in 0..threads {
-            let rx = rx.clone();
+            let (rx, idle, queued) = (rx.clone(), idle.clone(), queued.clone());
             std::thread::Builder::new()
                 .name(format!("{THREAD_NAME_PREFIX}{i}"))
                 .spawn(move || {
                     loop {
+                        idle.fetch_add(1, Ordering::SeqCst);
                         let job = {
                             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
                             guard.recv()
                         };
+                        idle.fetch_sub(1, Ordering::SeqCst);
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => {
+                                queued.fetch_sub(1, Ordering::SeqCst);
+                                job()
+                            }
                             Err(_) => return,
                         }
                     }
                 })
                 .expect("spawning a cpu pool thread");
         }
-        Self { tx, threads }
+        Self { tx, threads, idle, queued }
     }
 
     pub fn threads(&self) -> usize {
         self.threads
     }
 
+    /// Whether a thread is waiting with no job queued for it: a job sent
+    /// now starts at once. Only a hint: another sender may take it first.
+    pub fn has_idle_thread(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) == 0 && self.idle.load(Ordering::SeqCst) > 0
+    }
+
+    fn send(&self, job: Job) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(job).expect("cpu pool threads live as long as the pool");
+    }
+
     /// Runs `f` on the pool without waiting for it: long-lived loops (a
     /// serving instance) that hold a pool thread until they return.
     pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
-        self.tx.send(Box::new(f)).expect("cpu pool threads live as long as the pool");
+        self.send(Box::new(f));
     }
 
     /// Runs `f` on the pool and awaits its result.
@@ -63,7 +84,7 @@ impl CpuPool {
         let job: Job = Box::new(move || {
             let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
         });
-        self.tx.send(job).expect("cpu pool threads live as long as the pool");
+        self.send(job);
         match rx.await.expect("cpu pool jobs always answer") {
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),

@@ -7,7 +7,8 @@ use crate::codec::Batch;
 use crate::codec::csv::{BadRow, CsvError, CsvShard};
 use crate::codec::output::{OutputWriter, schema_for};
 use crate::codec::parquet::{ParquetShard, StoreFileReader};
-use crate::runtime::ModelRuntime;
+use crate::pool::CpuPool;
+use crate::runtime::{InputData, ModelRuntime, OutputColumn};
 use crate::{Error, Result};
 use arrow_schema::DataType;
 use bytes::Bytes;
@@ -48,6 +49,68 @@ pub struct ShardJob {
     pub decode_only: bool,
     /// Observes each ONNX Runtime call's seconds.
     pub inference_seconds: Option<Histogram>,
+    /// The pool the shard runs on: while one of its threads idles (no
+    /// other shard waiting), half of each batch is scored there.
+    pub pool: Option<CpuPool>,
+}
+
+/// A batch is split with an idle pool thread only when each half has at
+/// least this many rows (smaller runs cost more in ONNX Runtime call
+/// overhead than they gain).
+const MIN_SPLIT_ROWS: usize = 1024;
+
+/// `inputs` (row-major, `rows` rows each) cut after row `at`.
+fn split_inputs(inputs: Vec<InputData>, rows: usize, at: usize) -> (Vec<InputData>, Vec<InputData>) {
+    inputs
+        .into_iter()
+        .map(|i| {
+            let width = i.len() / rows.max(1);
+            match i {
+                InputData::F32(mut v) => {
+                    let tail = v.split_off(at * width);
+                    (InputData::F32(v), InputData::F32(tail))
+                }
+                InputData::I64(mut v) => {
+                    let tail = v.split_off(at * width);
+                    (InputData::I64(v), InputData::I64(tail))
+                }
+            }
+        })
+        .unzip()
+}
+
+/// Scores `first` here and `second` on another pool thread at once, and
+/// returns both results. A fork-join that cannot deadlock: if no pool
+/// thread has taken `second` by the time `first` is done, it is scored
+/// here too.
+fn run_split(
+    pool: &CpuPool,
+    model: &Arc<ModelRuntime>,
+    (first, first_rows): (Vec<InputData>, usize),
+    (second, second_rows): (Vec<InputData>, usize),
+) -> Result<(Vec<OutputColumn>, Vec<OutputColumn>)> {
+    let slot = Arc::new(Mutex::new(Some(second)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (slot, model) = (slot.clone(), model.clone());
+        pool.spawn(move || {
+            let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(inputs) = taken {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(&inputs, second_rows)));
+                let _ = tx.send(r);
+            }
+        });
+    }
+    let a = model.run(&first, first_rows);
+    let not_taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let b = match not_taken {
+        Some(inputs) => model.run(&inputs, second_rows),
+        None => match rx.recv().expect("the helper sends once it has taken the work") {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+    };
+    Ok((a?, b?))
 }
 
 /// A shard's input, opened on the runtime before a pool thread takes the
@@ -204,12 +267,29 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             return Ok(());
         }
         let t = Instant::now();
-        let columns = model.run(&batch.inputs, batch.rows)?;
+        let helper = job
+            .pool
+            .as_ref()
+            .filter(|p| batch.rows >= 2 * MIN_SPLIT_ROWS && model.sessions() > 1 && p.has_idle_thread());
+        rows += batch.rows as u64;
+        let Some(pool) = helper else {
+            let columns = model.run(&batch.inputs, batch.rows)?;
+            if let Some(h) = &job.inference_seconds {
+                h.observe(t.elapsed().as_secs_f64());
+            }
+            return writer.write(batch.ids, batch.kept, columns);
+        };
+        // The last shards of a job leave pool threads idle: they score
+        // half of each batch, in order, so the shard ends sooner.
+        let n = batch.rows;
+        let at = n - n / 2;
+        let (first, second) = split_inputs(batch.inputs, n, at);
+        let (a, b) = run_split(pool, model, (first, at), (second, n - at))?;
         if let Some(h) = &job.inference_seconds {
             h.observe(t.elapsed().as_secs_f64());
         }
-        rows += batch.rows as u64;
-        writer.write(batch.ids, batch.kept, columns)
+        writer.write(batch.ids.slice(0, at), batch.kept.iter().map(|k| k.slice(0, at)).collect(), a)?;
+        writer.write(batch.ids.slice(at, n - at), batch.kept.iter().map(|k| k.slice(at, n - at)).collect(), b)
     };
     let (writer, bad) = match input {
         OpenedInput::Csv(store, stream) => {
@@ -328,4 +408,49 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
         bad_rows_csv,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeOptions;
+
+    /// A batch split with a helper scores exactly as the whole batch does,
+    /// whether another pool thread takes the second half or, with none
+    /// free, the splitting thread scores it itself (no deadlock).
+    #[test]
+    fn a_split_batch_scores_as_the_whole_one_with_or_without_a_free_thread() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/ctr_mlp.onnx");
+        let options = RuntimeOptions::new(1, 2, &Default::default());
+        let model = Arc::new(ModelRuntime::load_file(&path, options).unwrap());
+        let (rows, width) = (3001, 39);
+        let features: Vec<f32> = (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 10.0).collect();
+        let whole = model.run(&[InputData::F32(features.clone())], rows).unwrap();
+        for threads in [1, 2] {
+            let pool = CpuPool::new(threads);
+            let (model, features, task_pool) = (model.clone(), features.clone(), pool.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (a, b) = runtime
+                .block_on(pool.run(move || {
+                    let at = rows - rows / 2;
+                    let (first, second) = split_inputs(vec![InputData::F32(features)], rows, at);
+                    run_split(&task_pool, &model, (first, at), (second, rows - at)).unwrap()
+                }))
+                .clone();
+            let floats = |c: &OutputColumn| match &c.data {
+                crate::runtime::ColumnData::F32(v) => v.clone(),
+                other => panic!("{} is not float32: {other:?}", c.name),
+            };
+            assert_eq!(whole.len(), a.len());
+            for (w, (a, b)) in whole.iter().zip(a.iter().zip(&b)) {
+                let joined: Vec<f32> = floats(a).into_iter().chain(floats(b)).collect();
+                let want = floats(w);
+                assert_eq!(joined.len(), want.len(), "{}", w.name);
+                // ONNX Runtime's kernels block by batch size: the last bits
+                // may differ, as between any two batch sizes.
+                let worst = joined.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{} with {threads} pool threads: off by {worst}", w.name);
+            }
+        }
+    }
 }
