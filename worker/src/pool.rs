@@ -46,7 +46,7 @@ impl CpuPool {
                         match job {
                             Ok(job) => {
                                 queued.fetch_sub(1, Ordering::SeqCst);
-                                job()
+                                job();
                             }
                             Err(_) => return,
                         }
