@@ -277,6 +277,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             if let Some(h) = &job.inference_seconds {
                 h.observe(t.elapsed().as_secs_f64());
             }
+            crate::codec::recycle(batch.inputs);
             return writer.write(batch.ids, batch.kept, columns);
         };
         // The last shards of a job leave pool threads idle: they score

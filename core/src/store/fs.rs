@@ -151,17 +151,10 @@ impl BlobStore for FsStore {
             let want = remaining.min(READ_CHUNK_BYTES);
             let lbl = label.clone();
             let res = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; want as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Self::err("get", &lbl, e)),
-                    }
-                }
-                buf.truncate(filled);
+                // Read into spare capacity: no zeroing first. `read_to_end`
+                // retries interrupted reads and stops at the file's end.
+                let mut buf = Vec::with_capacity(want as usize);
+                (&mut file).take(want).read_to_end(&mut buf).map_err(|e| Self::err("get", &lbl, e))?;
                 Ok((file, buf))
             })
             .await;

@@ -113,7 +113,9 @@ pub async fn read_range_if(
     if_match: Option<&str>,
 ) -> Result<Vec<u8>> {
     use futures::TryStreamExt;
-    let mut out = Vec::with_capacity((range.end - range.start).min(1 << 20) as usize);
+    // Sized for the whole range up front (no regrowth copies), within
+    // reason for a range read from a corrupt footer.
+    let mut out = Vec::with_capacity((range.end - range.start).min(256 << 20) as usize);
     let mut stream = store.get_range_if(key, range, if_match).await?;
     while let Some(chunk) = stream.try_next().await? {
         out.extend_from_slice(&chunk);

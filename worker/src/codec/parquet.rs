@@ -488,13 +488,13 @@ fn interleave(
                 })
                 .collect();
             if let Some(plain) = plain {
-                let mut out = Vec::with_capacity(rows * width);
+                let mut out = super::empty_tensor(rows * width);
                 for i in 0..rows {
                     out.extend(plain.iter().map(|c| c[i]));
                 }
                 return Ok(InputData::F32(out));
             }
-            let mut out = vec![0f32; rows * width];
+            let mut out = super::tensor_buffer(rows * width);
             for (j, (col, &fi)) in cols.iter().zip(&b.columns).enumerate() {
                 // Float32, the common case: straight from Arrow's buffer into
                 // the tensor's column, no intermediate vector.

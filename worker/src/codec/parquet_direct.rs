@@ -570,7 +570,7 @@ impl FeatureReader {
         let mut out = Vec::with_capacity(self.inputs.len());
         for input in &mut self.inputs {
             let w = input.width;
-            let mut t = vec![0f32; rows * w];
+            let mut t = super::tensor_buffer(rows * w);
             let mut row = 0;
             while row < rows {
                 let (decoders, left) = input.groups.front_mut().expect("rows are loaded");
