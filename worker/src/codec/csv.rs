@@ -450,10 +450,10 @@ impl<'a> CsvShard<'a> {
         }
         for (b, buf) in self.bindings.iter().zip(bufs.iter_mut()) {
             for &col in &b.columns {
-                let field = rec.get(col);
+                // The field's text only when it was not read on the way.
                 let parsed = match buf {
-                    Buf::F32(v) => rec.plain[col].map_or_else(|| parse_f32(field), Ok).map(|x| v.push(x)),
-                    Buf::I64(v) => parse_i64(field).map(|x| v.push(x)),
+                    Buf::F32(v) => rec.plain[col].map_or_else(|| parse_f32(rec.get(col)), Ok).map(|x| v.push(x)),
+                    Buf::I64(v) => parse_i64(rec.get(col)).map(|x| v.push(x)),
                 };
                 if let Err(msg) = parsed {
                     self.rollback(bufs, rows);
