@@ -127,10 +127,10 @@ fn read_digits(text: &[u8], i: &mut usize, mantissa: &mut u64) -> u32 {
 }
 
 /// The leading ASCII digits of the 8 bytes at `text[at..]` (the caller
-/// checks there are 8): how many (8 when all are), and their value as
-/// a number (when fewer than 8). Branch-free (SWAR): the digits are found
-/// with one subtraction and mask, and combined in three multiplications.
-#[inline]
+/// checks there are 8): how many, and their value. Branch-free (SWAR): the
+/// digits are found with one subtraction and mask, and combined in three
+/// multiplications.
+#[inline(always)]
 fn swar_digits(text: &[u8], at: usize) -> (usize, u64) {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
     let word = u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"));
@@ -139,8 +139,8 @@ fn swar_digits(text: &[u8], at: usize) -> (usize, u64) {
     // after it); one above '9' reaches 0x80 once 0x76 is added.
     let non_digit = (t.wrapping_add(0x7676_7676_7676_7676) | t) & 0x8080_8080_8080_8080;
     let len = (non_digit.trailing_zeros() / 8) as usize;
-    if len == 0 || len == 8 {
-        return (len, 0);
+    if len == 0 {
+        return (0, 0);
     }
     // The digits moved to the top bytes: leading zeros below them.
     let d = t << (8 * (8 - len));
@@ -149,34 +149,57 @@ fn swar_digits(text: &[u8], at: usize) -> (usize, u64) {
     (len, (d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff)
 }
 
-/// A plain field at `text[i..]` read without a loop per digit: up to 7
-/// integer digits and up to 7 decimals, ended by `delimiter` (not by the
-/// line's end). Returns the value and the delimiter's index, or `None` to
-/// leave the field to the byte loop.
-#[inline]
+/// 10^0 ..= 10^8.
+const POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+/// The digits at `text[*at..]`, 8 bytes at a time, added to `mantissa`:
+/// how many there were, or `None` past 18 digits in all (`so_far` before)
+/// or too near the end of `text` to read 8 bytes.
+#[inline(always)]
+fn swar_run(text: &[u8], at: &mut usize, mantissa: &mut u64, so_far: usize) -> Option<usize> {
+    let mut taken = 0;
+    loop {
+        if *at + 8 > text.len() {
+            return None;
+        }
+        let (len, value) = swar_digits(text, *at);
+        if so_far + taken + len > 18 {
+            return None;
+        }
+        *mantissa = *mantissa * POW10_U64[len] + value;
+        taken += len;
+        *at += len;
+        if len < 8 {
+            return Some(taken);
+        }
+    }
+}
+
+/// A plain field at `text[i..]` (`-?digits[.digits]`, at most 18 digits)
+/// read 8 bytes at a time, ended by `delimiter` (not by the line's end).
+/// Returns the value and the delimiter's index, or `None` to leave the
+/// field to the byte loop.
+#[inline(always)]
 fn swar_field(text: &[u8], i: usize, delimiter: u8) -> Option<(Option<f32>, usize)> {
     let negative = text.get(i) == Some(&b'-');
-    let j = i + negative as usize;
-    if j + 8 > text.len() {
+    let mut at = i + negative as usize;
+    let mut mantissa = 0u64;
+    let digits = swar_run(text, &mut at, &mut mantissa, 0)?;
+    if digits == 0 {
         return None;
     }
-    let (len, int) = swar_digits(text, j);
-    if len == 0 || len == 8 {
-        return None;
-    }
-    let end = j + len;
-    let (mantissa, decimals, end) = match text[end] {
-        b if b == delimiter => (int, 0, end),
-        b'.' if end + 9 <= text.len() => {
-            let (frac_len, frac) = swar_digits(text, end + 1);
-            if frac_len == 0 || frac_len == 8 || text[end + 1 + frac_len] != delimiter {
-                return None;
-            }
-            (int * 10u64.pow(frac_len as u32) + frac, frac_len, end + 1 + frac_len)
+    let mut decimals = 0;
+    if text[at] == b'.' {
+        at += 1;
+        decimals = swar_run(text, &mut at, &mut mantissa, digits)?;
+        if decimals == 0 {
+            return None;
         }
-        _ => return None,
-    };
-    Some((plain_f32(mantissa, decimals).map(|v| if negative { -v } else { v }), end))
+    }
+    if text[at] != delimiter {
+        return None;
+    }
+    Some((plain_f32(mantissa, decimals).map(|v| if negative { -v } else { v }), at))
 }
 
 /// Splits a quote-free line at commas in one pass, reading each field as a
