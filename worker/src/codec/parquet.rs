@@ -180,6 +180,15 @@ struct RowGroupFetch {
     pending: Option<(usize, tokio::task::JoinHandle<parquet::errors::Result<Vec<Bytes>>>)>,
 }
 
+impl Drop for RowGroupFetch {
+    /// A shard that fails or is cancelled stops its read ahead.
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.pending {
+            task.abort();
+        }
+    }
+}
+
 impl RowGroupFetch {
     fn start(&mut self, g: usize) {
         let rg = self.meta.row_group(g);
@@ -412,7 +421,7 @@ impl ParquetShard<'_> {
             let (feature_chunks, passed_chunks) = chunks.split_at(feature_leaves.len());
             let rg = meta.row_group(g);
             cache.put(passed_leaves.iter().map(|&l| chunk_range(rg, l)).zip(passed_chunks.iter().cloned()).collect());
-            features.load(rg, feature_chunks).map_err(|m| derr(&format!("row group {g}: {m}")))?;
+            features.load(g, rg, feature_chunks).map_err(|m| derr(&m))?;
             Ok(true)
         };
         let mut rows = 0u64;
@@ -580,6 +589,10 @@ mod tests {
     /// One file's shard decoded: the ids (as strings), the tensor, and
     /// whether the direct path read it.
     fn read_back(path: &std::path::Path, batch_size: usize, width: usize) -> (Vec<String>, Vec<f32>, bool) {
+        decode_file(path, batch_size, width).unwrap()
+    }
+
+    fn decode_file(path: &std::path::Path, batch_size: usize, width: usize) -> Result<(Vec<String>, Vec<f32>, bool)> {
         let url = hourglass_core::BlobUrl::parse(&path.to_string_lossy()).unwrap();
         let store = hourglass_core::store::open(&url).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -610,17 +623,52 @@ mod tests {
         let bindings = signature.bind("test.parquet", &fields, "id").unwrap();
         let direct = shard.direct_leaves(&opened.1, &bindings).is_some();
         let (mut ids, mut tensor) = (Vec::new(), Vec::new());
-        shard
-            .decode(&handle, opened, |b| {
-                let InputData::F32(v) = &b.inputs[0] else { panic!("float input") };
-                assert_eq!(v.len(), b.rows * width);
-                tensor.extend_from_slice(v);
-                let strings = arrow_cast_strings(&b.ids);
-                ids.extend(strings);
-                Ok(())
-            })
-            .unwrap();
-        (ids, tensor, direct)
+        shard.decode(&handle, opened, |b| {
+            let InputData::F32(v) = &b.inputs[0] else { panic!("float input") };
+            assert_eq!(v.len(), b.rows * width);
+            tensor.extend_from_slice(v);
+            let strings = arrow_cast_strings(&b.ids);
+            ids.extend(strings);
+            Ok(())
+        })?;
+        Ok((ids, tensor, direct))
+    }
+
+    /// A corrupt page on the direct path is an error naming the file, the
+    /// row group and the column, not a panic or a wrong value.
+    #[test]
+    fn a_corrupt_page_on_the_direct_path_names_its_row_group_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrupt.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("f0", DataType::Float32, false),
+        ]));
+        let rows = 4_000;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow_array::Int64Array::from_iter_values(0..rows)),
+                Arc::new(Float32Array::from_iter_values((0..rows).map(|r| (r % 13) as f32))),
+            ],
+        )
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .build();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        let meta = w.close().unwrap();
+        let (start, len) = meta.row_group(0).column(1).byte_range();
+        // The chunk's last bytes are its last page's dictionary indices
+        // (13 values: 4 bits each); all ones is index 15.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let end = (start + len) as usize;
+        bytes[end - 16..end].fill(0xff);
+        std::fs::write(&path, bytes).unwrap();
+        let err = decode_file(&path, 1_000, 1).unwrap_err().to_string();
+        assert!(err.contains("test.parquet") && err.contains("row group 0: column \"f0\""), "{err}");
     }
 
     fn arrow_cast_strings(a: &ArrayRef) -> Vec<String> {

@@ -287,6 +287,8 @@ fn width_of(physical: Physical) -> usize {
 
 /// One feature column of one row group, decoded page by page.
 struct ColumnDecoder {
+    /// `row group G: column "NAME"`, for errors.
+    context: String,
     physical: Physical,
     optional: bool,
     pages: SerializedPageReader<ChunkBytes>,
@@ -302,11 +304,13 @@ struct ColumnDecoder {
 }
 
 impl ColumnDecoder {
-    fn new(meta: &ColumnChunkMetaData, data: Bytes, rows: usize) -> Result<Self, String> {
+    fn new(meta: &ColumnChunkMetaData, data: Bytes, rows: usize, group: usize) -> Result<Self, String> {
+        let context = format!("row group {group}: column {:?}", meta.column_path().string());
         let (offset, _) = meta.byte_range();
         let chunk = Arc::new(ChunkBytes { offset, data });
-        let pages = SerializedPageReader::new(chunk, meta, rows, None).map_err(|e| e.to_string())?;
+        let pages = SerializedPageReader::new(chunk, meta, rows, None).map_err(|e| format!("{context}: {e}"))?;
         Ok(ColumnDecoder {
+            context,
             physical: meta.column_type(),
             optional: meta.column_descr().max_def_level() == 1,
             pages,
@@ -539,7 +543,7 @@ impl FeatureReader {
     }
 
     /// Adds a row group: `chunks[i]` is the chunk of `distinct_leaves()[i]`.
-    pub fn load(&mut self, row_group: &RowGroupMetaData, chunks: &[Bytes]) -> Result<(), String> {
+    pub fn load(&mut self, group: usize, row_group: &RowGroupMetaData, chunks: &[Bytes]) -> Result<(), String> {
         let distinct = self.distinct_leaves();
         let rows = usize::try_from(row_group.num_rows()).map_err(|_| "negative row count")?;
         for (input, leaves) in self.inputs.iter_mut().zip(&self.leaves) {
@@ -547,7 +551,7 @@ impl FeatureReader {
                 .iter()
                 .map(|l| {
                     let at = distinct.binary_search(l).expect("a distinct leaf");
-                    ColumnDecoder::new(row_group.column(*l), chunks[at].clone(), rows)
+                    ColumnDecoder::new(row_group.column(*l), chunks[at].clone(), rows, group)
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             input.groups.push_back((decoders, rows));
@@ -581,7 +585,7 @@ impl FeatureReader {
                 let n = (rows - row).min(*left).min(BLOCK_ROWS);
                 let block = &mut t[row * w..(row + n) * w];
                 for (j, d) in decoders.iter_mut().enumerate() {
-                    d.fill(block, w, j, n)?;
+                    d.fill(block, w, j, n).map_err(|e| format!("{}: {e}", d.context))?;
                 }
                 *left -= n;
                 row += n;
