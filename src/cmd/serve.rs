@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// A request not answered in this long gets 504 / DEADLINE_EXCEEDED.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "HOURGLASS_REQUEST_TIMEOUT")]
     request_timeout: Duration,
+    /// Bytes of requests in flight (received, decoded, queued, being
+    /// scored) before new ones get 429 / RESOURCE_EXHAUSTED, so that no
+    /// mix of requests can grow the server into an OOM kill. Default: a
+    /// quarter of the memory limit (cgroup, else the machine's), at least
+    /// 128 MiB. Accepts suffixes: 512MiB, 2GiB.
+    #[arg(long, env = "HOURGLASS_MAX_INFLIGHT_BYTES", value_parser = parse_bytes)]
+    max_inflight_bytes: Option<usize>,
     /// How often a model served from a registry alias checks the alias.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "HOURGLASS_FOLLOW_INTERVAL")]
     follow_interval: Duration,
@@ -68,6 +75,22 @@ fn parse_grpc_addr(s: &str) -> Result<GrpcAddr, String> {
         return Ok(GrpcAddr(None));
     }
     s.parse().map(|a| GrpcAddr(Some(a))).map_err(|e| format!("{s:?}: {e} (HOST:PORT or off)"))
+}
+
+/// A byte count: a number with an optional KiB/MiB/GiB (or K/M/G) suffix.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("{s:?}: a byte count such as 536870912, 512MiB or 2GiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(1 << shift).filter(|n| *n > 0).ok_or_else(|| format!("{s:?}: out of range"))
 }
 
 pub async fn run(a: ServeArgs) -> Result<()> {
@@ -106,6 +129,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         queue_limit: a.queue_limit,
         instances: threads,
         request_timeout: a.request_timeout,
+        max_inflight_bytes: a.max_inflight_bytes.unwrap_or_else(serve::limits::default_inflight_bytes),
     };
     let server = Server::new(models, config);
     let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
@@ -119,7 +143,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let (bound, http) = serve::http::serve(server.clone(), a.http_addr, Arc::new(registry), stop.clone())
         .await
         .with_context(|| format!("--http-addr {}", a.http_addr))?;
-    tracing::info!(%bound, "serving HTTP");
+    tracing::info!(%bound, max_inflight_bytes = server.inflight().limit(), "serving HTTP");
     let grpc = match a.grpc_addr.0 {
         Some(addr) => {
             let (bound, task) = serve::grpc::serve(server.clone(), addr, stop.clone())

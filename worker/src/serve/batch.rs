@@ -26,6 +26,9 @@ pub(super) struct Job {
     pub rows: usize,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<Vec<OutputTensor>, String>>,
+    /// The request's decoded bytes, given back to the server's budget
+    /// when the job is answered or dropped.
+    pub _charge: super::limits::Charge,
 }
 
 /// One instance: runs until every sender is gone (the version was swapped
@@ -171,7 +174,13 @@ mod tests {
                 let (tx, rx) = oneshot::channel();
                 replies.push(rx);
                 let values = (0..rows * 2).map(|k| (i * 100 + k) as f32).collect();
-                Job { inputs: vec![InputData::F32(values)], rows, enqueued: Instant::now(), reply: tx }
+                Job {
+                    inputs: vec![InputData::F32(values)],
+                    rows,
+                    enqueued: Instant::now(),
+                    reply: tx,
+                    _charge: Default::default(),
+                }
             })
             .collect();
         let joined = concat(&batch);

@@ -3,9 +3,16 @@
 //! or `raw_input_contents`), answered from the same [`Server`] as HTTP.
 //! Outputs go back in `raw_output_contents`, as Triton sends them.
 
+use super::limits::{Charge, InflightBytes};
 use super::{Given, GivenInput, Refusal, ServeError, Server};
+use bytes::Bytes;
+use http_body::Frame;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tonic::server::NamedService;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -38,9 +45,13 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service = GrpcInferenceServiceServer::new(Grpc { server })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let inflight = server.inflight().clone();
+    let service = Budgeted {
+        inner: GrpcInferenceServiceServer::new(Grpc { server })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        inflight,
+    };
     let task = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             // Tensor payloads are tens of KiB: whole in one frame, no
@@ -61,11 +72,90 @@ struct Grpc {
     server: Arc<Server>,
 }
 
+/// The generated service behind the server's in-flight budget: a call's
+/// request frames are drawn from the budget as they arrive, before tonic
+/// buffers and decodes them, and held until the call is answered. Past the
+/// budget the call ends with `RESOURCE_EXHAUSTED` and nothing more of it
+/// is buffered.
+#[derive(Clone)]
+struct Budgeted<S> {
+    inner: S,
+    inflight: InflightBytes,
+}
+
+impl<S: NamedService> NamedService for Budgeted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpRequest = http::Request<tonic::body::Body>;
+
+impl<S> tower_service::Service<HttpRequest> for Budgeted<S>
+where
+    S: tower_service::Service<HttpRequest>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let held = Arc::new(Mutex::new(Charge::default()));
+        let inflight = self.inflight.clone();
+        let counted = req.map(|inner| tonic::body::Body::new(Counted { inner, inflight, held: held.clone() }));
+        let answer = self.inner.call(counted);
+        Box::pin(async move {
+            let r = answer.await;
+            drop(held);
+            r
+        })
+    }
+}
+
+/// A request body whose data frames are charged to the budget.
+struct Counted {
+    inner: tonic::body::Body,
+    inflight: InflightBytes,
+    held: Arc<Mutex<Charge>>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    match this.inflight.take(data.len(), "the request message") {
+                        Ok(c) => this.held.lock().unwrap_or_else(|p| p.into_inner()).merge(c),
+                        Err(e) => return Poll::Ready(Some(Err(status(e)))),
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn status(e: ServeError) -> Status {
     match e.kind {
         Refusal::BadRequest => Status::invalid_argument(e.message),
         Refusal::NotFound => Status::not_found(e.message),
-        Refusal::Busy => Status::resource_exhausted(e.message),
+        Refusal::Busy | Refusal::TooLarge => Status::resource_exhausted(e.message),
         Refusal::Timeout => Status::deadline_exceeded(e.message),
         Refusal::Unavailable => Status::unavailable(e.message),
         Refusal::Internal => Status::internal(e.message),

@@ -2,20 +2,27 @@
 //! JSON tensors or the binary tensor data extension
 //! (`Inference-Header-Content-Length`), and `/metrics`.
 
+use super::limits::Charge;
 use super::{Answer, Given, GivenInput, Refusal, ServeError, Server};
 use crate::runtime::ColumnData;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` and serves until `stop` is cancelled; then stops
 /// accepting, lets open connections finish, and returns.
@@ -46,7 +53,12 @@ pub async fn serve(
                     let (server, registry) = (server.clone(), registry.clone());
                     async move { Ok::<_, std::convert::Infallible>(handle(&server, req, &registry).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // A client that sends its headers slowly is cut off (slow
+                // loris); a slow body is bounded in `read_body`.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
                     r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended") } }
@@ -121,23 +133,119 @@ fn metadata_json(m: &super::ModelMeta) -> Value {
     })
 }
 
+/// The request's JSON head. Tensor data stays as received text
+/// ([`RawValue`]) until the model's datatype and the shape are checked, so
+/// no declared size allocates anything.
+#[derive(Deserialize)]
+struct InferRequest<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(borrow)]
+    inputs: Option<Vec<InferInput<'a>>>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+    #[serde(default)]
+    parameters: Option<Parameters>,
+}
+
+#[derive(Deserialize)]
+struct InferInput<'a> {
+    name: Option<String>,
+    shape: Option<Vec<Value>>,
+    datatype: Option<String>,
+    #[serde(default)]
+    parameters: Option<Parameters>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: Option<String>,
+    #[serde(default)]
+    parameters: Option<Parameters>,
+}
+
+/// The protocol's parameters: any keys; those read here are typed.
+#[derive(Deserialize, Default)]
+struct Parameters {
+    #[serde(default)]
+    binary_data_size: Option<Value>,
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+    #[serde(default)]
+    binary_data: Option<bool>,
+}
+
+/// Reads a body frame by frame, drawing each frame's bytes from the
+/// server's in-flight budget as it arrives (never by a declared length),
+/// up to `limit` bytes and within `within`.
+async fn read_body(
+    server: &Server,
+    mut body: Incoming,
+    limit: usize,
+    within: Duration,
+) -> Result<(Bytes, Charge), Response<Full<Bytes>>> {
+    let mut charge = Charge::default();
+    let mut buf = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if buf.len() + data.len() > limit {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {} MiB; send fewer rows per request", limit >> 20),
+                ));
+            }
+            if buf.len() + data.len() > server.inflight().limit() {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over the server's --max-inflight-bytes {}", server.inflight().limit()),
+                ));
+            }
+            charge.merge(server.inflight().take(data.len(), "the request body").map_err(refuse)?);
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(Ok(())) => Ok((buf.freeze(), charge)),
+        Ok(Err(response)) => Err(response),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {within:?}"),
+        )),
+    }
+}
+
 async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let arrival = server.arrival(name);
-    let header_len = req
-        .headers()
-        .get("inference-header-content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let header_len = match req.headers().get("inference-header-content-length") {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("Inference-Header-Content-Length {v:?} is not a byte count"),
+                );
+            }
+        },
+    };
     let limit = super::grpc::MAX_MESSAGE_BYTES;
-    let body = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is over {} MiB; send fewer rows per request", limit >> 20),
-            );
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")),
+    // Refused before a byte is read: a declared length over the limit.
+    if let Some(n) = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && n > limit as u64
+    {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body ({n} bytes) is over {} MiB; send fewer rows per request", limit >> 20),
+        );
+    }
+    let (body, _body_charge) = match read_body(server, req.into_body(), limit, server.body_timeout()).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
     let (head, mut binary) = match header_len {
         Some(n) if n <= body.len() => (&body[..n], &body[n..]),
@@ -149,27 +257,35 @@ async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<
         }
         None => (&body[..], &body[body.len()..]),
     };
-    let req: Value = match serde_json::from_slice(head) {
+    let req: InferRequest<'_> = match serde_json::from_slice(head) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request is not JSON: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request is not a KServe v2 inference request: {e}")),
     };
-    let Some(list) = req["inputs"].as_array() else {
+    let Some(list) = &req.inputs else {
         return error(StatusCode::BAD_REQUEST, "the request has no \"inputs\" array".into());
     };
     let mut given = Vec::with_capacity(list.len());
     for input in list {
-        let Some(input_name) = input["name"].as_str() else {
+        let Some(input_name) = input.name.as_deref() else {
             return error(StatusCode::BAD_REQUEST, "an input has no \"name\"".into());
         };
-        let shape: Option<Vec<i64>> =
-            input["shape"].as_array().and_then(|dims| dims.iter().map(|d| d.as_i64()).collect());
+        let shape: Option<Vec<i64>> = input.shape.as_ref().and_then(|dims| dims.iter().map(|d| d.as_i64()).collect());
         let Some(shape) = shape else {
-            return error(StatusCode::BAD_REQUEST, format!("input {input_name:?}: bad or missing \"shape\""));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("input {input_name:?}: bad or missing \"shape\" (a list of integers)"),
+            );
         };
         // Binary data comes in the order the inputs are listed.
-        let data = if let Some(size) = input["parameters"]["binary_data_size"].as_u64() {
-            let size = size as usize;
-            if size > binary.len() {
+        let size = input.parameters.as_ref().and_then(|p| p.binary_data_size.as_ref());
+        let data = if let Some(size) = size {
+            let Some(size) = size.as_u64() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("input {input_name:?}: binary_data_size {size} is not a byte count"),
+                );
+            };
+            if size > binary.len() as u64 {
                 return error(
                     StatusCode::BAD_REQUEST,
                     format!(
@@ -178,27 +294,27 @@ async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<
                     ),
                 );
             }
-            let (mine, rest) = binary.split_at(size);
+            let (mine, rest) = binary.split_at(size as usize);
             binary = rest;
             Given::Raw(mine)
-        } else if input.get("data").is_some() {
-            Given::Json(&input["data"])
+        } else if let Some(data) = input.data {
+            Given::Json(data)
         } else {
             Given::Missing
         };
-        given.push(GivenInput { name: input_name, datatype: input["datatype"].as_str().unwrap_or(""), shape, data });
+        given.push(GivenInput { name: input_name, datatype: input.datatype.as_deref().unwrap_or(""), shape, data });
     }
-    let binary_default = req["parameters"]["binary_data_output"].as_bool().unwrap_or(false);
+    let binary_default = req.parameters.as_ref().and_then(|p| p.binary_data_output).unwrap_or(false);
     let mut requested: Vec<(&str, bool)> = Vec::new();
-    for o in req["outputs"].as_array().into_iter().flatten() {
-        let Some(n) = o["name"].as_str() else {
+    for o in req.outputs.iter().flatten() {
+        let Some(n) = o.name.as_deref() else {
             return error(StatusCode::BAD_REQUEST, "a requested output has no \"name\"".into());
         };
-        requested.push((n, o["parameters"]["binary_data"].as_bool().unwrap_or(binary_default)));
+        requested.push((n, o.parameters.as_ref().and_then(|p| p.binary_data).unwrap_or(binary_default)));
     }
     let names: Vec<&str> = requested.iter().map(|(n, _)| *n).collect();
     match server.infer(name, version, given, &names, arrival).await {
-        Ok(answer) => respond(answer, req.get("id").cloned(), &requested, binary_default),
+        Ok(answer) => respond(answer, req.id.clone(), &requested, binary_default),
         Err(e) => refuse(e),
     }
 }
@@ -247,6 +363,7 @@ fn refuse(e: ServeError) -> Response<Full<Bytes>> {
         Refusal::BadRequest => StatusCode::BAD_REQUEST,
         Refusal::NotFound => StatusCode::NOT_FOUND,
         Refusal::Busy => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
         Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,

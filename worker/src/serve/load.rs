@@ -418,6 +418,7 @@ pub async fn bench(
             queue_limit: 4096,
             instances: spec.threads,
             request_timeout: Duration::from_secs(30),
+            max_inflight_bytes: 1 << 30,
         };
         let model = super::Model { name: spec.model_name.clone(), version: "1".into(), runtime: runtime.clone() };
         let server = super::Server::new(vec![model], config);

@@ -20,7 +20,9 @@
 mod batch;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod load;
+mod tensor_json;
 
 use crate::ModelRuntime;
 use crate::pool::CpuPool;
@@ -32,7 +34,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
+use limits::{Charge, InflightBytes};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -55,6 +58,9 @@ pub struct ServeConfig {
     /// Batches run at once per model (one ONNX Runtime session each).
     pub instances: usize,
     pub request_timeout: Duration,
+    /// Bytes of requests in flight (received, decoded, queued, scored)
+    /// before new ones are refused; see [`limits`].
+    pub max_inflight_bytes: usize,
 }
 
 /// One version of a model, loaded, with its batcher.
@@ -97,8 +103,8 @@ pub struct GivenInput<'a> {
 pub enum Given<'a> {
     /// Little-endian bytes: HTTP's binary extension, gRPC's raw contents.
     Raw(&'a [u8]),
-    /// A JSON `data` array (nested or flat).
-    Json(&'a Value),
+    /// A JSON `data` array (nested or flat), as received.
+    Json(&'a RawValue),
     F32(&'a [f32]),
     I64(&'a [i64]),
     /// No data at all.
@@ -118,8 +124,10 @@ pub struct Answer {
 pub enum Refusal {
     BadRequest,
     NotFound,
-    /// The model's queue is full.
+    /// The model's queue is full, or the server's in-flight bytes.
     Busy,
+    /// The request alone is over a limit: retrying will not help.
+    TooLarge,
     Timeout,
     /// Shutting down.
     Unavailable,
@@ -231,6 +239,7 @@ pub struct Server {
     config: ServeConfig,
     pub metrics: Arc<ServeMetrics>,
     ready: AtomicBool,
+    inflight: InflightBytes,
 }
 
 impl Server {
@@ -238,7 +247,8 @@ impl Server {
     /// the server reports ready from the start.
     pub fn new(models: Vec<Model>, config: ServeConfig) -> Arc<Self> {
         let metrics = Arc::new(ServeMetrics::new());
-        let mut server = Server { models: BTreeMap::new(), config, metrics, ready: true.into() };
+        let inflight = InflightBytes::new(config.max_inflight_bytes);
+        let mut server = Server { models: BTreeMap::new(), config, metrics, ready: true.into(), inflight };
         for m in models {
             let arriving = Arc::new(AtomicUsize::new(0));
             let loaded = server.start(m.version, m.runtime, &arriving);
@@ -258,6 +268,16 @@ impl Server {
             pool.spawn(move || batch::instance(rx, runtime, config, metrics, arriving));
         }
         Arc::new(Loaded { version, runtime, queue: tx, _pool: pool })
+    }
+
+    /// How long a request's body may take to arrive.
+    pub fn body_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// The budget every request's bytes are drawn from.
+    pub fn inflight(&self) -> &InflightBytes {
+        &self.inflight
     }
 
     pub fn is_ready(&self) -> bool {
@@ -341,7 +361,7 @@ impl Server {
             Ok(_) => "ok",
             Err(e) => match e.kind {
                 Refusal::BadRequest | Refusal::NotFound => "bad_request",
-                Refusal::Busy => "rejected",
+                Refusal::Busy | Refusal::TooLarge => "rejected",
                 Refusal::Timeout => "timeout",
                 Refusal::Unavailable | Refusal::Internal => "error",
             },
@@ -371,9 +391,9 @@ impl Server {
                 ));
             }
         }
-        let (inputs, rows) = bind(&loaded.runtime, given).map_err(|m| ServeError::new(Refusal::BadRequest, m))?;
+        let (inputs, rows, charge) = bind(&loaded.runtime, given, &self.inflight)?;
         let (tx, rx) = oneshot::channel();
-        let job = Job { inputs, rows, enqueued: Instant::now(), reply: tx };
+        let job = Job { inputs, rows, enqueued: Instant::now(), reply: tx, _charge: charge };
         // Arrived before it is queued: an instance woken by this request
         // must not wait for it as if it were still on its way.
         drop(arrival);
@@ -533,32 +553,41 @@ pub fn datatype(d: Option<DType>) -> &'static str {
 }
 
 /// Checks the given inputs against the model and decodes them, in the
-/// model's input order; returns them with the row count.
-fn bind(runtime: &ModelRuntime, given: Vec<GivenInput<'_>>) -> Result<(Vec<InputData>, usize), String> {
+/// model's input order; returns them with the row count and the charge of
+/// their decoded bytes. Every size is checked against the data given
+/// before anything is allocated, and the decoded bytes are drawn from
+/// `inflight` before they are decoded.
+fn bind(
+    runtime: &ModelRuntime,
+    given: Vec<GivenInput<'_>>,
+    inflight: &InflightBytes,
+) -> Result<(Vec<InputData>, usize, Charge), ServeError> {
+    let bad = |m: String| ServeError::new(Refusal::BadRequest, m);
     let sig = runtime.signature();
     let mut by_name: BTreeMap<&str, GivenInput<'_>> = BTreeMap::new();
     for input in given {
         if !sig.inputs.iter().any(|s| s.name == input.name) {
             let known: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!("unknown input {:?}; the model takes {}", input.name, known.join(", ")));
+            return Err(bad(format!("unknown input {:?}; the model takes {}", input.name, known.join(", "))));
         }
         if by_name.contains_key(input.name) {
-            return Err(format!("input {:?} is given twice", input.name));
+            return Err(bad(format!("input {:?} is given twice", input.name)));
         }
         by_name.insert(input.name, input);
     }
     let mut rows = None;
-    let mut inputs = Vec::with_capacity(sig.inputs.len());
+    let mut planned = Vec::with_capacity(sig.inputs.len());
+    let mut decoded_bytes = 0usize;
     for spec in &sig.inputs {
         let name = &spec.name;
-        let input = by_name.get(name.as_str()).ok_or_else(|| format!("input {name:?} is missing"))?;
+        let input = by_name.get(name.as_str()).ok_or_else(|| bad(format!("input {name:?} is missing")))?;
         let want = datatype(spec.dtype);
         if input.datatype != want {
-            return Err(format!("input {name:?}: datatype {:?}, the model takes {want}", input.datatype));
+            return Err(bad(format!("input {name:?}: datatype {:?}, the model takes {want}", input.datatype)));
         }
         let shape = &input.shape;
         if shape.iter().any(|d| *d < 0) {
-            return Err(format!("input {name:?}: bad shape {shape:?}"));
+            return Err(bad(format!("input {name:?}: bad shape {shape:?}: a dimension is negative")));
         }
         let width = spec.width().unwrap_or(1) as i64;
         let n = match (shape.as_slice(), spec.shape.len()) {
@@ -568,82 +597,75 @@ fn bind(runtime: &ModelRuntime, given: Vec<GivenInput<'_>>) -> Result<(Vec<Input
             _ => {
                 let dims: Vec<String> =
                     spec.shape.iter().map(|d| d.map(|x| x.to_string()).unwrap_or("-1".into())).collect();
-                return Err(format!("input {name:?}: shape {shape:?} does not fit the model's [{}]", dims.join(", ")));
+                return Err(bad(format!("input {name:?}: shape {shape:?} does not fit the model's [{}]", dims.join(", "))));
             }
         } as usize;
         if *rows.get_or_insert(n) != n {
-            return Err(format!("input {name:?} has {n} rows, another input {}", rows.unwrap_or(0)));
+            return Err(bad(format!("input {name:?} has {n} rows, another input {}", rows.unwrap_or(0))));
         }
-        let count = n * width as usize;
-        inputs.push(decode(name, spec.dtype, &input.data, count)?);
+        let int64 = spec.dtype == Some(DType::Int64);
+        let elem = if int64 { 8 } else { 4 };
+        let count = n
+            .checked_mul(width as usize)
+            .filter(|c| c.checked_mul(elem).is_some())
+            .ok_or_else(|| bad(format!("input {name:?}: shape {shape:?} has more elements than any request can hold")))?;
+        // The most values the data can really hold: what is charged.
+        let can_hold = match &input.data {
+            Given::Raw(bytes) => {
+                if bytes.len() != count * elem {
+                    return Err(bad(format!(
+                        "input {name:?}: {} bytes of binary data, its shape needs {}",
+                        bytes.len(),
+                        count * elem
+                    )));
+                }
+                count
+            }
+            Given::F32(v) if !int64 => check_count(name, v.len(), count)?,
+            Given::I64(v) if int64 => check_count(name, v.len(), count)?,
+            Given::F32(_) | Given::I64(_) => {
+                return Err(bad(format!("input {name:?}: the contents are of another type than its datatype")));
+            }
+            Given::Missing => return Err(bad(format!("input {name:?} has no data"))),
+            Given::Json(raw) => count.min(tensor_json::most_values(raw)),
+        };
+        decoded_bytes += can_hold * elem;
+        planned.push((name.as_str(), int64, count));
     }
     let rows = rows.unwrap_or(0);
     if rows == 0 {
-        return Err("the request has no rows".into());
+        return Err(bad("the request has no rows".into()));
     }
-    Ok((inputs, rows))
+    let charge = inflight.take(decoded_bytes, "decoding the request's tensors")?;
+    let mut inputs = Vec::with_capacity(planned.len());
+    for (name, int64, count) in planned {
+        inputs.push(decode(name, int64, &by_name[name].data, count).map_err(bad)?);
+    }
+    Ok((inputs, rows, charge))
 }
 
-fn decode(name: &str, dtype: Option<DType>, data: &Given<'_>, count: usize) -> Result<InputData, String> {
-    let int64 = dtype == Some(DType::Int64);
-    let wrong_count = |n: usize| format!("input {name:?}: {n} values, its shape needs {count}");
-    match data {
-        Given::Raw(bytes) => {
-            let want = count * if int64 { 8 } else { 4 };
-            if bytes.len() != want {
-                return Err(format!("input {name:?}: {} bytes of binary data, its shape needs {want}", bytes.len()));
-            }
-            Ok(if int64 {
-                InputData::I64(
-                    bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-                )
-            } else {
-                InputData::F32(
-                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
-                )
-            })
-        }
-        Given::F32(v) if !int64 => {
-            if v.len() != count {
-                return Err(wrong_count(v.len()));
-            }
-            Ok(InputData::F32(v.to_vec()))
-        }
-        Given::I64(v) if int64 => {
-            if v.len() != count {
-                return Err(wrong_count(v.len()));
-            }
-            Ok(InputData::I64(v.to_vec()))
-        }
-        Given::F32(_) | Given::I64(_) => {
-            Err(format!("input {name:?}: the contents are of another type than its datatype"))
-        }
-        Given::Missing => Err(format!("input {name:?} has no data")),
-        Given::Json(data) => {
-            fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-                match v {
-                    Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
-                    other => out.push(other),
-                }
-            }
-            let mut flat = Vec::with_capacity(count);
-            flatten(data, &mut flat);
-            if flat.len() != count {
-                return Err(wrong_count(flat.len()));
-            }
-            let bad = |i: usize| format!("input {name:?}: element {i} is not a number");
-            Ok(if int64 {
-                InputData::I64(
-                    flat.iter().enumerate().map(|(i, v)| v.as_i64().ok_or_else(|| bad(i))).collect::<Result<_, _>>()?,
-                )
-            } else {
-                InputData::F32(
-                    flat.iter()
-                        .enumerate()
-                        .map(|(i, v)| v.as_f64().map(|x| x as f32).ok_or_else(|| bad(i)))
-                        .collect::<Result<_, _>>()?,
-                )
-            })
-        }
+fn check_count(name: &str, given: usize, count: usize) -> Result<usize, ServeError> {
+    if given != count {
+        return Err(ServeError::new(Refusal::BadRequest, format!("input {name:?}: {given} values, its shape needs {count}")));
     }
+    Ok(count)
+}
+
+/// Decodes data whose size [`bind`] has checked.
+fn decode(name: &str, int64: bool, data: &Given<'_>, count: usize) -> Result<InputData, String> {
+    Ok(match data {
+        Given::Raw(bytes) if int64 => {
+            InputData::I64(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+        }
+        Given::Raw(bytes) => {
+            InputData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+        }
+        Given::F32(v) => InputData::F32(v.to_vec()),
+        Given::I64(v) => InputData::I64(v.to_vec()),
+        Given::Json(raw) => match tensor_json::decode(name, raw, count, int64)? {
+            tensor_json::Values::F32(v) => InputData::F32(v),
+            tensor_json::Values::I64(v) => InputData::I64(v),
+        },
+        Given::Missing => return Err(format!("input {name:?} has no data")),
+    })
 }
