@@ -52,6 +52,16 @@ pub struct Failure {
     pub log_tail: Option<String>,
 }
 
+/// A unit found in the dead-letter queue, with the worker's reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLettered {
+    pub shard: String,
+    pub reason: String,
+}
+
+/// How many dead-letter messages `status --queue` reads for reasons.
+const DEAD_LETTERS_PEEKED: usize = 100;
+
 /// One trial of a training job, as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrialStatus {
@@ -93,6 +103,9 @@ pub struct JobStatus {
     pub shards_lost: u64,
     /// Messages in the queue's dead-letter queue (all jobs), when known.
     pub dead_letters: Option<u64>,
+    /// This job's units in the dead-letter queue with no failed record,
+    /// and why they were dead-lettered (the store refused the record, say).
+    pub dead_lettered: Vec<DeadLettered>,
     /// Input files with no rows, planned as no shard.
     pub skipped_files: Vec<hourglass_core::ledger::SkippedFile>,
     /// Records under the prefix that belong to another job (ignored).
@@ -171,16 +184,37 @@ pub async fn status_of(ledger: &Ledger, queue: Option<&dyn Queue>) -> Result<Job
     // Estimate what remains from the plan of the shards not yet done.
     let remaining: u64 = units.iter().filter(|(s, _)| !done_ids.contains(*s)).map(|(_, r)| r).sum();
     let open_shards = units.len() - done_count - failed.len();
-    let (mut shards_lost, mut dead_letters) = (0u64, None);
+    let (mut shards_lost, mut dead_letters, mut dead_lettered) = (0u64, None, Vec::new());
     if let Some(queue) = queue {
         let depth = queue.depth().await?;
         dead_letters = depth.dead;
+        if depth.dead != Some(0) {
+            let failed_ids: std::collections::BTreeSet<_> = failed.iter().map(|f| &f.shard).collect();
+            let mut named = std::collections::BTreeSet::new();
+            for d in queue.peek_dead_letters(DEAD_LETTERS_PEEKED).await? {
+                // The body's own job and unit fields, not a full decode: a
+                // task this release refuses to decode is named too.
+                let Ok(body) = serde_json::from_str::<serde_json::Value>(&d.body) else { continue };
+                let unit = body.get("shard").or_else(|| body.get("trial")).and_then(|u| u.as_str());
+                let (Some(job), Some(unit)) = (body.get("job").and_then(|j| j.as_str()), unit) else { continue };
+                let Ok(unit) = hourglass_core::ShardId::parse(unit) else { continue };
+                if job != job_id.as_str() || done_ids.contains(&unit) || failed_ids.contains(&unit) {
+                    continue;
+                }
+                if named.insert(unit.clone()) {
+                    dead_lettered.push(DeadLettered { shard: unit.to_string(), reason: d.reason });
+                }
+            }
+        }
         // Nothing queued, leased or delayed, yet shards without a result:
         // their messages are gone. A shared queue with other work in it
         // cannot say which job a message is for, so then nothing is lost.
         if success.is_none() && open_shards > 0 && depth.visible + depth.in_flight + depth.delayed == 0 {
             shards_lost = open_shards as u64;
         }
+        // A unit the workers dead-lettered has no message left to finish it,
+        // even on a shared queue that still holds other work.
+        shards_lost = shards_lost.max(dead_lettered.len() as u64);
     }
     let state = if success.is_some() {
         JobState::Succeeded
@@ -275,6 +309,7 @@ pub async fn status_of(ledger: &Ledger, queue: Option<&dyn Queue>) -> Result<Job
             .collect(),
         shards_lost,
         dead_letters,
+        dead_lettered,
         skipped_files: match &any {
             hourglass_core::ledger::AnyJob::Infer(job) => job.skipped_files.clone(),
             hourglass_core::ledger::AnyJob::Train(_) => vec![],
@@ -471,6 +506,9 @@ impl JobStatus {
         if let Some(d) = self.dead_letters {
             out.push_str(&format!("dlq      {d} message(s) in the dead-letter queue\n"));
         }
+        for d in &self.dead_lettered {
+            out.push_str(&format!("dead     {} dead-lettered with no failed record: {}\n", d.shard, d.reason));
+        }
         for s in &self.skipped_files {
             out.push_str(&format!("skipped  {} ({})\n", s.url, s.reason));
         }
@@ -567,6 +605,7 @@ mod tests {
             failures: vec![],
             shards_lost: 0,
             dead_letters: None,
+            dead_lettered: Vec::new(),
             skipped_files: vec![],
             foreign_records: 0,
             shard_states: states,

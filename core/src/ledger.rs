@@ -37,7 +37,6 @@ pub const LEDGER_VERSION: u32 = 1;
 
 /// What the user asked for; the job id is derived from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub input: BlobUrl,
     pub model: BlobUrl,
@@ -67,7 +66,6 @@ pub struct JobSpec {
 
 /// How a job reads its CSV files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CsvOptions {
     /// The field delimiter; `None`: a comma, or a tab for `.tsv` files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +124,6 @@ impl JobSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShardPlan {
     pub shard: ShardId,
     pub input: ShardInput,
@@ -137,7 +134,6 @@ pub struct ShardPlan {
 /// ranges and row groups of these exact files: a resumed job checks they
 /// have not changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputFileRecord {
     pub url: BlobUrl,
     pub size: u64,
@@ -154,14 +150,12 @@ pub struct InputFileRecord {
 /// An input file that holds no rows (0 bytes, a header only, no rows in
 /// its row groups): planned as no shard, recorded so `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SkippedFile {
     pub url: BlobUrl,
     pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobRecord {
     pub v: u32,
     pub job: JobId,
@@ -225,7 +219,6 @@ impl JobRecord {
 /// A registry model as a job pinned it (`spec.model` is the version's
 /// `model.onnx`, `model_sha256` its digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegistryPin {
     pub registry: BlobUrl,
     pub name: String,
@@ -236,7 +229,6 @@ pub struct RegistryPin {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DoneRecord {
     pub v: u32,
     pub job: JobId,
@@ -266,7 +258,6 @@ pub struct DoneRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FailedRecord {
     pub v: u32,
     pub job: JobId,
@@ -282,7 +273,6 @@ pub struct FailedRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SuccessRecord {
     pub v: u32,
     pub job: JobId,
@@ -353,6 +343,7 @@ impl AnyJob {
     pub fn from_json(what: &str, bytes: &[u8]) -> Result<Self> {
         let corrupt = |e: serde_json::Error| Error::invalid(what.to_string(), format!("corrupt ledger record: {e}"));
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        crate::compat::check_reader(what, &value, LEDGER_VERSION).map_err(|m| Error::invalid(what.to_string(), m))?;
         match value.get("kind").and_then(|k| k.as_str()) {
             Some("train") => Ok(AnyJob::Train(serde_json::from_value(value).map_err(corrupt)?)),
             None => {
@@ -415,7 +406,6 @@ pub fn now_ms() -> u64 {
 /// the bucket complete): `status` and the final check read one of these
 /// instead of up to 1000 done records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BucketSummary {
     pub v: u32,
     pub job: JobId,
@@ -481,6 +471,15 @@ impl DoneView {
     }
 }
 
+/// Decodes one ledger record by the rule of [`crate::compat`]: unknown
+/// fields are skipped, a `min_reader_v` past [`LEDGER_VERSION`] refused.
+pub fn from_record<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    let corrupt = |e: serde_json::Error| Error::invalid(what.to_string(), format!("corrupt ledger record: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+    crate::compat::check_reader(what, &value, LEDGER_VERSION).map_err(|m| Error::invalid(what.to_string(), m))?;
+    serde_json::from_value(value).map_err(corrupt)
+}
+
 /// The ledger of one job, rooted at its output prefix.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -516,9 +515,7 @@ impl Ledger {
 
     async fn read_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.store.get(key).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::invalid(self.store.url(key).to_string(), format!("corrupt ledger record: {e}"))),
+            Ok(bytes) => from_record(&self.store.url(key).to_string(), &bytes).map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -677,6 +674,10 @@ impl Ledger {
     pub async fn create_done(&self, done: &DoneRecord) -> Result<bool> {
         let body = serde_json::to_vec_pretty(done).expect("ledger records serialize");
         self.store.put_if_absent(&self.key(&format!("_hourglass/done/{}.json", done.shard)), Bytes::from(body)).await
+    }
+
+    pub async fn read_failed(&self, shard: &ShardId) -> Result<Option<FailedRecord>> {
+        self.read_json(&self.key(&format!("_hourglass/failed/{shard}.json"))).await
     }
 
     pub async fn write_failed(&self, failed: &FailedRecord) -> Result<()> {

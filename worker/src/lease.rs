@@ -434,6 +434,14 @@ impl Worker {
             Err(e) => return self.retry_later(&message, &e.into()).await,
         }
         if message.receive_count > self.config.max_attempts {
+            // The last attempt recorded its cause but the message survived
+            // (its dead-letter failed): keep that cause, never relabel it.
+            if let Ok(Some(known)) = ledger.read_failed(task.unit()).await
+                && known.job == *task.job()
+            {
+                info!(cause = %known.message, "already recorded failed; dead-lettering the redelivery");
+                return self.dead_letter(&message, &known.message).await;
+            }
             let err = Error::Lost { deliveries: message.receive_count, max_attempts: self.config.max_attempts };
             return self.fail(&message, &task, Some(&ledger), &err).await;
         }
@@ -511,7 +519,10 @@ impl Worker {
                     Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
                 }
             }
-            Err(e) if e.is_retryable() || message.receive_count < self.config.max_attempts => {
+            // Retryable or not, the last attempt records its own cause: a
+            // retryable error that lasts (a throttled or failing store) must
+            // not run into the delivery after the last, which knows no cause.
+            Err(e) if message.receive_count < self.config.max_attempts => {
                 self.retry_later(&message, &e).await;
             }
             Err(e) => self.fail(&message, &task, Some(&ledger), &e).await,
@@ -627,15 +638,45 @@ impl Worker {
                 log_tail: err.log_tail().map(str::to_string),
             };
             if let Err(e) = ledger.write_failed(&record).await {
-                // Without the record, status would not show the failure:
-                // keep the message so a later attempt writes it.
-                warn!(error = %e, "failed record not written; leaving the message for another attempt");
-                return self.retry_later(message, err).await;
+                // The store refuses the record too (full, read-only, denied):
+                // another attempt would fail the same way, and the one after
+                // the last would know no cause. Dead-letter now with the cause
+                // in the reason (`status --queue` shows it), and keep writing
+                // the record in the background until the store takes it.
+                warn!(error = %e, cause = %err, "failed record not written; dead-lettering with the cause, writing the record once the store takes it");
+                self.write_failed_later(ledger.clone(), record);
+                let reason = format!("{err} (its failed record could not be written: {e})");
+                return self.dead_letter(message, &reason).await;
             }
         }
-        if let Err(e) = self.queue.dead_letter(message, &err.to_string()).await {
+        self.dead_letter(message, &err.to_string()).await;
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) {
+        if let Err(e) = self.queue.dead_letter(message, reason).await {
             warn!(error = %e, "dead-letter failed; the queue's redrive will move it");
         }
+    }
+
+    /// Writes a failed record the store refused, retrying with backoff
+    /// (from 1 s, at most a minute apart) for as long as the process runs,
+    /// unless another attempt records the unit first.
+    fn write_failed_later(&self, ledger: Ledger, record: FailedRecord) {
+        tokio::spawn(
+            async move {
+                for attempt in 1u32.. {
+                    tokio::time::sleep(retry::delay(attempt).min(Duration::from_secs(60))).await;
+                    if let Ok(Some(_)) = ledger.read_done(&record.shard).await {
+                        return;
+                    }
+                    match ledger.write_failed(&record).await {
+                        Ok(()) => return info!("the store took the failed record at last"),
+                        Err(e) => tracing::debug!(error = %e, attempt, "failed record still not written"),
+                    }
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// Completes the job when `unit` was its last: the ledger's cheap check

@@ -78,6 +78,9 @@ impl Queue for Watched {
         self.dead.fetch_add(1, Ordering::SeqCst);
         Queue::dead_letter(&self.inner, message, reason).await
     }
+    async fn peek_dead_letters(&self, max: usize) -> hourglass_core::Result<Vec<hourglass_core::queue::DeadLetter>> {
+        Queue::peek_dead_letters(&self.inner, max).await
+    }
     async fn max_receives(&self) -> hourglass_core::Result<Option<u32>> {
         Queue::max_receives(&self.inner).await
     }

@@ -41,14 +41,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
-/// A message in the dead-letter table.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub id: MessageId,
-    pub body: String,
-    pub receive_count: u32,
-    pub reason: String,
-}
+pub use super::DeadLetter;
 
 #[derive(Debug, Clone)]
 pub struct LocalQueue {
@@ -330,6 +323,12 @@ impl Queue for LocalQueue {
 
     async fn max_receives(&self) -> Result<Option<u32>> {
         Ok(Some(self.max_receives))
+    }
+
+    async fn peek_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
+        let mut all = self.dead_letters().await?;
+        all.truncate(max);
+        Ok(all)
     }
 
     async fn depth(&self) -> Result<Depth> {

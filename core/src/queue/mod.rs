@@ -155,6 +155,21 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn max_receives(&self) -> Result<Option<u32>>;
 
     async fn depth(&self) -> Result<Depth>;
+
+    /// Up to `max` messages of the dead-letter queue with the reasons they
+    /// were dead-lettered for, left where they are (for `status --queue`,
+    /// which names the cause of a shard that has no failed record because
+    /// the store refused it). Oldest first where the backend can tell.
+    async fn peek_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>>;
+}
+
+/// A message in the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: MessageId,
+    pub body: String,
+    pub receive_count: u32,
+    pub reason: String,
 }
 
 /// Opens a queue by URL (behind fault injection when the process installed

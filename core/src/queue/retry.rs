@@ -59,4 +59,7 @@ impl Queue for RetryQueue {
     async fn depth(&self) -> Result<Depth> {
         self.policy.run("queue depth", || self.inner.depth()).await
     }
+    async fn peek_dead_letters(&self, max: usize) -> Result<Vec<super::DeadLetter>> {
+        self.policy.run("peek dead letters", || self.inner.peek_dead_letters(max)).await
+    }
 }

@@ -386,6 +386,57 @@ impl Queue for SqsQueue {
         Ok(self.redrive().await?.and_then(|r| r.max_receives))
     }
 
+    async fn peek_dead_letters(&self, max: usize) -> Result<Vec<super::DeadLetter>> {
+        let Some(dlq) = self.dlq_url().await?.map(String::from) else { return Ok(Vec::new()) };
+        // SQS has no peek: a receive with a zero visibility timeout leaves
+        // each message visible. Receives sample the queue, so a few rounds
+        // gather distinct messages; a DLQ has no redrive of its own, so the
+        // receive counts this raises there move nothing.
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..max.div_ceil(MAX_BATCH).clamp(1, 10) * 2 {
+            let out = self
+                .client()
+                .await
+                .receive_message()
+                .queue_url(&dlq)
+                .max_number_of_messages(MAX_BATCH as i32)
+                .wait_time_seconds(0)
+                .visibility_timeout(0)
+                .message_attribute_names("hourglass_reason")
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await
+                .map_err(|e| self.err("peek dead letters", e))?;
+            if out.messages().is_empty() {
+                break;
+            }
+            for m in out.messages() {
+                let id = m.message_id().unwrap_or_default().to_string();
+                let reason = m
+                    .message_attributes()
+                    .and_then(|a| a.get("hourglass_reason"))
+                    .and_then(|v| v.string_value())
+                    .unwrap_or("dead-lettered by the queue's redrive (no reason recorded)")
+                    .to_string();
+                let receive_count = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                seen.entry(id.clone()).or_insert(super::DeadLetter {
+                    id: MessageId::new(id),
+                    body: m.body().unwrap_or_default().to_string(),
+                    receive_count,
+                    reason,
+                });
+            }
+            if seen.len() >= max {
+                break;
+            }
+        }
+        Ok(seen.into_values().take(max).collect())
+    }
+
     async fn depth(&self) -> Result<Depth> {
         let url = self.url().await?;
         let attrs = self

@@ -65,4 +65,9 @@ impl Queue for UnreliableQueue {
         self.check("depth").await?;
         self.inner.depth().await
     }
+
+    async fn peek_dead_letters(&self, max: usize) -> Result<Vec<super::DeadLetter>> {
+        self.check("peek dead letters").await?;
+        self.inner.peek_dead_letters(max).await
+    }
 }

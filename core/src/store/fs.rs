@@ -48,12 +48,23 @@ impl FsStore {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        // Durable before it becomes visible: the ledger relies on a done
-        // record never pointing at an output that a crash could lose.
-        f.sync_all()?;
-        Ok(tmp)
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(body)?;
+            // Durable before it becomes visible: the ledger relies on a done
+            // record never pointing at an output that a crash could lose.
+            f.sync_all()
+        })();
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                // A full or failing disk must not keep the part written: the
+                // next attempt needs the space (a killed process's temp files
+                // are skipped by `list` and swept by `hourglass verify`).
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 }
 
