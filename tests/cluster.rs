@@ -189,11 +189,19 @@ struct HollowNode {
 }
 
 impl HollowNode {
-    /// Capacity still on its way: not yet up, or up so recently that the
-    /// scheduler may not have placed the pods that asked for it.
-    fn upcoming(&self, now: Instant) -> bool {
-        self.ready_at.is_none_or(|at| now - at < Duration::from_secs(3))
+    /// Capacity still on its way: asked for, not yet up.
+    fn booting(&self) -> bool {
+        self.ready_at.is_none()
     }
+}
+
+/// Pods that hold room on `node` (bound there, not finished).
+fn bound_to(seen: &Snapshot, node: &str) -> usize {
+    seen.pods
+        .iter()
+        .filter(|p| p.node.as_deref() == Some(node) && p.priority >= -10)
+        .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
+        .count()
 }
 
 impl Autoscaler {
@@ -218,10 +226,21 @@ impl Autoscaler {
                         log(Change::Up(name.clone()));
                     }
                 }
-                // Scale up: enough nodes for the pods nothing can place.
+                // Scale up: enough nodes for the pods nothing can place, as
+                // the real autoscaler simulates it: a waiting pod that fits
+                // in the room of a node already up needs no new node (the
+                // scheduler places it on its next retry, whose backoff grows
+                // on a loaded machine), and a booting node's room counts as
+                // coming. No grace period in wall time: how fast a busy
+                // machine schedules must not change how many nodes it asks for.
                 let waiting = seen.pods.iter().filter(|p| p.unschedulable && !p.deleting && p.priority >= -10).count();
-                let upcoming = nodes.values().filter(|n| n.upcoming(now)).count();
-                for _ in upcoming..waiting.div_ceil(PODS_PER_NODE) {
+                let room: usize = nodes
+                    .iter()
+                    .filter(|(name, n)| !n.booting() && seen.nodes.get(*name) == Some(&true))
+                    .map(|(name, _)| PODS_PER_NODE.saturating_sub(bound_to(&seen, name)))
+                    .sum();
+                let booting = nodes.values().filter(|n| n.booting()).count();
+                for _ in booting..waiting.saturating_sub(room).div_ceil(PODS_PER_NODE) {
                     next += 1;
                     let name = format!("hollow-{next}");
                     nodes.insert(
@@ -230,16 +249,11 @@ impl Autoscaler {
                     );
                     log(Change::Requested(name));
                 }
-                // Scale down: nodes with nothing bound for the delay.
+                // Scale down: nodes with nothing bound for the delay, and
+                // none while pods wait for room (they may land there).
                 let mut gone = Vec::new();
-                for (name, node) in nodes.iter_mut().filter(|(_, n)| !n.upcoming(now)) {
-                    let holds = seen
-                        .pods
-                        .iter()
-                        .filter(|p| p.node.as_deref() == Some(name.as_str()) && p.priority >= -10)
-                        .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
-                        .count();
-                    if holds > 0 {
+                for (name, node) in nodes.iter_mut().filter(|(_, n)| !n.booting()) {
+                    if bound_to(&seen, name) > 0 || waiting > 0 {
                         node.empty_since = None;
                     } else if now - *node.empty_since.get_or_insert(now) >= scale_down {
                         gone.push(name.clone());
