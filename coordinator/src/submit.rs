@@ -100,6 +100,7 @@ pub async fn submit(req: SubmitRequest, queue: &dyn Queue) -> Result<SubmitRepor
     // work on the queue whose job it cannot find.
     if let (Some(index), false) = (&req.jobs_index, bodies.is_empty()) {
         let entry = IndexEntry {
+            v: hourglass_core::jobs::INDEX_VERSION,
             job: job.clone(),
             output: ledger.root().to_string(),
             queue: queue.name().to_string(),

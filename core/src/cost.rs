@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 /// One unit's use of its pod and node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Usage {
     /// The unit's share of its pod's time: its wall time from start to done
     /// record over the units the pod works on at once.

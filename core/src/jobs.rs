@@ -17,11 +17,15 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::store::{self, BlobStore};
-use crate::{BlobUrl, Error, JobId, Result};
+use crate::{BlobUrl, JobId, Result};
 
 /// One registered job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexEntry {
+    /// The contract version ([`crate::compat`]); entries of releases
+    /// before it was written read as 1.
+    #[serde(default = "index_version")]
+    pub v: u32,
     pub job: JobId,
     /// The job's output prefix: its ledger.
     pub output: String,
@@ -30,6 +34,13 @@ pub struct IndexEntry {
     pub submitted_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_unix_ms: Option<u64>,
+}
+
+/// The version of the index entries this build writes.
+pub const INDEX_VERSION: u32 = 1;
+
+fn index_version() -> u32 {
+    INDEX_VERSION
 }
 
 pub struct JobsIndex {
@@ -108,14 +119,9 @@ impl JobsIndex {
                     continue;
                 }
                 match self.store.get(&meta.key).await {
-                    Ok(bytes) => match serde_json::from_slice::<IndexEntry>(&bytes) {
+                    Ok(bytes) => match crate::ledger::from_record::<IndexEntry>(&self.store.url(&meta.key).to_string(), &bytes) {
                         Ok(entry) => out.push(entry),
-                        Err(e) => {
-                            return Err(Error::invalid(
-                                self.store.url(&meta.key).to_string(),
-                                format!("corrupt jobs index entry: {e}"),
-                            ));
-                        }
+                        Err(e) => return Err(e),
                     },
                     // Deleted between the listing and the read.
                     Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
@@ -149,6 +155,7 @@ mod tests {
         let day = 86_400_000;
         let now = 20_000 * day + 3_600_000;
         let entry = |job: &str, queue: &str, at: u64| IndexEntry {
+            v: INDEX_VERSION,
             job: JobId::parse(job).unwrap(),
             output: format!("s3://out/{job}/"),
             queue: queue.into(),

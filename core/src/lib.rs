@@ -7,6 +7,7 @@
 //! worker, scaling in the scaler. It imports none of our other crates.
 
 pub mod aws;
+pub mod compat;
 pub mod cost;
 pub mod error;
 pub mod fault;

@@ -29,9 +29,15 @@ use std::sync::Arc;
 
 pub const MANIFEST_VERSION: u32 = 1;
 
+/// A manifest or aliases file, read by the rule of [`crate::compat`].
+fn contract<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Error::invalid(what.to_string(), e))?;
+    crate::compat::check_reader(what, &value, MANIFEST_VERSION).map_err(|m| Error::invalid(what.to_string(), m))?;
+    serde_json::from_value(value).map_err(|e| Error::invalid(what.to_string(), e))
+}
+
 /// What a version is: written once, with the model, never changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub v: u32,
     pub name: String,
@@ -48,7 +54,6 @@ pub struct Manifest {
 
 /// Where a version came from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Lineage {
     /// Who pushed it (`$USER@host`, a CI job, a training worker).
     pub pushed_by: String,
@@ -72,7 +77,6 @@ pub struct Lineage {
 
 /// A trainer, as a version's lineage records it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainerLineage {
     pub name: String,
     pub command: Vec<String>,
@@ -83,7 +87,6 @@ pub struct TrainerLineage {
 
 /// One move of an alias.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AliasChange {
     pub version: u64,
     pub at_ms: u64,
@@ -95,7 +98,6 @@ pub struct AliasChange {
 
 /// `aliases.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Aliases {
     pub v: u32,
     pub aliases: BTreeMap<String, u64>,
@@ -330,7 +332,7 @@ impl Registry {
             }
             _ => e,
         })?;
-        serde_json::from_slice(&body).map_err(|e| Error::invalid(self.root.join(&key).to_string(), e))
+        contract(&self.root.join(&key).to_string(), &body)
     }
 
     /// `aliases.json` and its version (`None` before the first alias).
@@ -353,8 +355,7 @@ impl Registry {
                 }
                 Err(e) => return Err(e),
             };
-            let aliases =
-                serde_json::from_slice(&body).map_err(|e| Error::invalid(self.root.join(&key).to_string(), e))?;
+            let aliases = contract(&self.root.join(&key).to_string(), &body)?;
             return Ok((aliases, Some(meta.version)));
         }
     }

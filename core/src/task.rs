@@ -1,11 +1,12 @@
-//! Tasks: one queue message each, JSON, unknown fields rejected; the
-//! attempt count comes from the queue.
+//! Tasks: one queue message each, JSON; the attempt count comes from the
+//! queue. Unknown fields and newer versions are read by the rule of
+//! [`crate::compat`]: accepted, unless the writer set a `min_reader_v`
+//! past this build's, which is refused naming both versions.
 //!
 //! Version 2 of the contract adds `kind`: `infer` (a [`ShardTask`]: score
 //! one shard) or `train` (a [`TrainTask`]: run one trial of a training
 //! job). Version 1 messages have no `kind` and are shard tasks; they still
-//! parse. A worker of this build writes version 2, so workers must be
-//! upgraded before the coordinators that submit to their queue.
+//! parse. Versions after 2 keep `kind`.
 
 use crate::{BlobUrl, Error, JobId, Result, ShardId};
 use serde::{Deserialize, Serialize};
@@ -206,7 +207,6 @@ fn is_false(b: &bool) -> bool {
 
 /// The part of one input file a shard covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShardInput {
     pub url: BlobUrl,
     pub format: Format,
@@ -241,7 +241,6 @@ pub struct ShardInput {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelRef {
     pub url: BlobUrl,
     /// Hex sha256 of the model bytes; a worker refuses a model that differs.
@@ -249,7 +248,6 @@ pub struct ModelRef {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShardTask {
     pub v: u32,
     pub job: JobId,
@@ -285,7 +283,6 @@ fn default_max_line_bytes() -> u64 {
 /// trainer, registry, promotion rule) is in the job's `job.json`, which the
 /// worker reads and trusts; the task only says which trial to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainTask {
     pub v: u32,
     pub job: JobId,
@@ -388,9 +385,13 @@ impl Task {
         }
         let mut value: serde_json::Value =
             serde_json::from_str(body).map_err(|e| Error::invalid("task", format!("not json: {e}")))?;
+        crate::compat::check_reader("task", &value, TASK_VERSION).map_err(|m| Error::invalid("task", m))?;
+        if let Some(o) = value.as_object_mut() {
+            o.remove(crate::compat::MIN_READER_FIELD);
+        }
         let kind = match value.get("v").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(TASK_VERSION_V1) => TaskKind::Infer,
-            Some(v) if v == u64::from(TASK_VERSION) => {
+            Some(v) if v >= u64::from(TASK_VERSION) => {
                 let kind = value.as_object_mut().and_then(|o| o.remove("kind"));
                 match kind.as_ref().and_then(|k| k.as_str()) {
                     Some("infer") => TaskKind::Infer,
@@ -407,7 +408,7 @@ impl Task {
             Some(v) => {
                 return Err(Error::invalid(
                     "task",
-                    format!("unknown version {v}; this worker reads versions {TASK_VERSION_V1} and {TASK_VERSION}"),
+                    format!("unknown version {v}; this worker reads versions {TASK_VERSION_V1} to {TASK_VERSION} and later ones"),
                 ));
             }
             None => return Err(Error::invalid("task", "missing version field \"v\"")),
@@ -508,18 +509,23 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_fields_versions_and_oversize() {
+    fn reads_later_releases_fields_and_refuses_what_needs_a_newer_reader() {
         let mut v: serde_json::Value = serde_json::from_str(&task().encode()).unwrap();
-        v["surprise"] = 1.into();
+        // A later release's optional fields and version: read as before.
+        v["tenant"] = "ads".into();
+        v["v"] = 3.into();
+        assert_eq!(ShardTask::decode(&v.to_string()).unwrap().shard, task().shard);
+        // One whose meaning an older reader would get wrong: refused.
+        v["min_reader_v"] = 3.into();
         let err = ShardTask::decode(&v.to_string()).unwrap_err().to_string();
-        assert!(err.contains("unknown field"), "{err}");
-        v.as_object_mut().unwrap().remove("surprise");
+        assert!(err.contains("for readers of version 3 or later; this release reads version 2"), "{err}");
+        v.as_object_mut().unwrap().remove("min_reader_v");
         v.as_object_mut().unwrap().remove("kind");
         let err = ShardTask::decode(&v.to_string()).unwrap_err().to_string();
         assert!(err.contains("without a \"kind\""), "{err}");
-        v["v"] = 3.into();
+        v["v"] = 0.into();
         let err = ShardTask::decode(&v.to_string()).unwrap_err().to_string();
-        assert!(err.contains("unknown version 3"), "{err}");
+        assert!(err.contains("unknown version 0"), "{err}");
         let big = format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_TASK_BYTES));
         assert!(ShardTask::decode(&big).unwrap_err().to_string().contains("exceeds"));
         assert!(ShardTask::decode("{not json").unwrap_err().to_string().contains("not json"));
@@ -535,9 +541,9 @@ mod tests {
         let Task::Infer(t) = old else { panic!("not a shard task") };
         assert_eq!(t.v, 1);
         assert_eq!(t.shard, task().shard);
-        // A version 1 message cannot carry a kind.
+        // A version 1 message's kind is an unknown field: ignored.
         v["kind"] = "infer".into();
-        assert!(Task::decode(&v.to_string()).unwrap_err().to_string().contains("unknown field"));
+        assert!(matches!(Task::decode(&v.to_string()).unwrap(), Task::Infer(_)));
     }
 
     #[test]

@@ -142,7 +142,6 @@ impl TrainSpec {
 
 /// One planned trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrialPlan {
     pub trial: ShardId,
     pub params: Map<String, Value>,
@@ -153,7 +152,6 @@ pub struct TrialPlan {
 /// A dataset file as it was when the job was planned; staged copies are
 /// read with `If-Match` on its version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DatasetFile {
     pub url: BlobUrl,
     pub size: u64,
@@ -168,7 +166,6 @@ pub struct DatasetFile {
 
 /// A training job's `job.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainJobRecord {
     pub v: u32,
     /// Always `train`: what tells this record from a batch job's.
@@ -228,7 +225,6 @@ impl TrainJobRecord {
 /// put-if-absent, before the version's manifest, so an attempt that follows
 /// one that died completes the same version instead of adding another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Registration {
     pub v: u32,
     pub job: JobId,
@@ -239,7 +235,6 @@ pub struct Registration {
 
 /// What a trial produced, in its done record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrialResult {
     pub params: Map<String, Value>,
     /// The registry version the trial's model became.
@@ -365,7 +360,6 @@ impl std::fmt::Display for PromoteRule {
 /// What the job decided once every trial was done: written before
 /// `_SUCCESS`, once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PromotionRecord {
     pub v: u32,
     pub job: JobId,

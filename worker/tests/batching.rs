@@ -26,6 +26,7 @@ fn server(max_batch_size: usize, preferred: Vec<usize>) -> (Arc<Server>, Arc<Mod
         queue_limit: 64,
         instances: 1,
         request_timeout: HOUR,
+        max_inflight_bytes: 1 << 30,
     };
     let model = Model { name: "m".into(), version: "7".into(), runtime: runtime.clone() };
     (Server::new(vec![model], config), runtime)
@@ -109,6 +110,7 @@ async fn a_full_queue_refuses_instead_of_growing() {
         queue_limit: 1,
         instances: 1,
         request_timeout: HOUR,
+        max_inflight_bytes: 1 << 30,
     };
     let server = Server::new(vec![Model { name: "m".into(), version: "1".into(), runtime }], config);
     let x = rows(256, 5);
