@@ -128,7 +128,8 @@ fn hostile_http_requests_are_refused_and_the_server_stays_ready() {
             "its shape needs",
         ),
         ("not JSON at all", String::new(), b"\x00\xff garbage".to_vec(), 400, "not a KServe v2"),
-        ("no inputs", String::new(), b"{\"inputs\": 5}".to_vec(), 400, "inputs"),
+        ("inputs that are no list", String::new(), b"{\"inputs\": 5}".to_vec(), 400, "expected a sequence at line 1 column"),
+        ("no inputs", String::new(), b"{}".to_vec(), 400, "the request has no"),
     ];
     for (what, headers, body, code, needle) in &cases {
         let (got, text) = post(&addr, headers, body);
@@ -225,7 +226,27 @@ async fn grpc_call(addr: &str, message: &ModelInferRequest) -> (String, String) 
     let field = |n: &str| {
         trailers.get(n).or_else(|| headers.get(n)).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
     };
-    (field("grpc-status"), field("grpc-message"))
+    (field("grpc-status"), percent_decode(&field("grpc-message")))
+}
+
+/// grpc-message is percent-encoded on the wire.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn input(shape: Vec<i64>, datatype: &str, fp32: Vec<f32>) -> InferInputTensor {
