@@ -128,7 +128,13 @@ fn hostile_http_requests_are_refused_and_the_server_stays_ready() {
             "its shape needs",
         ),
         ("not JSON at all", String::new(), b"\x00\xff garbage".to_vec(), 400, "not a KServe v2"),
-        ("inputs that are no list", String::new(), b"{\"inputs\": 5}".to_vec(), 400, "expected a sequence at line 1 column"),
+        (
+            "inputs that are no list",
+            String::new(),
+            b"{\"inputs\": 5}".to_vec(),
+            400,
+            "expected a sequence at line 1 column",
+        ),
         ("no inputs", String::new(), b"{}".to_vec(), 400, "the request has no"),
     ];
     for (what, headers, body, code, needle) in &cases {
@@ -149,10 +155,15 @@ fn hostile_http_requests_are_refused_and_the_server_stays_ready() {
     // streams in, never held whole.
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "POST {INFER} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n").unwrap();
+    write!(stream, "POST {INFER} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .unwrap();
     let chunk = vec![b' '; 1 << 20];
     for _ in 0..40 {
-        if write!(stream, "{:x}\r\n", chunk.len()).and_then(|_| stream.write_all(&chunk)).and_then(|_| stream.write_all(b"\r\n")).is_err() {
+        if write!(stream, "{:x}\r\n", chunk.len())
+            .and_then(|_| stream.write_all(&chunk))
+            .and_then(|_| stream.write_all(b"\r\n"))
+            .is_err()
+        {
             break;
         }
     }
@@ -354,7 +365,7 @@ fn sixty_four_clients_of_oversized_requests_keep_the_server_inside_its_memory_bo
                 let mut n = 0u64;
                 while Instant::now() < end {
                     n += 1;
-                    let (code, _) = if (i + n) % 8 == 0 {
+                    let (code, _) = if (i + n).is_multiple_of(8) {
                         post(&addr, "", &json_input("[100000000000,39]", "FP32", "[1]"))
                     } else {
                         post(&addr, &format!("inference-header-content-length: {head_len}\r\n"), &body)

@@ -4,6 +4,9 @@
 //! refuses it too. The output lies on a small tmpfs (root: `make test` and
 //! CI run as root; a failed mount fails the test, it does not skip).
 
+// The test polls the ledger from a plain thread, with a bound.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;

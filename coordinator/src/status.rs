@@ -105,6 +105,9 @@ pub struct JobStatus {
     pub dead_letters: Option<u64>,
     /// This job's units in the dead-letter queue with no failed record,
     /// and why they were dead-lettered (the store refused the record, say).
+    /// A unit submitted again after it was dead-lettered is listed too
+    /// (the old message stays there), so these do not count as lost by
+    /// themselves: `shards_lost` still needs an empty queue.
     pub dead_lettered: Vec<DeadLettered>,
     /// Input files with no rows, planned as no shard.
     pub skipped_files: Vec<hourglass_core::ledger::SkippedFile>,
@@ -212,9 +215,6 @@ pub async fn status_of(ledger: &Ledger, queue: Option<&dyn Queue>) -> Result<Job
         if success.is_none() && open_shards > 0 && depth.visible + depth.in_flight + depth.delayed == 0 {
             shards_lost = open_shards as u64;
         }
-        // A unit the workers dead-lettered has no message left to finish it,
-        // even on a shared queue that still holds other work.
-        shards_lost = shards_lost.max(dead_lettered.len() as u64);
     }
     let state = if success.is_some() {
         JobState::Succeeded

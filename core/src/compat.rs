@@ -33,7 +33,8 @@ pub fn check_reader(what: &str, value: &Value, reads: u32) -> Result<(), String>
         return Err(format!("{what}: {MIN_READER_FIELD} {min} is not a version number"));
     };
     if min > u64::from(reads) {
-        let written = value.get("v").and_then(Value::as_u64).map(|v| format!("version {v}")).unwrap_or("a later version".into());
+        let written =
+            value.get("v").and_then(Value::as_u64).map(|v| format!("version {v}")).unwrap_or("a later version".into());
         return Err(format!(
             "{what} was written at contract {written} for readers of version {min} or later; this release reads version {reads}: upgrade it (hourglass {})",
             env!("CARGO_PKG_VERSION")
@@ -52,7 +53,10 @@ mod tests {
         assert!(check_reader("r", &json!({"v": 9, "tenant": "ads"}), 1).is_ok());
         assert!(check_reader("r", &json!({"v": 2, "min_reader_v": 1}), 1).is_ok());
         let e = check_reader("s3://b/done/s.json", &json!({"v": 3, "min_reader_v": 3}), 1).unwrap_err();
-        assert!(e.contains("contract version 3 for readers of version 3 or later; this release reads version 1"), "{e}");
+        assert!(
+            e.contains("contract version 3 for readers of version 3 or later; this release reads version 1"),
+            "{e}"
+        );
         assert!(check_reader("r", &json!({"min_reader_v": "x"}), 1).is_err());
     }
 }

@@ -119,10 +119,12 @@ impl JobsIndex {
                     continue;
                 }
                 match self.store.get(&meta.key).await {
-                    Ok(bytes) => match crate::ledger::from_record::<IndexEntry>(&self.store.url(&meta.key).to_string(), &bytes) {
-                        Ok(entry) => out.push(entry),
-                        Err(e) => return Err(e),
-                    },
+                    Ok(bytes) => {
+                        match crate::ledger::from_record::<IndexEntry>(&self.store.url(&meta.key).to_string(), &bytes) {
+                            Ok(entry) => out.push(entry),
+                            Err(e) => return Err(e),
+                        }
+                    }
                     // Deleted between the listing and the read.
                     Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),

@@ -408,7 +408,9 @@ impl Task {
             Some(v) => {
                 return Err(Error::invalid(
                     "task",
-                    format!("unknown version {v}; this worker reads versions {TASK_VERSION_V1} to {TASK_VERSION} and later ones"),
+                    format!(
+                        "unknown version {v}; this worker reads versions {TASK_VERSION_V1} to {TASK_VERSION} and later ones"
+                    ),
                 ));
             }
             None => return Err(Error::invalid("task", "missing version field \"v\"")),

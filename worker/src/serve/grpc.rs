@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tonic::server::NamedService;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 /// The generated protocol types, server and client.

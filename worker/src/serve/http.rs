@@ -212,10 +212,7 @@ async fn read_body(
     match tokio::time::timeout(within, read).await {
         Ok(Ok(())) => Ok((buf.freeze(), charge)),
         Ok(Err(response)) => Err(response),
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the request body did not arrive within {within:?}"),
-        )),
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {within:?}"))),
     }
 }
 
@@ -259,7 +256,9 @@ async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<
     };
     let req: InferRequest<'_> = match serde_json::from_slice(head) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request is not a KServe v2 inference request: {e}")),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("the request is not a KServe v2 inference request: {e}"));
+        }
     };
     let Some(list) = &req.inputs else {
         return error(StatusCode::BAD_REQUEST, "the request has no \"inputs\" array".into());

@@ -29,12 +29,12 @@ use crate::pool::CpuPool;
 use crate::runtime::{InputData, OutputTensor, RuntimeOptions};
 use batch::Job;
 use hourglass_core::model::{DType, TensorSpec};
+use limits::{Charge, InflightBytes};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use limits::{Charge, InflightBytes};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -597,7 +597,10 @@ fn bind(
             _ => {
                 let dims: Vec<String> =
                     spec.shape.iter().map(|d| d.map(|x| x.to_string()).unwrap_or("-1".into())).collect();
-                return Err(bad(format!("input {name:?}: shape {shape:?} does not fit the model's [{}]", dims.join(", "))));
+                return Err(bad(format!(
+                    "input {name:?}: shape {shape:?} does not fit the model's [{}]",
+                    dims.join(", ")
+                )));
             }
         } as usize;
         if *rows.get_or_insert(n) != n {
@@ -605,10 +608,9 @@ fn bind(
         }
         let int64 = spec.dtype == Some(DType::Int64);
         let elem = if int64 { 8 } else { 4 };
-        let count = n
-            .checked_mul(width as usize)
-            .filter(|c| c.checked_mul(elem).is_some())
-            .ok_or_else(|| bad(format!("input {name:?}: shape {shape:?} has more elements than any request can hold")))?;
+        let count = n.checked_mul(width as usize).filter(|c| c.checked_mul(elem).is_some()).ok_or_else(|| {
+            bad(format!("input {name:?}: shape {shape:?} has more elements than any request can hold"))
+        })?;
         // The most values the data can really hold: what is charged.
         let can_hold = match &input.data {
             Given::Raw(bytes) => {
@@ -646,7 +648,10 @@ fn bind(
 
 fn check_count(name: &str, given: usize, count: usize) -> Result<usize, ServeError> {
     if given != count {
-        return Err(ServeError::new(Refusal::BadRequest, format!("input {name:?}: {given} values, its shape needs {count}")));
+        return Err(ServeError::new(
+            Refusal::BadRequest,
+            format!("input {name:?}: {given} values, its shape needs {count}"),
+        ));
     }
     Ok(count)
 }

@@ -180,11 +180,11 @@ mod tests {
         // kept than asked for.
         #[test]
         fn arbitrary_text_never_panics_or_overallocates(text in "[\\[\\]0-9.,e\\-\" a-z{}:]{0,64}", want in 0usize..1_000_000_000_000) {
-            if let Ok(r) = RawValue::from_string(text) {
-                if let Ok(v) = decode("x", &r, want, false) {
-                    let n = match v { Values::F32(v) => v.len(), Values::I64(v) => v.len() };
-                    prop_assert_eq!(n, want);
-                }
+            if let Ok(r) = RawValue::from_string(text)
+                && let Ok(v) = decode("x", &r, want, false)
+            {
+                let n = match v { Values::F32(v) => v.len(), Values::I64(v) => v.len() };
+                prop_assert_eq!(n, want);
             }
         }
 
