@@ -402,7 +402,7 @@ impl Task {
                             format!("unknown kind {other:?}; this worker runs \"infer\" and \"train\" tasks"),
                         ));
                     }
-                    None => return Err(Error::invalid("task", "version 2 task without a \"kind\"")),
+                    None => return Err(Error::invalid("task", format!("version {v} task without a \"kind\""))),
                 }
             }
             Some(v) => {
