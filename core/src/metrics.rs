@@ -67,6 +67,9 @@ pub fn register_build_info(registry: &mut Registry, info: &BuildInfo) {
     registry.register("hourglass_build_info", "The running binary's version and git revision", family);
 }
 
+/// How long a scraper may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds `addr` and serves `registry` and the probes until the task is
 /// dropped. Returns the bound address (port 0 picks a free one) once
 /// listening.
@@ -89,7 +92,12 @@ pub async fn serve(
             let (registry, health) = (registry.clone(), health.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| respond(req, registry.clone(), health.clone()));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // The endpoints read no body; a client that never finishes its
+                // headers (slow loris) is cut off instead of holding a task.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "metrics endpoint: connection ended with an error");
                 }
@@ -169,6 +177,23 @@ mod tests {
         let ready = get(addr, "/readyz").await;
         assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("model not loaded yet"), "{ready}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        task.abort();
+    }
+
+    // Paused time: the header timeout passes at once once the server idles.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        let (addr, task) =
+            serve("127.0.0.1:0".parse().unwrap(), Arc::new(Registry::default()), Arc::new(Up)).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        assert!(started.elapsed() >= HEADER_READ_TIMEOUT, "closed after {:?}", started.elapsed());
+        assert!(started.elapsed() < HEADER_READ_TIMEOUT * 2, "held for {:?}", started.elapsed());
+        // Still serving.
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         task.abort();
     }
 }
