@@ -532,6 +532,22 @@ rules:
         }
     }
 
+    proptest::proptest! {
+        // Whatever a queue message holds: an answer, never a panic, and no
+        // more events than records in the body.
+        #[test]
+        fn any_message_body_parses_or_is_refused(
+            body in "[\\[\\]{}\",:a-zA-Z0-9%+ ]{0,200}",
+            key in "[a-zA-Z0-9%+/]{0,20}",
+        ) {
+            let _ = parse_notification(&body);
+            let shaped = format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"{key}"}}}}}}]}}"#);
+            if let Ok(Notification::Created(events)) = parse_notification(&shaped) {
+                proptest::prop_assert!(events.len() <= 1);
+            }
+        }
+    }
+
     #[test]
     fn parses_the_s3_notification_shapes() {
         let test = r#"{"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-22T22:09:02.754Z", "Bucket": "bkt1"}"#;

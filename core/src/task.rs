@@ -504,6 +504,31 @@ mod tests {
         }
     }
 
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        // Any body, and any field of a real task replaced by any JSON
+        // scalar: decoded or refused as invalid, never a panic.
+        #[test]
+        fn any_message_body_decodes_or_is_refused(
+            body in "[\\[\\]{}\",:a-z0-9 ]{0,120}",
+            field in 0usize..16,
+            value in proptest::prop_oneof![
+                proptest::prelude::any::<i64>().prop_map(serde_json::Value::from),
+                "[a-z0-9]{0,8}".prop_map(serde_json::Value::from),
+                proptest::prelude::Just(serde_json::Value::Null),
+            ],
+        ) {
+            let _ = Task::decode(&body);
+            let mut v: serde_json::Value = serde_json::from_str(&task().encode()).unwrap();
+            let keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            v[&keys[field % keys.len()]] = value;
+            if let Err(e) = Task::decode(&v.to_string()) {
+                proptest::prop_assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+            }
+        }
+    }
+
     #[test]
     fn round_trips() {
         let t = task();

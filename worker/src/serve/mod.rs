@@ -674,3 +674,56 @@ fn decode(name: &str, int64: bool, data: &Given<'_>, count: usize) -> Result<Inp
         Given::Missing => return Err(format!("input {name:?} has no data")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn runtime() -> &'static ModelRuntime {
+        static RUNTIME: OnceLock<ModelRuntime> = OnceLock::new();
+        RUNTIME.get_or_init(|| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ctr_gbdt.onnx");
+            ModelRuntime::load_file(&path, RuntimeOptions::default()).expect("the reference model loads")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        // Every protocol's data (HTTP binary and JSON, gRPC raw and typed)
+        // with any declared shape: refused, or decoded to exactly the shape;
+        // the charge never passes the budget and is given back in full.
+        #[test]
+        fn any_declared_shape_is_checked_against_the_data_given(
+            shape in prop::collection::vec(prop_oneof![any::<i64>(), 0i64..4, Just(39i64), Just(i64::MAX)], 0..4),
+            values in prop_oneof![0usize..200, Just(39usize), Just(78usize)],
+            kind in 0u8..4,
+            datatype in prop_oneof![Just("FP32"), Just("INT64"), Just("")],
+        ) {
+            let raw = vec![0u8; values * 4];
+            let floats = vec![0.5f32; values];
+            let ints = vec![1i64; values];
+            let json = RawValue::from_string(format!("[{}]", vec!["1"; values].join(","))).unwrap();
+            let data = match kind {
+                0 => Given::Raw(&raw),
+                1 => Given::F32(&floats),
+                2 => Given::I64(&ints),
+                _ => Given::Json(&json),
+            };
+            let budget = InflightBytes::new(1 << 20);
+            let given = vec![GivenInput { name: "input", datatype, shape, data }];
+            match bind(runtime(), given, &budget) {
+                Ok((inputs, rows, charge)) => {
+                    prop_assert_eq!(inputs[0].len(), rows * 39);
+                    prop_assert!(charge.bytes() <= budget.limit());
+                }
+                Err(e) => prop_assert!(
+                    matches!(e.kind, Refusal::BadRequest | Refusal::Busy | Refusal::TooLarge),
+                    "{:?}: {}", e.kind, e.message
+                ),
+            }
+            prop_assert_eq!(budget.used(), 0);
+        }
+    }
+}
