@@ -138,13 +138,10 @@ fn metadata_json(m: &super::ModelMeta) -> Value {
 /// no declared size allocates anything.
 #[derive(Deserialize)]
 struct InferRequest<'a> {
-    #[serde(default)]
     id: Option<Value>,
     #[serde(borrow)]
     inputs: Option<Vec<InferInput<'a>>>,
-    #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
-    #[serde(default)]
     parameters: Option<Parameters>,
 }
 
@@ -153,27 +150,22 @@ struct InferInput<'a> {
     name: Option<String>,
     shape: Option<Vec<Value>>,
     datatype: Option<String>,
-    #[serde(default)]
     parameters: Option<Parameters>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct RequestedOutput {
     name: Option<String>,
-    #[serde(default)]
     parameters: Option<Parameters>,
 }
 
 /// The protocol's parameters: any keys; those read here are typed.
 #[derive(Deserialize, Default)]
 struct Parameters {
-    #[serde(default)]
     binary_data_size: Option<Value>,
-    #[serde(default)]
     binary_data_output: Option<bool>,
-    #[serde(default)]
     binary_data: Option<bool>,
 }
 
@@ -195,13 +187,9 @@ async fn read_body(
             if buf.len() + data.len() > limit {
                 return Err(error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is over {} MiB; send fewer rows per request", limit >> 20),
-                ));
-            }
-            if buf.len() + data.len() > server.inflight().limit() {
-                return Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is over the server's --max-inflight-bytes {}", server.inflight().limit()),
+                    format!(
+                        "the request body is over {limit} bytes (the message limit or --max-inflight-bytes); send fewer rows per request"
+                    ),
                 ));
             }
             charge.merge(server.inflight().take(data.len(), "the request body").map_err(refuse)?);
@@ -240,7 +228,9 @@ async fn infer(server: &Server, name: &str, version: Option<&str>, req: Request<
             format!("the request body ({n} bytes) is over {} MiB; send fewer rows per request", limit >> 20),
         );
     }
-    let (body, _body_charge) = match read_body(server, req.into_body(), limit, server.body_timeout()).await {
+    // A body larger than the whole budget could never be taken: 413, not 429.
+    let cap = limit.min(server.inflight().limit());
+    let (body, _body_charge) = match read_body(server, req.into_body(), cap, server.body_timeout()).await {
         Ok(b) => b,
         Err(response) => return response,
     };
