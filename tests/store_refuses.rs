@@ -68,21 +68,23 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn inputs(s: &Scratch) {
-    // Four shards of ~400 KB of CSV output each (`--output-format csv`).
+/// A job of four shards of ~400 KB of CSV output each, submitted with its
+/// output on a tmpfs of `size`; the scratch and the mount.
+fn job_on_tmpfs(size: &str) -> (Scratch, Tmpfs) {
+    let s = Scratch::new();
     for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
         let from = i as u64 * 20_000;
         write_csv(&s.path(&format!("input/{name}.csv")), from, from + 20_000, None);
     }
+    let disk = Tmpfs::mount(&s.path("output"), size);
+    let out = submit(&s, &["--output-format", "csv"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (s, disk)
 }
 
 #[test]
 fn a_full_output_disk_fails_the_job_with_its_cause_and_leaves_no_temp_files() {
-    let s = Scratch::new();
-    inputs(&s);
-    let _disk = Tmpfs::mount(&s.path("output"), "700k");
-    let out = submit(&s, &["--output-format", "csv"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (s, _disk) = job_on_tmpfs("700k");
     let started = Instant::now();
     let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "2s", "--max-attempts", "2"]);
     // Bounded: the worker runs out of work instead of redelivering forever.
@@ -104,11 +106,7 @@ fn a_full_output_disk_fails_the_job_with_its_cause_and_leaves_no_temp_files() {
 
 #[test]
 fn a_store_that_refuses_even_the_failed_record_dead_letters_with_the_cause_and_records_it_later() {
-    let s = Scratch::new();
-    inputs(&s);
-    let _disk = Tmpfs::mount(&s.path("output"), "256k");
-    let out = submit(&s, &["--output-format", "csv"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (s, _disk) = job_on_tmpfs("256k");
     let filler = fill(&s.path("output"));
     let mut w = WorkerProc::spawn(&s, &["--max-attempts", "2"]);
     for _ in 0..4 {
