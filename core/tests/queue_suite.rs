@@ -89,6 +89,18 @@ async fn suite(q: &dyn Queue) {
     q.dead_letter(&bad[0], "not a task").await.unwrap();
     let depth = q.depth().await.unwrap();
     assert_eq!((depth.visible, depth.in_flight, depth.dead), (0, 0, Some(2)), "{depth:?}");
+
+    // Both dead letters are peeked, with their reasons, and left there.
+    for _ in 0..2 {
+        let mut peeked = q.peek_dead_letters(10).await.unwrap();
+        peeked.sort_by(|a, b| a.body.cmp(&b.body));
+        let got: Vec<(&str, bool)> = peeked.iter().map(|d| (d.body.as_str(), d.reason == "not a task")).collect();
+        assert_eq!(got.len(), 2, "{peeked:?}");
+        assert_eq!(got[0], ("bad", true), "{peeked:?}");
+        assert_ne!(peeked[0].id, peeked[1].id);
+    }
+    assert_eq!(q.peek_dead_letters(1).await.unwrap().len(), 1);
+    assert_eq!(q.depth().await.unwrap().dead, Some(2));
 }
 
 #[tokio::test]

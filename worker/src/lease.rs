@@ -645,7 +645,9 @@ impl Worker {
                 // the record in the background until the store takes it.
                 warn!(error = %e, cause = %err, "failed record not written; dead-lettering with the cause, writing the record once the store takes it");
                 self.write_failed_later(ledger.clone(), record);
-                let reason = format!("{err} (its failed record could not be written: {e})");
+                // The record's error is most often the same refusal: its kind
+                // is enough, and keeps the reason within the queue's limit.
+                let reason = format!("{err} (its failed record was refused too: {})", e.kind().as_str());
                 return self.dead_letter(message, &reason).await;
             }
         }
