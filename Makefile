@@ -75,7 +75,7 @@ test: setup setup-gpu-runtime kube tools
 # ones; a few minutes on a warm 2-core machine. `make test` stays the full
 # suite and is what CI runs.
 FAST_TESTS := --test e2e --test cli --test registry --test serve --test exactly_once --test scaler_sim --test tty --test bench \
-	--test train --test lease_mechanics --test gpu --test gpu_wheel --test queue_suite --test store_suite --test registry_suite --test golden --test plan_props --test kube_requests --test formats
+	--test train --test lease_mechanics --test gpu --test gpu_wheel --test queue_suite --test store_suite --test registry_suite --test golden --test plan_props --test kube_requests --test formats --test compat --test serve_hostile
 test-fast: setup setup-gpu-runtime
 	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins $(FAST_TESTS) -- --skip sqs_ --skip s3_ --skip _on_s3
 
