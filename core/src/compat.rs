@@ -43,6 +43,15 @@ pub fn check_reader(what: &str, value: &Value, reads: u32) -> Result<(), String>
     Ok(())
 }
 
+/// Decodes one contract by the rule: `what` names it in errors, `reads`
+/// is the contract version this build reads up to, `kind` says what it
+/// is when the bytes are not one ("ledger record", "manifest").
+pub fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8], reads: u32, kind: &str) -> Result<T, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("corrupt {kind}: {e}"))?;
+    check_reader(what, &value, reads)?;
+    serde_json::from_value(value).map_err(|e| format!("corrupt {kind}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

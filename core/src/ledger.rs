@@ -342,8 +342,7 @@ impl AnyJob {
     /// one without a kind a batch job.
     pub fn from_json(what: &str, bytes: &[u8]) -> Result<Self> {
         let corrupt = |e: serde_json::Error| Error::invalid(what.to_string(), format!("corrupt ledger record: {e}"));
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
-        crate::compat::check_reader(what, &value, LEDGER_VERSION).map_err(|m| Error::invalid(what.to_string(), m))?;
+        let value: serde_json::Value = from_record(what, bytes)?;
         match value.get("kind").and_then(|k| k.as_str()) {
             Some("train") => Ok(AnyJob::Train(serde_json::from_value(value).map_err(corrupt)?)),
             None => {
@@ -474,10 +473,7 @@ impl DoneView {
 /// Decodes one ledger record by the rule of [`crate::compat`]: unknown
 /// fields are skipped, a `min_reader_v` past [`LEDGER_VERSION`] refused.
 pub fn from_record<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
-    let corrupt = |e: serde_json::Error| Error::invalid(what.to_string(), format!("corrupt ledger record: {e}"));
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
-    crate::compat::check_reader(what, &value, LEDGER_VERSION).map_err(|m| Error::invalid(what.to_string(), m))?;
-    serde_json::from_value(value).map_err(corrupt)
+    crate::compat::decode(what, bytes, LEDGER_VERSION, "ledger record").map_err(|m| Error::invalid(what.to_string(), m))
 }
 
 /// The ledger of one job, rooted at its output prefix.

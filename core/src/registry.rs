@@ -31,9 +31,8 @@ pub const MANIFEST_VERSION: u32 = 1;
 
 /// A manifest or aliases file, read by the rule of [`crate::compat`].
 fn contract<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Error::invalid(what.to_string(), e))?;
-    crate::compat::check_reader(what, &value, MANIFEST_VERSION).map_err(|m| Error::invalid(what.to_string(), m))?;
-    serde_json::from_value(value).map_err(|e| Error::invalid(what.to_string(), e))
+    crate::compat::decode(what, body, MANIFEST_VERSION, "registry record")
+        .map_err(|m| Error::invalid(what.to_string(), m))
 }
 
 /// What a version is: written once, with the model, never changed.
