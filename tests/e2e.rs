@@ -233,6 +233,33 @@ fn assert_rejected(s: &Scratch, out: &std::process::Output, needles: &[&str]) {
     }
 }
 
+/// One number grammar for the planner and the worker: a value padded with a
+/// no-break space (U+00A0) is refused by both, and both show it.
+#[test]
+fn a_number_padded_with_a_no_break_space_is_refused_by_the_planner_and_the_worker_alike() {
+    let padded = |path: &std::path::Path, from: u64, to: u64, bad: u64| {
+        write_csv(path, from, to, Some(bad));
+        let text = std::fs::read_to_string(path).unwrap().replace(",abc", ",7\u{a0}");
+        std::fs::write(path, text).unwrap();
+    };
+    let shown = "cannot parse \"7\\u{a0}\" as a number (it holds U+00A0, a no-break space";
+    // In the rows the planner samples: refused at submit.
+    let s = Scratch::new();
+    padded(&s.path("input/a.csv"), 0, 10, 3);
+    assert_rejected(&s, &submit(&s, &[]), &["a.csv", "line 5, column 6 (\"I5\")", shown]);
+    // Past them: the worker refuses the row with the same words.
+    let s = Scratch::new();
+    padded(&s.path("input/b.csv"), 0, 400, 300);
+    let out = submit(&s, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut w = WorkerProc::spawn(&s, &["--exit-when-idle", "1s", "--max-attempts", "1"]);
+    assert!(w.wait_exit(LONG).success(), "{}", w.log.join("\n"));
+    let dead = block_on(queue_of(&s).dead_letters()).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("b.csv line 302, column 6 (\"I5\")"), "{}", dead[0].reason);
+    assert!(dead[0].reason.contains(shown), "{}", dead[0].reason);
+}
+
 #[test]
 fn schema_mismatches_are_rejected_before_anything_is_enqueued() {
     // A missing column, named.
@@ -245,7 +272,7 @@ fn schema_mismatches_are_rejected_before_anything_is_enqueued() {
     // A non-numeric value where the model wants a number, with line and column.
     let s = Scratch::new();
     write_csv(&s.path("input/a.csv"), 0, 10, Some(3));
-    assert_rejected(&s, &submit(&s, &[]), &["a.csv", "line 5, column 6 (\"I5\")", "\"abc\" is not a number"]);
+    assert_rejected(&s, &submit(&s, &[]), &["a.csv", "line 5, column 6 (\"I5\")", "cannot parse \"abc\" as a number"]);
 
     // Parquet with a string feature column.
     let s = Scratch::new();

@@ -8,7 +8,6 @@
 //! group boundaries.
 
 use crate::{Error, Result};
-use bytes::Bytes;
 use futures::TryStreamExt;
 use hourglass_core::BlobUrl;
 use hourglass_core::ShardId;
@@ -17,8 +16,8 @@ use hourglass_core::ledger::{CsvOptions, JobSpec};
 use hourglass_core::model::{InputBinding, ModelSignature};
 use hourglass_core::store::{BlobStore, ObjectMeta, read_range};
 use hourglass_core::task::{Compression, Format, OutputFormat, ShardInput};
+use hourglass_format::parquet::FooterError;
 use parquet::arrow::parquet_to_arrow_schema;
-use parquet::file::metadata::ParquetMetaDataReader;
 
 /// Bytes read per probe when looking for a line end or a header.
 const PROBE_BYTES: u64 = 64 * 1024;
@@ -146,16 +145,8 @@ impl CheckedFile {
     }
 }
 
-/// A carriage return that does not end a line: the file's line endings are
-/// CR only (classic Mac) or mixed, and rows would run together.
-fn stray_cr(line: &[u8]) -> bool {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    memchr::memchr(b'\r', line).is_some()
-}
-
-const CR_HINT: &str =
-    "a carriage return inside a line: the file has CR-only or mixed line endings; convert it to LF or CRLF";
+// The line-ending rule and its message are the worker's (`hourglass_format::lines`).
+use hourglass_format::lines::{STRAY_CR as CR_HINT, stray_cr};
 
 /// Reads a file's schema and checks it against the model. CSV lines may be
 /// at most `max_line_bytes` long.
@@ -310,20 +301,14 @@ fn check_sample(
         }
         for b in bindings {
             for &c in &b.columns {
-                let field = std::str::from_utf8(&rec[c]).unwrap_or("\u{fffd}").trim();
-                let ok = field.is_empty() && b.dtype != hourglass_core::model::DType::Int64
-                    || match b.dtype {
-                        hourglass_core::model::DType::Int64 => field.parse::<i64>().is_ok(),
-                        _ => field.parse::<f32>().is_ok(),
-                    };
-                if !ok {
+                // The worker's number grammar (`hourglass_format::number`).
+                if let Err(e) = hourglass_format::number::check(&rec[c], b.dtype) {
                     return Err(Error::input(
                         url,
                         format!(
-                            "line {line}, column {} ({:?}): {:?} is not a number; model input {:?} takes {}",
+                            "line {line}, column {} ({:?}): {e}; model input {:?} takes {}",
                             c + 1,
                             columns[c],
-                            field,
                             b.input,
                             b.dtype.as_str()
                         ),
@@ -443,10 +428,7 @@ fn decompress_prefix(
     limit: usize,
 ) -> std::result::Result<(Vec<u8>, bool), String> {
     use std::io::Read;
-    let mut decoder: Box<dyn Read + '_> = match compression {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(window)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(window).map_err(|e| e.to_string())?),
-    };
+    let mut decoder = hourglass_format::compression::decoder(compression, window).map_err(|e| e.to_string())?;
     let mut text = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -583,25 +565,12 @@ async fn check_parquet(
 ) -> Result<CheckedFile> {
     let key = file.url.key();
     let bad = |m: &dyn std::fmt::Display| Error::input(&file.url, m);
-    if file.size < 12 {
-        return Err(bad(&"not a parquet file (too small)"));
-    }
-    let tail_len = PROBE_BYTES.min(file.size);
-    let tail = read_range(store, key, file.size - tail_len..file.size).await?;
-    if &tail[tail.len() - 4..] != b"PAR1" {
-        return Err(bad(&"not a parquet file (no PAR1 footer magic)"));
-    }
-    let meta_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().expect("4 bytes")) as u64;
-    if meta_len + 8 > file.size {
-        return Err(bad(&format!("corrupt parquet footer (metadata of {meta_len} bytes in a file of {})", file.size)));
-    }
-    let footer = if meta_len + 8 <= tail_len {
-        Bytes::copy_from_slice(&tail[(tail_len - 8 - meta_len) as usize..(tail_len - 8) as usize])
-    } else {
-        Bytes::from(read_range(store, key, file.size - 8 - meta_len..file.size - 8).await?)
+    // The worker's footer reader: what is refused here is what it refuses.
+    let meta = match hourglass_format::parquet::read_footer(store, key, file.size, None).await {
+        Ok(meta) => meta,
+        Err(FooterError::Store(e)) => return Err(e.into()),
+        Err(FooterError::Bad(m)) => return Err(bad(&m)),
     };
-    let meta =
-        ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&format!("corrupt parquet footer: {e}")))?;
     let schema = parquet_to_arrow_schema(meta.file_metadata().schema_descr(), None).map_err(|e| bad(&e))?;
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let bindings = signature.bind(&file.url.to_string(), &columns, id_column)?;

@@ -103,12 +103,7 @@ impl Default for CsvRead {
 fn decompressed(body: &[u8], c: hourglass_core::task::Compression, what: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
-    let read = match c {
-        hourglass_core::task::Compression::Gzip => flate2::read::MultiGzDecoder::new(body).read_to_end(&mut out),
-        hourglass_core::task::Compression::Zstd => {
-            zstd::stream::read::Decoder::new(body).and_then(|mut d| d.read_to_end(&mut out))
-        }
-    };
+    let read = hourglass_format::compression::decoder(c, body).and_then(|mut d| d.read_to_end(&mut out));
     read.map_err(|e| Error::input(what, format!("cannot decompress: {e}")))?;
     Ok(out)
 }

@@ -48,6 +48,19 @@ pub enum Error {
     Lost { deliveries: u32, max_attempts: u32 },
 }
 
+/// A format error is the worker's variant of the same name.
+impl From<hourglass_format::Error> for Error {
+    fn from(e: hourglass_format::Error) -> Self {
+        use hourglass_format::Error as F;
+        match e {
+            F::Core(e) => Error::Core(e),
+            F::BadRow { file, line, column, message } => Error::BadRow { file, line, column, message },
+            F::Decode { file, message } => Error::Decode { file, message },
+            F::Encode { shard, message } => Error::Encode { shard, message },
+        }
+    }
+}
+
 impl Error {
     /// A short label for failed records and metrics.
     pub fn kind(&self) -> &'static str {

@@ -5,16 +5,15 @@
 //! It owns the lease mechanics (`lease`: receive, heartbeat, ack, release,
 //! drain, generic over a task handler), the handlers (`infer`: score a
 //! shard; `train`: stage a dataset, run a trainer, check and register its
-//! model, promote the best), the per-shard pipeline (`shard`: read, decode, score, encode),
-//! the model runtime (`runtime`: ONNX Runtime sessions, the one place that
-//! touches `ort`), the codecs (`codec`: CSV and Parquet in, Parquet out) and
+//! model, promote the best), the per-shard pipeline (`shard`: read, decode with `hourglass-format`,
+//! score, encode), the model runtime (`runtime`: ONNX Runtime sessions, the
+//! one place that touches `ort`) and
 //! the bounded CPU pool that keeps decoding and inference off the async
 //! runtime, its probes (`health`) and the measurements `bench` and `demo`
 //! report (`bench`). It must not plan jobs or decide scale: it never imports
 //! the coordinator or the scaler.
 
 pub mod bench;
-pub mod codec;
 pub mod config;
 pub mod device;
 pub mod error;

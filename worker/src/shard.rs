@@ -3,10 +3,6 @@
 //! runtime through a handle, so this thread never blocks the runtime and
 //! memory is bounded by a batch plus the (small) encoded output.
 
-use crate::codec::Batch;
-use crate::codec::csv::{BadRow, CsvError, CsvShard};
-use crate::codec::output::{OutputWriter, schema_for};
-use crate::codec::parquet::{ParquetShard, StoreFileReader};
 use crate::pool::CpuPool;
 use crate::runtime::{InputData, ModelRuntime, OutputColumn};
 use crate::{Error, Result};
@@ -15,6 +11,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hourglass_core::store::{self, BlobStore, ByteStream};
 use hourglass_core::task::{Format, ShardTask};
+use hourglass_format::Batch;
+use hourglass_format::csv::{BadRow, CsvError, CsvShard};
+use hourglass_format::output::{OutputWriter, schema_for};
+use hourglass_format::parquet::{ParquetShard, StoreFileReader};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use prometheus_client::metrics::histogram::Histogram;
 use std::io::Read;
@@ -220,12 +220,9 @@ pub fn kept_columns(task: &ShardTask, columns: &[String], file: &str) -> Result<
 /// The shard's CSV text: the range as read, decompressed when the file is
 /// compressed, without the header line when it must be skipped.
 fn csv_text<'r>(task: &ShardTask, reader: StreamReader<'r>) -> std::io::Result<Box<dyn Read + 'r>> {
-    use hourglass_core::task::Compression;
     let raw: Box<dyn Read + 'r> = match task.input.compression {
         None => Box::new(reader),
-        // Multi-member: `cat a.gz b.gz` is one valid gzip file.
-        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(reader)?),
+        Some(c) => hourglass_format::compression::decoder(c, reader)?,
     };
     if !task.input.skip_header {
         return Ok(raw);
@@ -277,8 +274,8 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             if let Some(h) = &job.inference_seconds {
                 h.observe(t.elapsed().as_secs_f64());
             }
-            crate::codec::recycle(batch.inputs);
-            return writer.write(batch.ids, batch.kept, columns);
+            hourglass_format::recycle(batch.inputs);
+            return Ok(writer.write(batch.ids, batch.kept, columns)?);
         };
         // The last shards of a job leave pool threads idle: they score
         // half of each batch, in order, so the shard ends sooner.
@@ -290,7 +287,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
             h.observe(t.elapsed().as_secs_f64());
         }
         writer.write(batch.ids.slice(0, at), batch.kept.iter().map(|k| k.slice(0, at)).collect(), a)?;
-        writer.write(batch.ids.slice(at, n - at), batch.kept.iter().map(|k| k.slice(at, n - at)).collect(), b)
+        Ok(writer.write(batch.ids.slice(at, n - at), batch.kept.iter().map(|k| k.slice(at, n - at)).collect(), b)?)
     };
     let (writer, bad) = match input {
         OpenedInput::Csv(store, stream) => {

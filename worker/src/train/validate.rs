@@ -5,15 +5,15 @@
 //! `PREDICTION_TOLERANCE`, and the holdout metrics are recomputed here
 //! rather than taken on the trainer's word.
 
-use crate::codec::Batch;
-use crate::codec::csv::CsvShard;
-use crate::codec::parquet::{ParquetShard, StoreFileReader};
 use crate::runtime::{ColumnData, ModelRuntime};
 use crate::{Error, Result};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use hourglass_core::task::{DEFAULT_MAX_LINE_BYTES, Format};
 use hourglass_core::{BlobUrl, store};
+use hourglass_format::Batch;
+use hourglass_format::csv::CsvShard;
+use hourglass_format::parquet::{ParquetShard, StoreFileReader};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! predictions `models/make_models.py` recorded with Python ONNX Runtime.
 
 use hourglass_core::model::{DType, InputBinding};
-use hourglass_worker::codec::csv::CsvShard;
+use hourglass_format::csv::CsvShard;
 use hourglass_worker::runtime::{ColumnData, InputData, OutputColumn};
 use hourglass_worker::{ModelRuntime, RuntimeOptions};
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub fn golden_inputs(runtime: &ModelRuntime) -> (Vec<InputData>, usize) {
     let bad = shard
         .decode(&text[header_end..], |b| {
             batches.push(b);
-            Ok(())
+            Ok::<_, hourglass_format::Error>(())
         })
         .unwrap();
     assert!(bad.is_empty());

@@ -11,10 +11,10 @@ use arrow_schema::{DataType, Field, Schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hourglass_core::model::{DType, InputBinding, ModelSignature, TensorSpec};
 use hourglass_core::{BlobUrl, store};
-use hourglass_worker::codec::csv::CsvShard;
-use hourglass_worker::codec::output::OutputWriter;
-use hourglass_worker::codec::parquet::{ParquetShard, StoreFileReader};
-use hourglass_worker::runtime::{ColumnData, OutputColumn};
+use hourglass_format::csv::CsvShard;
+use hourglass_format::output::OutputWriter;
+use hourglass_format::parquet::{ParquetShard, StoreFileReader};
+use hourglass_format::tensor::{ColumnData, OutputColumn};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -69,7 +69,7 @@ fn csv_decode(c: &mut Criterion) {
             shard
                 .decode(&data[..], |batch| {
                     rows += batch.rows;
-                    Ok(())
+                    Ok::<_, hourglass_format::Error>(())
                 })
                 .unwrap();
             assert_eq!(rows, ROWS);
@@ -125,7 +125,7 @@ fn parquet_decode(c: &mut Criterion) {
                 batch_size: BATCH,
                 keep: &[],
             };
-            let rows = shard.decode(&handle, reader, |_| Ok(())).unwrap();
+            let rows = shard.decode(&handle, reader, |_| Ok::<_, hourglass_format::Error>(())).unwrap();
             assert_eq!(rows, ROWS as u64);
         });
     });

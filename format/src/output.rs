@@ -5,7 +5,7 @@
 //! are sized by the planner), then written whole so the store's atomic put
 //! never exposes half a file.
 
-use crate::runtime::{ColumnData, OutputColumn};
+use crate::tensor::{ColumnData, OutputColumn};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;

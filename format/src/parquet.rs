@@ -3,9 +3,9 @@
 //! chunks), decoded into batches. Numeric columns of any width become the
 //! model's input type; nulls in float inputs become NaN (missing).
 
-use super::Batch;
-use super::parquet_direct as direct;
-use crate::runtime::InputData;
+use crate::Batch;
+use crate::parquet_direct as direct;
+use crate::tensor::InputData;
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -70,7 +70,13 @@ impl StoreFileReader {
                 format!("the file was rewritten after the job was planned (version {want} then, {} now)", meta.version),
             ));
         }
-        Ok(Self { store, key: key.to_string(), size: meta.size, version: version.map(String::from) })
+        Ok(Self::with_size(store, key, meta.size, version))
+    }
+
+    /// A file whose size (and version) the caller already knows, from a
+    /// listing: no HEAD request.
+    pub fn with_size(store: Arc<dyn BlobStore>, key: &str, size: u64, version: Option<&str>) -> Self {
+        Self { store, key: key.to_string(), size, version: version.map(String::from) }
     }
 
     /// Opens the file and reads its footer: everything a shard needs
@@ -99,6 +105,54 @@ fn parquet_error(file: &str, e: parquet::errors::ParquetError) -> Error {
         },
         other => Error::Decode { file: file.to_string(), message: other.to_string() },
     }
+}
+
+/// Why a Parquet footer could not be read.
+#[derive(Debug)]
+pub enum FooterError {
+    /// The store failed (its kind says whether a retry can help).
+    Store(hourglass_core::Error),
+    /// The file is not Parquet, or its footer is corrupt.
+    Bad(String),
+}
+
+/// A Parquet file's footer (its metadata), read the one way the planner
+/// and the worker both read it: the last `FOOTER_PREFETCH_BYTES` first
+/// (most footers fit), then the rest of a larger footer. Every read is
+/// pinned to `version` when given.
+pub async fn read_footer(
+    store: &dyn BlobStore,
+    key: &str,
+    size: u64,
+    version: Option<&str>,
+) -> std::result::Result<ParquetMetaData, FooterError> {
+    let read = |range: Range<u64>| async move {
+        hourglass_core::store::read_range_if(store, key, range, version).await.map_err(FooterError::Store)
+    };
+    if size < 12 {
+        return Err(FooterError::Bad("not a parquet file (too small)".into()));
+    }
+    let tail_len = (FOOTER_PREFETCH_BYTES as u64).min(size);
+    let tail = read(size - tail_len..size).await?;
+    if tail.len() as u64 != tail_len {
+        return Err(FooterError::Bad(format!("the file is shorter than its listed size ({size} bytes)")));
+    }
+    if &tail[tail.len() - 4..] != b"PAR1" {
+        return Err(FooterError::Bad("not a parquet file (no PAR1 footer magic)".into()));
+    }
+    let meta_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().expect("4 bytes")) as u64;
+    if meta_len + 8 > size {
+        return Err(FooterError::Bad(format!(
+            "corrupt parquet footer (metadata of {meta_len} bytes in a file of {size})"
+        )));
+    }
+    let footer = if meta_len + 8 <= tail_len {
+        Bytes::copy_from_slice(&tail[(tail_len - 8 - meta_len) as usize..(tail_len - 8) as usize])
+    } else {
+        Bytes::from(read(size - 8 - meta_len..size - 8).await?)
+    };
+    ParquetMetaDataReader::decode_metadata(&footer)
+        .map_err(|e| FooterError::Bad(format!("corrupt parquet footer: {e}")))
 }
 
 impl AsyncFileReader for StoreFileReader {
@@ -146,12 +200,11 @@ impl AsyncFileReader for StoreFileReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
-            let size = self.size;
-            let meta = ParquetMetaDataReader::new()
-                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(meta))
+            match read_footer(self.store.as_ref(), &self.key, self.size, self.version.as_deref()).await {
+                Ok(meta) => Ok(Arc::new(meta)),
+                Err(FooterError::Store(e)) => Err(parquet::errors::ParquetError::External(Box::new(e))),
+                Err(FooterError::Bad(m)) => Err(parquet::errors::ParquetError::General(m)),
+            }
         }
         .boxed()
     }
@@ -298,12 +351,12 @@ impl ParquetShard<'_> {
     /// Decodes the shard on the calling (CPU pool) thread from a file
     /// opened with [`StoreFileReader::open_with_metadata`]; IO is awaited
     /// on the runtime through `handle`. Returns the rows decoded.
-    pub fn decode(
+    pub fn decode<E: From<Error>>(
         &self,
         handle: &tokio::runtime::Handle,
         (reader, metadata): (StoreFileReader, ArrowReaderMetadata),
-        mut on_batch: impl FnMut(Batch) -> Result<()>,
-    ) -> Result<u64> {
+        mut on_batch: impl FnMut(Batch) -> Result<(), E>,
+    ) -> Result<u64, E> {
         let derr = |e: &dyn std::fmt::Display| Error::Decode { file: self.file.to_string(), message: e.to_string() };
         let fields = metadata.schema().fields().clone();
         let id_index = fields
@@ -311,10 +364,10 @@ impl ParquetShard<'_> {
             .position(|f| f.name() == self.id_column)
             .ok_or_else(|| derr(&format!("id column {:?} is missing", self.id_column)))?;
         let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-        let bindings = self.signature.bind(self.file, &names, self.id_column)?;
+        let bindings = self.signature.bind(self.file, &names, self.id_column).map_err(Error::from)?;
         let groups = metadata.metadata().num_row_groups();
         if let Some(g) = self.row_groups.iter().find(|&&g| g >= groups) {
-            return Err(derr(&format!("row group {g} does not exist (the file has {groups})")));
+            return Err(derr(&format!("row group {g} does not exist (the file has {groups})")).into());
         }
         let mut passed = vec![id_index];
         for k in self.keep {
@@ -381,14 +434,14 @@ impl ParquetShard<'_> {
     /// through the Arrow reader. Each row group's chunks, both kinds, are
     /// fetched in one read, and the next row group's read is under way
     /// while this one is decoded and scored.
-    fn decode_direct(
+    fn decode_direct<E: From<Error>>(
         &self,
         handle: &tokio::runtime::Handle,
         (reader, metadata): (StoreFileReader, ArrowReaderMetadata),
         mut passed: Vec<usize>,
         leaves: Vec<Vec<usize>>,
-        mut on_batch: impl FnMut(Batch) -> Result<()>,
-    ) -> Result<u64> {
+        mut on_batch: impl FnMut(Batch) -> Result<(), E>,
+    ) -> Result<u64, E> {
         let derr = |e: &dyn std::fmt::Display| Error::Decode { file: self.file.to_string(), message: e.to_string() };
         let meta = metadata.metadata().clone();
         let schema = metadata.parquet_schema();
@@ -436,7 +489,7 @@ impl ParquetShard<'_> {
             let n = rb.num_rows();
             while features.rows_loaded() < n {
                 if !load(&mut features)? {
-                    return Err(derr(&"the feature columns have fewer rows than the id column"));
+                    return Err(derr(&"the feature columns have fewer rows than the id column").into());
                 }
             }
             let inputs = features.take(n).map_err(|m| derr(&m))?;
@@ -446,7 +499,7 @@ impl ParquetShard<'_> {
             on_batch(Batch { ids, kept, inputs: inputs.into_iter().map(InputData::F32).collect(), rows: n })?;
         }
         if features.rows_loaded() > 0 || load(&mut features)? {
-            return Err(derr(&"the feature columns have more rows than the id column"));
+            return Err(derr(&"the feature columns have more rows than the id column").into());
         }
         Ok(rows)
     }
@@ -629,7 +682,7 @@ mod tests {
             tensor.extend_from_slice(v);
             let strings = arrow_cast_strings(&b.ids);
             ids.extend(strings);
-            Ok(())
+            Ok::<_, Error>(())
         })?;
         Ok((ids, tensor, direct))
     }

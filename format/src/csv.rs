@@ -4,9 +4,8 @@
 //! shards are cut at newlines. An empty feature field is a missing value
 //! (NaN) for float inputs, as in Criteo-style data.
 
-use super::Batch;
-use crate::runtime::InputData;
-use crate::{Error, Result};
+use crate::tensor::InputData;
+use crate::{Batch, Error, lines, number};
 use arrow_array::builder::StringBuilder;
 use hourglass_core::model::{DType, InputBinding};
 use std::io::Read;
@@ -32,18 +31,18 @@ pub struct BadRow {
 pub const MAX_RAW_BYTES: usize = 1024;
 
 #[derive(Debug)]
-pub enum CsvError {
+pub enum CsvError<E = Error> {
     /// A bad row beyond `max_bad_rows`: the shard fails with this row.
     TooManyBadRows { row: BadRow, skipped: Vec<BadRow> },
     /// No line end within `max_line_bytes`: the shard cannot be cut into
     /// rows (a runaway line, or CR-only line endings).
     LineTooLong { line_in_shard: u64 },
     /// Reading or decoding failed (IO, or the batch sink failed).
-    Other(Error),
+    Other(E),
 }
 
 /// A carriage return inside a line: CR-only or mixed line endings.
-pub const STRAY_CR: &str = "a carriage return inside the line: the file has CR-only or mixed line endings";
+pub use crate::lines::STRAY_CR;
 
 /// How to decode one CSV shard.
 #[derive(Debug, Clone)]
@@ -285,11 +284,11 @@ impl<'a> CsvShard<'a> {
     /// quote (the common case) is split and its plain numbers read in one
     /// pass, in place, and one with a quote is parsed by the `csv` crate,
     /// so quoting rules stay RFC 4180.
-    pub fn decode<R: Read>(
+    pub fn decode<R: Read, E: From<Error>>(
         &self,
         mut reader: R,
-        mut on_batch: impl FnMut(Batch) -> Result<()>,
-    ) -> std::result::Result<Vec<BadRow>, CsvError> {
+        mut on_batch: impl FnMut(Batch) -> Result<(), E>,
+    ) -> Result<Vec<BadRow>, CsvError<E>> {
         let batch_size = self.batch_size.max(1);
         let mut st = State {
             bufs: self.new_bufs(batch_size),
@@ -313,7 +312,9 @@ impl<'a> CsvShard<'a> {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        return Err(CsvError::Other(Error::Decode { file: String::new(), message: e.to_string() }));
+                        return Err(CsvError::Other(
+                            Error::Decode { file: String::new(), message: e.to_string() }.into(),
+                        ));
                     }
                 }
             };
@@ -344,20 +345,20 @@ impl<'a> CsvShard<'a> {
     }
 
     /// One line (without its `\n`): a row into the batch, or a bad row.
-    fn line(
+    fn line<E: From<Error>>(
         &self,
         text: &[u8],
         line: u64,
         byte: u64,
         st: &mut State,
         batch_size: usize,
-        on_batch: &mut impl FnMut(Batch) -> Result<()>,
-    ) -> std::result::Result<(), CsvError> {
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        on_batch: &mut impl FnMut(Batch) -> Result<(), E>,
+    ) -> Result<(), CsvError<E>> {
+        let stray_cr = lines::stray_cr(text);
+        let text = lines::content(text);
         if text.is_empty() {
             return Ok(());
         }
-        let stray_cr = memchr::memchr(b'\r', text).is_some();
         let quoted = memchr::memchr(b'"', text).is_some();
         let fields = if quoted {
             let mut rdr =
@@ -366,10 +367,9 @@ impl<'a> CsvShard<'a> {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
                 Err(e) => {
-                    return Err(CsvError::Other(Error::Decode {
-                        file: String::new(),
-                        message: format!("line {line} of the shard: {e}"),
-                    }));
+                    return Err(CsvError::Other(
+                        Error::Decode { file: String::new(), message: format!("line {line} of the shard: {e}") }.into(),
+                    ));
                 }
             }
             st.ranges.clear();
@@ -436,7 +436,7 @@ impl<'a> CsvShard<'a> {
             .iter()
             .map(|b| match b.dtype {
                 DType::Int64 => Buf::I64(Vec::with_capacity(batch_size * b.columns.len())),
-                _ => Buf::F32(super::empty_tensor(batch_size * b.columns.len())),
+                _ => Buf::F32(crate::empty_tensor(batch_size * b.columns.len())),
             })
             .collect()
     }
@@ -445,7 +445,12 @@ impl<'a> CsvShard<'a> {
         self.keep.iter().map(|_| StringBuilder::with_capacity(batch_size, batch_size * 8)).collect()
     }
 
-    fn flush(&self, st: &mut State, batch_size: usize, on_batch: &mut impl FnMut(Batch) -> Result<()>) -> Result<()> {
+    fn flush<E>(
+        &self,
+        st: &mut State,
+        batch_size: usize,
+        on_batch: &mut impl FnMut(Batch) -> Result<(), E>,
+    ) -> Result<(), E> {
         let full = std::mem::replace(&mut st.bufs, self.new_bufs(batch_size));
         let inputs = full
             .into_iter()
@@ -462,12 +467,7 @@ impl<'a> CsvShard<'a> {
 
     /// Parses the bound fields of one row into the buffers. On error the
     /// buffers are rolled back to `rows` complete rows.
-    fn parse_row(
-        &self,
-        rec: &Fields<'_>,
-        bufs: &mut [Buf],
-        rows: usize,
-    ) -> std::result::Result<(), (Option<String>, String)> {
+    fn parse_row(&self, rec: &Fields<'_>, bufs: &mut [Buf], rows: usize) -> Result<(), (Option<String>, String)> {
         if rec.ranges.len() != self.columns.len() {
             return Err((None, format!("expected {} fields, found {}", self.columns.len(), rec.ranges.len())));
         }
@@ -504,34 +504,15 @@ impl<'a> CsvShard<'a> {
     }
 }
 
-fn field_str(field: &[u8]) -> std::result::Result<&str, String> {
-    std::str::from_utf8(field).map(str::trim).map_err(|_| "field is not valid UTF-8".to_string())
-}
-
 /// A float field: straight from the bytes (no UTF-8 pass on the hot path),
-/// surrounding ASCII spaces ignored, empty meaning missing (NaN).
-fn parse_f32(field: &[u8]) -> std::result::Result<f32, String> {
-    let s = field.trim_ascii();
-    if s.is_empty() {
-        return Ok(f32::NAN);
-    }
-    fast_float2::parse::<f32, _>(s).map_err(|_| match field_str(s) {
-        Ok(text) => format!("cannot parse {:?} as a number", truncate(text)),
-        Err(e) => e,
-    })
+/// by the one number grammar (`number`).
+#[inline]
+fn parse_f32(field: &[u8]) -> Result<f32, String> {
+    number::parse_f32(field).map_err(String::from)
 }
 
-fn parse_i64(field: &[u8]) -> std::result::Result<i64, String> {
-    let s = field_str(field)?;
-    s.parse::<i64>().map_err(|_| format!("cannot parse {:?} as an integer", truncate(s)))
-}
-
-fn truncate(s: &str) -> String {
-    if s.len() > 40 {
-        format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())])
-    } else {
-        s.to_string()
-    }
+fn parse_i64(field: &[u8]) -> Result<i64, String> {
+    number::parse_i64(field).map_err(String::from)
 }
 
 #[cfg(test)]
@@ -630,7 +611,7 @@ mod tests {
         let bad = shard(&c, &b, 0)
             .decode(&b"r1,1,2\nr2,3,\r\nr3,5,6"[..], |batch| {
                 got.push(batch);
-                Ok(())
+                Ok::<_, Error>(())
             })
             .unwrap();
         assert!(bad.is_empty());
@@ -660,7 +641,7 @@ mod tests {
     fn bad_rows_fail_or_are_skipped() {
         let (c, b) = setup();
         let data = b"r1,1,2\nr2,x,2\nr3,1\nr4,1,1\n";
-        match shard(&c, &b, 0).decode(&data[..], |_| Ok(())) {
+        match shard(&c, &b, 0).decode(&data[..], |_| Ok::<_, Error>(())) {
             Err(CsvError::TooManyBadRows { row, .. }) => {
                 assert_eq!(row.line_in_shard, 2);
                 assert_eq!(row.column.as_deref(), Some("2 (\"a\")"));
@@ -671,7 +652,7 @@ mod tests {
         let mut rows = 0;
         let bad = shard(&c, &b, 2).decode(&data[..], |batch| {
             rows += batch.rows;
-            Ok(())
+            Ok::<_, Error>(())
         });
         let bad = bad.unwrap();
         assert_eq!(rows, 2);
@@ -753,7 +734,7 @@ mod tests {
                     ids.extend(batch.ids.as_string::<i32>().iter().map(|s| s.unwrap().to_string()));
                     let InputData::F32(v) = &batch.inputs[0] else { panic!() };
                     values.extend_from_slice(v);
-                    Ok(())
+                    Ok::<_, Error>(())
                 })
                 .unwrap();
             assert_eq!(ids, ["r1", "r2", "r,4", "r5", "r7"], "chunk {chunk}");

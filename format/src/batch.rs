@@ -1,13 +1,8 @@
-//! Codecs: CSV and Parquet shards in, Parquet out. Decoders produce
-//! `Batch`es of at most `batch_size` rows, so memory is bounded by the batch,
-//! not the shard.
+//! A batch of decoded rows, and the tensor buffers batches reuse.
+//! Decoders produce `Batch`es of at most `batch_size` rows, so memory is
+//! bounded by the batch, not the shard.
 
-pub mod csv;
-pub mod output;
-pub mod parquet;
-mod parquet_direct;
-
-use crate::runtime::InputData;
+use crate::tensor::InputData;
 use arrow_array::ArrayRef;
 
 /// Decoded rows: the id column, passed through untouched, and one
