@@ -13,6 +13,8 @@ GPU_TRT_STAMP := $(GPU_VENV)/.hourglass-gpu-tensorrt
 # 1: `make setup-gpu` adds TensorRT 10 (about 1.5 GB) for --device tensorrt.
 GPU_TENSORRT ?= 0
 CARGO ?= cargo
+# 1: `make test` also runs clippy's lints, warnings as errors (CI sets it).
+LINT ?= 0
 
 DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
@@ -63,11 +65,13 @@ demo: build
 # The S3/SQS tests talk to a moto server on loopback, the scaler's
 # Kubernetes tests to etcd + kube-apiserver on loopback, both started for the
 # run. kube-apiserver is built once from Debian's kubernetes source package
-# (scripts/kube-build, ~6-10 min) and cached under ~/.cache/hourglass.
-# The chart, alert and metrics tests use helm, promtool and prometheus,
-# installed once under ~/.cache/hourglass/tools by scripts/tools.
-test: setup setup-gpu-runtime kube tools
-	HOURGLASS_TOOLS=$$(scripts/tools) scripts/with-moto scripts/with-kube $(CARGO) test --workspace --locked --no-fail-fast
+# (scripts/kube-build, ~6-10 min) and cached under ~/.cache/hourglass; it
+# builds while cargo builds the tests (scripts/test). The chart, alert and
+# metrics tests use helm, promtool and prometheus, installed once under
+# ~/.cache/hourglass/tools by scripts/tools. LINT=1 (CI) lints the
+# workspace with clippy in the same build (see scripts/test).
+test: setup setup-gpu-runtime
+	LINT=$(LINT) CARGO=$(CARGO) scripts/test
 
 # The fast tier, for the edit-test loop: unit tests, the filesystem and
 # local-queue halves of the shared suites, and the local end-to-end tests.
@@ -75,7 +79,7 @@ test: setup setup-gpu-runtime kube tools
 # ones; a few minutes on a warm 2-core machine. `make test` stays the full
 # suite and is what CI runs.
 FAST_TESTS := --test e2e --test cli --test registry --test serve --test exactly_once --test scaler_sim --test tty --test bench \
-	--test train --test lease_mechanics --test gpu --test gpu_wheel --test queue_suite --test store_suite --test registry_suite --test golden --test plan_props --test kube_requests --test formats --test compat --test serve_hostile
+	--test train --test lease_mechanics --test gpu --test gpu_wheel --test queue_suite --test store_suite --test registry_suite --test golden --test plan_props --test kube_requests --test formats --test compat --test serve_hostile --test docs --test batching
 test-fast: setup setup-gpu-runtime
 	$(CARGO) test --workspace --locked --no-fail-fast --lib --bins $(FAST_TESTS) -- --skip sqs_ --skip s3_ --skip _on_s3
 

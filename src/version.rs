@@ -18,7 +18,7 @@ pub fn short() -> &'static str {
 /// The `--version` text: the short line, then the ONNX Runtime this binary
 /// finds (path and version) or why it finds none.
 pub fn long() -> String {
-    let ort = match hourglass_worker::runtime::library_info() {
+    let ort = match hourglass_runtime::library_info() {
         Ok((path, version)) => format!("onnxruntime {version} ({})", path.display()),
         Err(e) => format!("onnxruntime: not found ({e})"),
     };

@@ -151,3 +151,45 @@ fn the_readme_stays_short() {
     let lines = std::fs::read_to_string(root().join("README.md")).unwrap().lines().count();
     assert!(lines <= 420, "README.md is {lines} lines; move detail to docs/");
 }
+
+/// The `hourglass-*` crates a manifest's `[dependencies]` name.
+fn manifest_imports(manifest: &Path) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let deps = text.split("\n[dependencies]\n").nth(1).unwrap_or_default();
+    let deps = deps.split("\n[").next().unwrap_or_default();
+    deps.lines()
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .filter(|name| name.starts_with("hourglass-"))
+        .map(String::from)
+        .collect()
+}
+
+/// docs/ARCHITECTURE.md's crate table says what each crate imports; the
+/// manifests are the truth, and the two agree.
+#[test]
+fn the_architectures_crate_map_is_the_manifests() {
+    let text = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
+    let rows: Vec<(String, String, String)> = text
+        .lines()
+        .filter(|l| l.starts_with("| `hourglass"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let name = cells[0].split('`').nth(1).unwrap().to_string();
+            let dir = cells[0].split('`').nth(3).unwrap().trim_end_matches('/').to_string();
+            (name, dir, cells.last().unwrap().to_string())
+        })
+        .collect();
+    let members = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    for (_, dir, _) in rows.iter().filter(|(n, _, _)| n != "hourglass") {
+        assert!(members.contains(&format!("\"{dir}\"")), "{dir} is a workspace member");
+    }
+    assert!(rows.len() >= 9, "{rows:?}");
+    for (name, dir, imports) in &rows {
+        let manifest = if dir == "src" { root().join("Cargo.toml") } else { root().join(dir).join("Cargo.toml") };
+        let want: std::collections::BTreeSet<String> = match imports.as_str() {
+            "nothing of ours" => Default::default(),
+            list => list.split(", ").map(|c| format!("hourglass-{c}")).collect(),
+        };
+        assert_eq!(manifest_imports(&manifest), want, "{name}: ARCHITECTURE.md says it imports {imports}");
+    }
+}

@@ -72,7 +72,7 @@ fn reference_scenario_compares_both_policies_and_writes_timeline_and_plot() {
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("deadline") && table.contains("queue-length"), "{table}");
     assert!(table.contains("best fixed fleet") && table.contains("1.00x"), "{table}");
-    // --markdown: the README's table rows.
+    // --markdown: the table rows of docs/scaler.md.
     let out = hourglass_ok(&["scaler", "simulate", "--compare", "--markdown"]);
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("| scenario | deadline policy | best fixed fleet |"), "{md}");

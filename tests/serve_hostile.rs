@@ -9,8 +9,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use hourglass_worker::serve::grpc::proto::model_infer_request::InferInputTensor;
-use hourglass_worker::serve::grpc::proto::{InferTensorContents, ModelInferRequest};
+use hourglass_serve::grpc::proto::model_infer_request::InferInputTensor;
+use hourglass_serve::grpc::proto::{InferTensorContents, ModelInferRequest};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;

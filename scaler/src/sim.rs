@@ -644,7 +644,7 @@ mod tests {
         PolicyConfig { kind, ..PolicyConfig::default() }
     }
 
-    /// The scenarios the README's comparison table shows, with the policy
+    /// The scenarios docs/scaler.md's comparison table shows, with the policy
     /// expecting the interruptions the cluster has.
     fn readme_scenarios() -> Vec<(Scenario, PolicyConfig)> {
         [Scenario::reference(), Scenario::tight()]
@@ -686,10 +686,10 @@ mod tests {
             figures,
             [(1, "0.50".to_string(), "0.50".to_string()), (11, "5.25".to_string(), "5.65".to_string())]
         );
-        // The README's table is this run's output.
+        // docs/scaler.md's table is this run's output.
         let table = table.join("\n");
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        assert!(readme.contains(&table), "the README's node-hours table is stale; it should read:\n{table}");
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/scaler.md")).unwrap();
+        assert!(doc.contains(&table), "docs/scaler.md's node-hours table is stale; it should read:\n{table}");
     }
 
     #[test]

@@ -7,20 +7,21 @@
 //!
 //! One warm-up round first (excluded), then `--reps` rounds, each running
 //! the three stages in turn so machine noise hits them alike; medians are
-//! reported. The stages and the report are `hourglass_worker::bench`; this
+//! reported. The stages and the report are `hourglass_bench::pipeline`; this
 //! command makes the data, plans the job and runs the rounds.
 
 use super::demo::{job_spec, submit_job};
 use super::{FormatArg, load_model};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use hourglass_bench::pipeline::{self as measure, PipelineRound, Report, Rounds, Setup};
 use hourglass_coordinator::{synth, verify};
 use hourglass_core::ledger::{JobSpec, Ledger};
 use hourglass_core::task::{Format, ShardTask};
 use hourglass_core::units::parse_bytes;
 use hourglass_core::{BlobUrl, queue, store};
-use hourglass_worker::bench::{self as measure, PipelineRound, Report, Rounds, Setup};
-use hourglass_worker::{ModelRuntime, RuntimeOptions, config};
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
+use hourglass_worker::config;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,13 +1,13 @@
 //! `hourglass bench serve`: `hourglass serve` under a closed-loop load
 //! generator over loopback (HTTP and gRPC), concurrency × request size,
 //! dynamic batching on and off, beside raw ONNX Runtime on the same
-//! threads. The measurement is `hourglass_worker::serve::load`.
+//! threads. The measurement is `hourglass_bench::serve_load`.
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
+use hourglass_bench::serve_load::{self as load, BenchSpec, Protocol};
 use hourglass_core::BlobUrl;
-use hourglass_worker::RuntimeOptions;
-use hourglass_worker::serve::load::{self, BenchSpec, Protocol};
+use hourglass_runtime::RuntimeOptions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +55,11 @@ pub async fn run(a: BenchServeArgs) -> Result<()> {
             other => Err(anyhow!("--protocol {other:?}: use http or grpc")),
         })
         .collect::<Result<Vec<_>>>()?;
-    hourglass_worker::runtime::environment()?;
+    hourglass_runtime::environment()?;
     let url = BlobUrl::parse(&a.model)?;
     let name = url.key().rsplit('/').next().unwrap_or("model").trim_end_matches(".onnx").to_string();
-    let runtime = Arc::new(
-        hourglass_worker::serve::load(&url, RuntimeOptions { sessions: a.threads, ..Default::default() }).await?,
-    );
+    let runtime =
+        Arc::new(hourglass_serve::load(&url, RuntimeOptions { sessions: a.threads, ..Default::default() }).await?);
     let spec = BenchSpec {
         model_name: name,
         threads: a.threads,

@@ -7,13 +7,13 @@
 use super::{FormatArg, load_model};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use hourglass_bench::pipeline as measure;
 use hourglass_coordinator::{status, submit, synth, verify};
 use hourglass_core::ledger::JobSpec;
 use hourglass_core::task::Format;
 use hourglass_core::units::parse_bytes;
 use hourglass_core::{BlobUrl, queue, store};
-use hourglass_worker::ModelRuntime;
-use hourglass_worker::bench as measure;
+use hourglass_runtime::ModelRuntime;
 use std::io::IsTerminal;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,7 +146,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
 
     eprintln!("measuring raw ONNX Runtime on {} in-memory rows…", a.raw_rows);
     let raw_rows = a.raw_rows;
-    let options = hourglass_worker::RuntimeOptions::new(a.threads, a.workers, &device);
+    let options = hourglass_runtime::RuntimeOptions::new(a.threads, a.workers, &device);
     let path = model_url.local_path().context("--model must be a local file for the raw measurement")?;
     let raw = tokio::task::spawn_blocking(move || {
         const WIDTH: usize = 39;

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use futures::StreamExt;
 use hourglass_core::{BlobUrl, queue, store};
-use hourglass_worker::device::{Device, DeviceOptions, Fallback};
+use hourglass_runtime::device::{Device, DeviceOptions, Fallback};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -59,8 +59,8 @@ pub async fn run(a: DoctorArgs) -> Result<()> {
     let mut checks = vec![pass("hourglass", crate::version::short())];
     let required = !a.devices.is_empty();
     let devices = if required { a.devices.clone() } else { vec![Device::Cpu, Device::Cuda(0), Device::TensorRt(0)] };
-    hourglass_worker::runtime::prefer_gpu_library(devices.iter().any(Device::is_gpu));
-    checks.push(match hourglass_worker::runtime::library_info() {
+    hourglass_runtime::prefer_gpu_library(devices.iter().any(Device::is_gpu));
+    checks.push(match hourglass_runtime::library_info() {
         Ok((path, version)) => pass("onnxruntime", format!("{version} at {}", path.display())),
         Err(e) => fail(
             "onnxruntime",
@@ -68,11 +68,11 @@ pub async fn run(a: DoctorArgs) -> Result<()> {
             "run `make setup` (onnxruntime==1.31.1 into .venv) or set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1",
         ),
     });
-    if let Ok(providers) = hourglass_worker::runtime::available_providers() {
+    if let Ok(providers) = hourglass_runtime::available_providers() {
         checks.push(pass("execution providers", format!("built in: {}", providers.join(", "))));
     }
-    if devices.iter().any(Device::is_gpu) && hourglass_worker::runtime::environment().is_ok() {
-        let found = hourglass_worker::device::preload_gpu_libraries();
+    if devices.iter().any(Device::is_gpu) && hourglass_runtime::environment().is_ok() {
+        let found = hourglass_runtime::device::preload_gpu_libraries();
         let names: Vec<String> =
             found.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
         checks.push(pass(
@@ -88,7 +88,7 @@ pub async fn run(a: DoctorArgs) -> Result<()> {
     }
     for device in devices {
         let options = DeviceOptions::new(device, Fallback::Error, false, None);
-        let probe = tokio::task::spawn_blocking(move || hourglass_worker::device::select(&options))
+        let probe = tokio::task::spawn_blocking(move || hourglass_runtime::select::select(&options))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         let mut check = match probe {

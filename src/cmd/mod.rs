@@ -26,8 +26,8 @@ use anyhow::{Context, Result};
 use hourglass_core::BlobUrl;
 use hourglass_core::metrics::prometheus_client::registry::Registry;
 use hourglass_core::task::Format;
-use hourglass_worker::device::{Device, DeviceOptions, Fallback};
-use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use hourglass_runtime::device::{Device, DeviceOptions, Fallback};
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +119,7 @@ impl DeviceArgs {
     /// Under `--ep-fallback error` an unusable device is the error here.
     pub async fn select(&self) -> Result<DeviceOptions> {
         let options = self.options()?;
-        let selected = tokio::task::spawn_blocking(move || hourglass_worker::device::select(&options))
+        let selected = tokio::task::spawn_blocking(move || hourglass_runtime::select::select(&options))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         Ok(selected)

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use hourglass_core::model::DType;
 use hourglass_core::registry::{self, Lineage, ModelRef, Registry};
 use hourglass_core::{BlobUrl, store};
-use hourglass_worker::runtime::InputData;
+use hourglass_runtime::InputData;
 use std::collections::BTreeMap;
 
 #[derive(Subcommand)]

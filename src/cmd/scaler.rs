@@ -340,7 +340,7 @@ struct SimulateArgs {
     #[arg(long)]
     compare: bool,
     /// With --compare: print the comparison as a markdown table row (the
-    /// README's table is made of these).
+    /// docs/scaler.md's table is made of these).
     #[arg(long, requires = "compare", conflicts_with = "json")]
     markdown: bool,
     /// Write the timeline (one row per tick) as CSV.

@@ -4,8 +4,8 @@
 use super::stop_signal;
 use anyhow::{Context, Result};
 use clap::Args;
-use hourglass_worker::RuntimeOptions;
-use hourglass_worker::serve::{self, Model, ServeConfig, Server};
+use hourglass_runtime::RuntimeOptions;
+use hourglass_serve::{self as serve, Model, ServeConfig, Server};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,7 +135,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
     server.metrics.register(&mut registry);
-    hourglass_worker::device::register_metrics(&mut registry);
+    hourglass_runtime::metrics::register(&mut registry);
     let stop = CancellationToken::new();
     for (name, reference) in follows {
         tokio::spawn(server.clone().follow(name, reference, options.clone(), a.follow_interval, stop.clone()));

@@ -19,7 +19,7 @@ pub struct WatchArgs {
     /// The queue the bucket's event notifications go to (SQS URL).
     #[arg(long, env = "HOURGLASS_EVENTS_QUEUE")]
     events_queue: String,
-    /// Rules: which objects start which jobs (YAML; see README).
+    /// Rules: which objects start which jobs (YAML; see deploy/helm/hourglass/README.md).
     #[arg(long, env = "HOURGLASS_RULES")]
     rules: std::path::PathBuf,
     /// The work queue jobs' shards go to.
@@ -61,7 +61,7 @@ pub async fn run(a: WatchArgs) -> Result<()> {
         visibility: a.visibility_timeout,
         jobs_index: a.jobs_index.as_deref().map(BlobUrl::parse).transpose()?,
     };
-    hourglass_worker::runtime::environment()?;
+    hourglass_runtime::environment()?;
     let _metrics =
         serve_metrics(a.metrics_addr, |r| watcher.metrics.register(r), Arc::new(hourglass_core::metrics::Up)).await?;
     let stop = CancellationToken::new();

@@ -19,7 +19,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value = DEFAULT_QUEUE, env = "HOURGLASS_QUEUE")]
     queue: String,
     /// Shards scored at once; default: the cores divided by --threads (one
-    /// shard per core, measured fastest: see README Performance).
+    /// shard per core, measured fastest: see docs/performance.md).
     #[arg(long, env = "HOURGLASS_CONCURRENCY")]
     concurrency: Option<usize>,
     /// Shards leased ahead, waiting for a CPU slot with their input streaming in.
@@ -154,7 +154,7 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
         a.metrics_addr,
         |r| {
             worker.metrics().register(r);
-            hourglass_worker::device::register_metrics(r);
+            hourglass_runtime::metrics::register(r);
         },
         worker.health(),
     )

@@ -44,8 +44,8 @@ pub struct WorkerConfig {
     /// forged message cannot make the worker's role read or overwrite
     /// other data.
     pub allow_prefixes: Vec<BlobUrl>,
-    /// Where models run: the device `device::select` settled on at start.
-    pub device: crate::device::DeviceOptions,
+    /// Where models run: the device `hourglass_runtime::select` settled on at start.
+    pub device: hourglass_runtime::device::DeviceOptions,
     /// The node's capacity and instance type, for done records' usage.
     pub node: crate::node::NodeInfo,
 }
@@ -53,10 +53,10 @@ pub struct WorkerConfig {
 /// Rows per batch: large enough that ONNX Runtime's per-call overhead is
 /// small against 100 trees × rows of work, small enough that a batch of 39
 /// float features stays in cache-friendly megabytes (8,192 × 39 × 4 B ≈ 1.2 MiB).
-pub const DEFAULT_BATCH_SIZE: usize = 8192;
+pub const DEFAULT_BATCH_SIZE: usize = hourglass_runtime::device::DEFAULT_CPU_BATCH_SIZE;
 /// One waiting shard is enough to keep the pool busy across a shard
-/// boundary (`hourglass bench`: pool threads on-CPU 92% → see README
-/// Performance); more only holds leases other workers could take.
+/// boundary (`hourglass bench`: pool threads on-CPU 92%, see
+/// docs/performance.md); more only holds leases other workers could take.
 pub const DEFAULT_PREFETCH_SHARDS: usize = 1;
 /// A lease of 60 s with heartbeats every 20 s rides out pauses of tens of
 /// seconds; a dead worker's shard is back in the queue within a minute.

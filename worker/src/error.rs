@@ -48,6 +48,20 @@ pub enum Error {
     Lost { deliveries: u32, max_attempts: u32 },
 }
 
+/// A runtime error is the worker's variant of the same name.
+impl From<hourglass_runtime::Error> for Error {
+    fn from(e: hourglass_runtime::Error) -> Self {
+        use hourglass_runtime::Error as R;
+        match e {
+            R::Core(e) => Error::Core(e),
+            R::RuntimeLibrary(m) => Error::RuntimeLibrary(m),
+            R::Device { device, message } => Error::Device { device, message },
+            R::Model { model, message } => Error::Model { model, message },
+            R::Inference { model, message } => Error::Inference { model, message },
+        }
+    }
+}
+
 /// A format error is the worker's variant of the same name.
 impl From<hourglass_format::Error> for Error {
     fn from(e: hourglass_format::Error) -> Self {

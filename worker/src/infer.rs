@@ -3,17 +3,17 @@
 //! `lease`; this module only turns a held shard into an output object and
 //! its done record, in the order `lease`'s header states.
 
-use crate::device::Device;
 use crate::lease::{Lease, TaskHandler, Work};
 use crate::metrics::WorkerMetrics;
-use crate::pool::CpuPool;
-use crate::runtime::{ModelRuntime, RuntimeOptions};
 use crate::shard::{OpenedInput, ShardJob, score_shard};
 use crate::{Error, Result, WorkerConfig};
 use bytes::Bytes;
 use hourglass_core::ledger::{AnyJob, DoneRecord, LEDGER_VERSION, Ledger, now_ms};
 use hourglass_core::task::ShardTask;
 use hourglass_core::{BlobUrl, store};
+use hourglass_runtime::device::Device;
+use hourglass_runtime::pool::CpuPool;
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
 use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -23,7 +23,6 @@
 //!   is created only if absent, so of two attempts exactly one is recorded.
 
 use crate::infer::InferHandler;
-use crate::pool::CpuPool;
 use crate::train::TrainHandler;
 use crate::{Error, Result, WorkerConfig};
 use hourglass_core::ShardId;
@@ -32,6 +31,7 @@ use hourglass_core::queue::{Message, Queue};
 use hourglass_core::retry;
 use hourglass_core::store;
 use hourglass_core::task::{Task, TaskKind, UnitTask};
+use hourglass_runtime::pool::CpuPool;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,8 +3,6 @@
 //! runtime through a handle, so this thread never blocks the runtime and
 //! memory is bounded by a batch plus the (small) encoded output.
 
-use crate::pool::CpuPool;
-use crate::runtime::{InputData, ModelRuntime, OutputColumn};
 use crate::{Error, Result};
 use arrow_schema::DataType;
 use bytes::Bytes;
@@ -15,6 +13,8 @@ use hourglass_format::Batch;
 use hourglass_format::csv::{BadRow, CsvError, CsvShard};
 use hourglass_format::output::{OutputWriter, schema_for};
 use hourglass_format::parquet::{ParquetShard, StoreFileReader};
+use hourglass_runtime::pool::CpuPool;
+use hourglass_runtime::{InputData, ModelRuntime, OutputColumn};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use prometheus_client::metrics::histogram::Histogram;
 use std::io::Read;
@@ -411,7 +411,7 @@ pub fn score_shard(handle: &Handle, job: &ShardJob, input: Option<OpenedInput>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::RuntimeOptions;
+    use hourglass_runtime::RuntimeOptions;
 
     /// A batch split with a helper scores exactly as the whole batch does,
     /// whether another pool thread takes the second half or, with none
@@ -436,7 +436,7 @@ mod tests {
                 }))
                 .clone();
             let floats = |c: &OutputColumn| match &c.data {
-                crate::runtime::ColumnData::F32(v) => v.clone(),
+                hourglass_runtime::ColumnData::F32(v) => v.clone(),
                 other => panic!("{} is not float32: {other:?}", c.name),
             };
             assert_eq!(whole.len(), a.len());

@@ -25,8 +25,6 @@ pub mod validate;
 
 use crate::lease::{Lease, TaskHandler, TrainSlot, Work};
 use crate::metrics::WorkerMetrics;
-use crate::pool::CpuPool;
-use crate::runtime::{ModelRuntime, RuntimeOptions};
 use crate::{Error, Result, WorkerConfig};
 use bytes::Bytes;
 use hourglass_core::ledger::{AnyJob, DoneRecord, LEDGER_VERSION, Ledger, now_ms};
@@ -35,6 +33,8 @@ use hourglass_core::task::TrainTask;
 use hourglass_core::train::{
     Against, Better, PromoteRule, PromotionRecord, Registration, TrainJobRecord, TrialResult, better_for,
 };
+use hourglass_runtime::pool::CpuPool;
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

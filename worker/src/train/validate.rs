@@ -5,7 +5,6 @@
 //! `PREDICTION_TOLERANCE`, and the holdout metrics are recomputed here
 //! rather than taken on the trainer's word.
 
-use crate::runtime::{ColumnData, ModelRuntime};
 use crate::{Error, Result};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
@@ -14,6 +13,7 @@ use hourglass_core::{BlobUrl, store};
 use hourglass_format::Batch;
 use hourglass_format::csv::CsvShard;
 use hourglass_format::parquet::{ParquetShard, StoreFileReader};
+use hourglass_runtime::{ColumnData, ModelRuntime};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

@@ -15,9 +15,10 @@
 mod golden_check;
 
 use golden_check::check_model;
-use hourglass_worker::device::{self, Device, DeviceOptions, Fallback};
-use hourglass_worker::runtime::{self, ModelRuntime};
-use hourglass_worker::{Error, RuntimeOptions};
+use hourglass_runtime::device::{Device, DeviceOptions, Fallback};
+use hourglass_runtime::{self as runtime, ModelRuntime};
+use hourglass_runtime::{Error, RuntimeOptions};
+use hourglass_runtime::{device, metrics, select};
 
 /// Loads the GPU build (`.venv-gpu` is looked for first, walking up from
 /// the crate) and checks it is the one loaded.
@@ -57,7 +58,7 @@ fn assert_refused(device: Device, options: RuntimeOptions, missing: &str) {
     assert!(text.starts_with(&format!("device {device}: ")), "{text}");
     assert!(text.contains(missing), "the reason names {missing}: {text}");
     assert!(text.contains("cannot open shared object file"), "{text}");
-    assert_eq!(device::fallback_count(device), 0);
+    assert_eq!(metrics::fallback_count(device), 0);
 }
 
 /// The missing library: what the CUDA provider needs first and the
@@ -90,7 +91,7 @@ fn strict_placement_never_falls_back() {
     o.device.strict = true;
     let err = ModelRuntime::load(&model_bytes("ctr_mlp"), "ctr_mlp.onnx", o).unwrap_err();
     assert!(matches!(err, Error::Device { .. }), "{err:?}");
-    assert_eq!(device::fallback_count(Device::Cuda(4)), 0);
+    assert_eq!(metrics::fallback_count(Device::Cuda(4)), 0);
 }
 
 /// Both reference models on the CPU after the fallback: golden outputs,
@@ -100,7 +101,7 @@ fn assert_golden_after_fallback(gbdt: Device, mlp: Device) {
     for (name, device) in [("ctr_gbdt", gbdt), ("ctr_mlp", mlp)] {
         let runtime = check_model(name, options(device, Fallback::Cpu));
         assert_eq!(runtime.device(), Device::Cpu, "{name} asked for {device}");
-        assert_eq!(device::fallback_count(device), 1, "{name}: one fallback for one load of {device}");
+        assert_eq!(metrics::fallback_count(device), 1, "{name}: one fallback for one load of {device}");
     }
 }
 
@@ -118,14 +119,14 @@ fn tensorrt_falls_back_to_cpu_and_matches_golden() {
 fn select_settles_on_cpu_once_and_says_what_was_asked() {
     gpu_build();
     let asked = DeviceOptions::new(Device::Cuda(5), Fallback::Cpu, false, None);
-    let selected = device::select(&asked).unwrap();
+    let selected = select::select(&asked).unwrap();
     assert_eq!(selected.device, Device::Cpu);
     assert_eq!(selected.requested(), Device::Cuda(5));
-    assert_eq!(device::fallback_count(Device::Cuda(5)), 1);
+    assert_eq!(metrics::fallback_count(Device::Cuda(5)), 1);
     // Later loads go straight to the CPU: no second fallback.
     let runtime = check_model("ctr_gbdt", RuntimeOptions { device: selected, ..Default::default() });
     assert_eq!(runtime.device(), Device::Cpu);
-    assert_eq!(device::fallback_count(Device::Cuda(5)), 1);
-    let refused = device::select(&DeviceOptions::new(Device::Cuda(6), Fallback::Error, false, None)).unwrap_err();
+    assert_eq!(metrics::fallback_count(Device::Cuda(5)), 1);
+    let refused = select::select(&DeviceOptions::new(Device::Cuda(6), Fallback::Error, false, None)).unwrap_err();
     assert!(refused.to_string().starts_with("device cuda:6: CUDA execution provider unavailable"), "{refused}");
 }

@@ -1,157 +1,18 @@
-//! The model runtime: finds and loads ONNX Runtime, loads a model once per
-//! process, reads its signature, runs batches and hands outputs back as
-//! named columns (`[N]` → one column, `[N, K]` → K columns `name_0…`).
-//! It knows nothing of queues, so batch scoring, online serving and
-//! training validation can share it.
+//! The model runtime: loads a model once per process, reads its
+//! signature, runs batches and hands outputs back as named columns (`[N]` →
+//! one column, `[N, K]` → K columns `name_0…`). It knows nothing of queues,
+//! so batch scoring, online serving and training validation share it.
 
 use crate::device::{Device, DeviceOptions, Fallback};
+use crate::library::environment;
+use crate::tensor::{ColumnData, InputData, OutputColumn, OutputTensor};
 use crate::{Error, Result};
 use hourglass_core::model::{DType, FEATURE_NAMES_KEY, ModelSignature, TensorSpec};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
-
-/// The ONNX Runtime build `ort` 2.0.0-rc.15 (`api-31`) is written against.
-pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
-
-static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Whether the GPU build (`.venv-gpu`, from `make setup-gpu`) is looked for
-/// first. Set before the library is first loaded.
-static PREFER_GPU: AtomicBool = AtomicBool::new(false);
-
-/// The venvs the library is looked for in: the CPU wheel's (`make setup`)
-/// and the GPU wheel's (`make setup-gpu`).
-pub const CPU_VENV: &str = ".venv";
-pub const GPU_VENV: &str = ".venv-gpu";
-
-/// Asks for the GPU build of ONNX Runtime (a GPU device was requested):
-/// `find_library` then looks in `.venv-gpu` before `.venv`. No effect once
-/// the library is loaded, nor when ORT_DYLIB_PATH names one.
-pub fn prefer_gpu_library(gpu: bool) {
-    if gpu {
-        PREFER_GPU.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Where the library is: `ORT_DYLIB_PATH`, else the project venv found next
-/// to the current directory or the executable (walking up: `.venv-gpu`
-/// first when a GPU device is requested, else `.venv` first), else an
-/// error that says how to get it.
-pub fn find_library() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(Error::RuntimeLibrary(format!("ORT_DYLIB_PATH={} does not name a file", p.display())))
-        };
-    }
-    let mut starts: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        starts.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        starts.push(dir.to_path_buf());
-    }
-    let venvs = if PREFER_GPU.load(Ordering::Relaxed) { [GPU_VENV, CPU_VENV] } else { [CPU_VENV, GPU_VENV] };
-    for start in &starts {
-        for dir in start.ancestors() {
-            for venv in venvs {
-                if let Some(p) = venv_library(&dir.join(venv)) {
-                    return Ok(p);
-                }
-            }
-        }
-    }
-    Err(Error::RuntimeLibrary(format!(
-        "ONNX Runtime not found: run `make setup` (installs onnxruntime==1.31.1 into .venv), \
-         or set ORT_DYLIB_PATH to {ORT_LIBRARY} (it ships in the onnxruntime wheel under onnxruntime/capi/)"
-    )))
-}
-
-fn venv_library(venv: &Path) -> Option<PathBuf> {
-    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
-    for entry in lib.flatten() {
-        let p = entry.path().join("site-packages/onnxruntime/capi").join(ORT_LIBRARY);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    None
-}
-
-/// The process-wide ONNX Runtime environment, loaded on first use.
-pub fn environment() -> Result<&'static ort::environment::Environment> {
-    let env = ENVIRONMENT.get_or_init(|| {
-        let path = find_library().map_err(|e| e.to_string())?;
-        let builder =
-            ort::init_from(&path).map_err(|e| format!("failed to load ONNX Runtime from {}: {e}", path.display()))?;
-        builder
-            .with_name("hourglass")
-            .with_telemetry(false)
-            .build()
-            .map_err(|e| format!("failed to start ONNX Runtime from {}: {e}", path.display()))
-    });
-    env.as_ref().map_err(|e| Error::RuntimeLibrary(e.clone()))
-}
-
-/// The ONNX Runtime library this process loads (its path) and its version:
-/// from the versioned file name (`libonnxruntime.so.1.31.1`), else the
-/// library's build info.
-pub fn library_info() -> Result<(PathBuf, String)> {
-    environment()?;
-    let path = find_library()?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let version = match name.split_once(".so.") {
-        Some((_, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => v.to_string(),
-        _ => ort::info().trim_start_matches("ORT Build Info: ").to_string(),
-    };
-    Ok((path, version))
-}
-
-/// The execution providers the loaded library was built with
-/// (`CPUExecutionProvider`, `CUDAExecutionProvider`, …). Built with is not
-/// usable: a GPU provider may still fail to register for want of a driver
-/// or a library.
-// The one call ort does not wrap publicly; the C API's contract is in
-// onnxruntime_c_api.h (GetAvailableProviders / ReleaseAvailableProviders).
-#[allow(unsafe_code)]
-pub fn available_providers() -> Result<Vec<String>> {
-    environment()?;
-    let api = ort::api();
-    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
-    let mut len: std::ffi::c_int = 0;
-    // SAFETY: the environment is initialised (above), so the API table is
-    // valid; the call fills `list` with `len` C strings owned by ONNX
-    // Runtime until `ReleaseAvailableProviders`.
-    let status = unsafe { (api.GetAvailableProviders)(&mut list, &mut len) };
-    if !status.0.is_null() {
-        // SAFETY: a non-null status from the call above, released once.
-        unsafe { (api.ReleaseStatus)(status.0) };
-        return Err(Error::RuntimeLibrary("ONNX Runtime could not list its execution providers".into()));
-    }
-    let mut out = Vec::with_capacity(len.max(0) as usize);
-    for i in 0..len.max(0) as usize {
-        // SAFETY: `i < len`, and each entry is a NUL-terminated string that
-        // lives until the release below; it is copied out here.
-        let name = unsafe { std::ffi::CStr::from_ptr(*list.add(i)) };
-        out.push(name.to_string_lossy().into_owned());
-    }
-    // SAFETY: `list` and `len` are what GetAvailableProviders returned,
-    // released exactly once; no borrow of them outlives this line.
-    let status = unsafe { (api.ReleaseAvailableProviders)(list, len) };
-    if !status.0.is_null() {
-        // SAFETY: a non-null status from the call above, released once.
-        unsafe { (api.ReleaseStatus)(status.0) };
-    }
-    Ok(out)
-}
+use std::path::Path;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -175,10 +36,6 @@ impl RuntimeOptions {
         Self { intra_threads, sessions, device: device.clone() }
     }
 }
-
-/// The tensors the runtime takes and gives: the format crate's, shared with
-/// the codecs and the serving protocols.
-pub use hourglass_format::tensor::{ColumnData, InputData, OutputColumn, OutputTensor};
 
 pub struct ModelRuntime {
     source: String,
@@ -281,36 +138,6 @@ impl ModelRuntime {
     /// after a fallback.
     pub fn device(&self) -> Device {
         self.device
-    }
-
-    /// ONNX Runtime alone, the ceiling a pipeline is measured against:
-    /// `calls` runs over pre-decoded single-input `batches` (cycled) of
-    /// `width` features, spread over `threads` threads (one per session).
-    /// Returns rows scored per second.
-    pub fn raw_rows_per_sec(&self, batches: &[InputData], width: usize, calls: usize, threads: usize) -> Result<f64> {
-        let threads = threads.max(1);
-        let started = std::time::Instant::now();
-        let rows = std::thread::scope(|s| -> Result<u64> {
-            let handles: Vec<_> = (0..threads)
-                .map(|i| {
-                    s.spawn(move || -> Result<u64> {
-                        let mut n = 0u64;
-                        for c in (i..calls).step_by(threads) {
-                            let b = &batches[c % batches.len()];
-                            self.run(std::slice::from_ref(b), b.len() / width)?;
-                            n += (b.len() / width) as u64;
-                        }
-                        Ok(n)
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for h in handles {
-                total += h.join().expect("raw scoring thread panicked")?;
-            }
-            Ok(total)
-        })?;
-        Ok(rows as f64 / started.elapsed().as_secs_f64())
     }
 
     /// Refuses a model a batch job cannot use, before anything is planned:
@@ -513,7 +340,7 @@ fn open_sessions(
     let cpu = open(false)?.expect("CPU sessions report errors as Err");
     match wanted.fallback {
         Fallback::Cpu if !wanted.strict => {
-            crate::device::count_fallback(wanted.requested(), &reason);
+            crate::metrics::count_fallback(wanted.requested(), &reason);
             Ok((cpu, Device::Cpu))
         }
         _ => Err(Error::Device { device: wanted.device.to_string(), message: reason }),

@@ -1,5 +1,6 @@
-//! `hourglass serve`: online inference on the worker's own `ModelRuntime`
-//! and CPU pool (no second inference path), speaking the KServe v2 / Open
+//! `hourglass serve`: online inference on the batch workers' own
+//! `ModelRuntime` and CPU pool (`hourglass-runtime`; no second inference
+//! path), speaking the KServe v2 / Open
 //! Inference Protocol over HTTP/1.1 ([`http`]: JSON tensors and the binary
 //! tensor data extension) and gRPC ([`grpc`]: `GRPCInferenceService`,
 //! typed contents or `raw_input_contents`).
@@ -21,14 +22,13 @@ mod batch;
 pub mod grpc;
 pub mod http;
 pub mod limits;
-pub mod load;
 mod tensor_json;
 
-use crate::ModelRuntime;
-use crate::pool::CpuPool;
-use crate::runtime::{InputData, OutputTensor, RuntimeOptions};
 use batch::Job;
 use hourglass_core::model::{DType, TensorSpec};
+use hourglass_runtime::ModelRuntime;
+use hourglass_runtime::pool::CpuPool;
+use hourglass_runtime::{InputData, OutputTensor, RuntimeOptions};
 use limits::{Charge, InflightBytes};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -475,7 +475,7 @@ impl Server {
         reference: &str,
         current: &str,
         options: RuntimeOptions,
-    ) -> Result<Option<String>, crate::Error> {
+    ) -> Result<Option<String>, hourglass_runtime::Error> {
         let (url, pin) = hourglass_core::registry::resolve_ref(reference).await?;
         let version = pin.map(|p| p.version.to_string()).unwrap_or_else(|| current.to_string());
         if version == current {
@@ -491,7 +491,10 @@ impl Server {
 
 /// Reads and loads a model for serving; refuses one that cannot score
 /// batches.
-pub async fn load(url: &hourglass_core::BlobUrl, options: RuntimeOptions) -> Result<ModelRuntime, crate::Error> {
+pub async fn load(
+    url: &hourglass_core::BlobUrl,
+    options: RuntimeOptions,
+) -> Result<ModelRuntime, hourglass_runtime::Error> {
     let bytes = hourglass_core::store::open(url)?.get(url.key()).await?;
     let source = url.to_string();
     tokio::task::spawn_blocking(move || {
@@ -506,13 +509,13 @@ pub async fn load(url: &hourglass_core::BlobUrl, options: RuntimeOptions) -> Res
 /// Runs a model once at one row and once at a full batch on every session
 /// at once, so that the first requests do not pay for ONNX Runtime's lazy
 /// setup.
-pub async fn warm(runtime: &Arc<ModelRuntime>, max_batch: usize) -> Result<(), crate::Error> {
+pub async fn warm(runtime: &Arc<ModelRuntime>, max_batch: usize) -> Result<(), hourglass_runtime::Error> {
     let runtime = runtime.clone();
     tokio::task::spawn_blocking(move || {
         std::thread::scope(|s| {
             let runs: Vec<_> = (0..runtime.sessions().max(1))
                 .map(|_| {
-                    s.spawn(|| -> Result<(), crate::Error> {
+                    s.spawn(|| -> Result<(), hourglass_runtime::Error> {
                         for rows in [1, max_batch.max(1)] {
                             runtime.run_tensors(&zeros(&runtime, rows), rows)?;
                         }
@@ -527,7 +530,9 @@ pub async fn warm(runtime: &Arc<ModelRuntime>, max_batch: usize) -> Result<(), c
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-pub(super) fn zeros(runtime: &ModelRuntime, rows: usize) -> Vec<InputData> {
+/// Zeros for every input of `runtime`'s model, `rows` rows: the warm-up
+/// batch (and `bench serve`'s ceiling input).
+pub fn zeros(runtime: &ModelRuntime, rows: usize) -> Vec<InputData> {
     runtime
         .signature()
         .inputs

@@ -6,9 +6,9 @@
 //! request "on its way"), and a one-hour delay turns any wrongful wait
 //! into a test timeout, not a timing measurement.
 
-use hourglass_worker::runtime::{ColumnData, InputData};
-use hourglass_worker::serve::{Given, GivenInput, Model, ServeConfig, Server};
-use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use hourglass_runtime::{ColumnData, InputData};
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
+use hourglass_serve::{Given, GivenInput, Model, ServeConfig, Server};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +123,7 @@ async fn a_full_queue_refuses_instead_of_growing() {
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(!refused.is_empty(), "no request was refused");
     for e in &refused {
-        assert_eq!(e.kind, hourglass_worker::serve::Refusal::Busy, "{e:?}");
+        assert_eq!(e.kind, hourglass_serve::Refusal::Busy, "{e:?}");
         assert!(e.message.contains("queue is full"), "{e:?}");
     }
     assert!(results.iter().filter(|r| r.is_ok()).count() >= 1);

@@ -4,8 +4,8 @@
 
 use super::limits::Charge;
 use super::{Answer, Given, GivenInput, Refusal, ServeError, Server};
-use crate::runtime::ColumnData;
 use bytes::{Bytes, BytesMut};
+use hourglass_runtime::ColumnData;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

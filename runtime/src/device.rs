@@ -12,24 +12,17 @@
 //! a warning, `hourglass_ep_fallback_total`, and `cpu` as the device in use
 //! in logs, metrics, serve metadata and done records.
 //!
-//! `select` runs once at start, before any work is leased: it commits a
+//! `select::select` runs once at start, before any work is leased: it commits a
 //! tiny probe model on the requested device, so a provider that registers
 //! but cannot run (no driver, no GPU) shows then, not on the first shard.
 //! Its answer is the device every later model load asks for.
 
-use crate::{Error, Result};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-/// The model `select` commits on the requested device:
-/// `y = x · [¼ ¼ ¼ ¼]ᵀ + 1` (MatMul, Add; every provider runs both).
-/// Written by `worker/assets/make_device_probe.py`.
-pub const PROBE_MODEL: &[u8] = include_bytes!("../assets/device_probe.onnx");
+/// Rows per CPU batch when `--batch-size` is not given (see
+/// `Device::default_batch_size`).
+pub const DEFAULT_CPU_BATCH_SIZE: usize = 8192;
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -63,7 +56,7 @@ impl Device {
     /// 65,536 × 39 floats is still only 10 MiB of device memory.
     pub fn default_batch_size(&self) -> usize {
         match self {
-            Device::Cpu => crate::config::DEFAULT_BATCH_SIZE,
+            Device::Cpu => DEFAULT_CPU_BATCH_SIZE,
             _ => 65_536,
         }
     }
@@ -185,84 +178,6 @@ pub fn default_engine_cache() -> PathBuf {
     base.join("hourglass").join("tensorrt")
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FallbackLabels {
-    /// The device asked for (`cuda:0`, `tensorrt:0`).
-    pub requested: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceLabels {
-    pub requested: String,
-    /// The device in use.
-    pub device: String,
-}
-
-/// Process-wide: a fallback happens wherever a model is loaded (worker,
-/// serve, bench), and every metrics endpoint the process serves shows it.
-struct DeviceMetrics {
-    fallbacks: Family<FallbackLabels, Counter>,
-    info: Family<DeviceLabels, Gauge>,
-}
-
-static METRICS: LazyLock<DeviceMetrics> =
-    LazyLock::new(|| DeviceMetrics { fallbacks: Family::default(), info: Family::default() });
-
-/// Registers `hourglass_ep_fallback_total` and `hourglass_device_info`.
-pub fn register_metrics(registry: &mut Registry) {
-    registry.register(
-        "hourglass_ep_fallback",
-        "Model loads that fell back to the CPU because the requested execution provider could not be used",
-        METRICS.fallbacks.clone(),
-    );
-    registry.register(
-        "hourglass_device_info",
-        "1 for the device this process runs models on, labelled with the device asked for",
-        METRICS.info.clone(),
-    );
-}
-
-/// Fallbacks counted so far for `requested` (tests and `bench` read it).
-pub fn fallback_count(requested: Device) -> u64 {
-    METRICS.fallbacks.get_or_create(&FallbackLabels { requested: requested.to_string() }).get()
-}
-
-pub(crate) fn count_fallback(requested: Device, reason: &str) {
-    METRICS.fallbacks.get_or_create(&FallbackLabels { requested: requested.to_string() }).inc();
-    tracing::warn!(requested = %requested, device = "cpu", reason = %reason, "execution provider unavailable: running on the CPU (--ep-fallback cpu)");
-}
-
-fn set_info(requested: Device, device: Device) {
-    METRICS.info.clear();
-    METRICS.info.get_or_create(&DeviceLabels { requested: requested.to_string(), device: device.to_string() }).set(1);
-}
-
-/// Decides the device for this process before any work: registers the
-/// requested provider and commits the probe model on it. On failure,
-/// `--ep-fallback error` returns the error (naming the device, the reason
-/// and the fix), `cpu` returns CPU options, counted and warned about.
-pub fn select(options: &DeviceOptions) -> Result<DeviceOptions> {
-    crate::runtime::prefer_gpu_library(options.device.is_gpu());
-    let probe = crate::runtime::RuntimeOptions { device: options.clone(), ..Default::default() };
-    let runtime = crate::runtime::ModelRuntime::load(PROBE_MODEL, "the device probe model", probe)?;
-    let out = runtime.run(&[crate::runtime::InputData::F32(vec![1.0; 8])], 2)?;
-    if out.first().map(|c| c.data.get_f64(0)) != Some(2.0) {
-        return Err(Error::Device {
-            device: options.device.to_string(),
-            message: format!("the probe model gave {:?} on it, expected 2", out.first().map(|c| c.data.get_f64(0))),
-        });
-    }
-    let device = runtime.device();
-    set_info(options.requested(), device);
-    let mut selected = options.clone();
-    if device != options.device {
-        selected.requested = Some(options.requested());
-        selected.device = device;
-    }
-    tracing::info!(requested = %selected.requested(), device = %device, strict = options.strict, "execution device selected");
-    Ok(selected)
-}
-
 /// Registers the execution providers for `device` on a session builder:
 /// the error says why a provider cannot be used, with the fix.
 pub(crate) fn register(
@@ -301,7 +216,7 @@ pub(crate) fn register(
 
 /// ONNX Runtime's registration error, with what it means and the fix.
 pub(crate) fn explain(device: Device, error: &str) -> String {
-    let library = crate::runtime::find_library().map(|p| p.display().to_string()).unwrap_or_default();
+    let library = crate::library::find_library().map(|p| p.display().to_string()).unwrap_or_default();
     let hint = if error.contains("not enabled in this build") || error.contains("not available in this build") {
         format!(
             "the ONNX Runtime loaded ({library}) is the CPU build: run `make setup-gpu` (onnxruntime-gpu into .venv-gpu) \
@@ -361,7 +276,7 @@ const GPU_LIBRARIES: &[&str] = &[
 ];
 
 static PRELOADED: LazyLock<Vec<PathBuf>> = LazyLock::new(|| {
-    let Ok(library) = crate::runtime::find_library() else { return Vec::new() };
+    let Ok(library) = crate::library::find_library() else { return Vec::new() };
     let dirs = wheel_library_dirs(&library);
     let mut loaded = Vec::new();
     for name in GPU_LIBRARIES {

@@ -4,8 +4,8 @@
 
 use hourglass_core::model::{DType, InputBinding};
 use hourglass_format::csv::CsvShard;
-use hourglass_worker::runtime::{ColumnData, InputData, OutputColumn};
-use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use hourglass_runtime::{ColumnData, InputData, OutputColumn};
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
 use std::path::PathBuf;
 
 pub fn models_dir() -> PathBuf {

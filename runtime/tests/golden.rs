@@ -14,15 +14,16 @@
 mod golden_check;
 
 use golden_check::check_model;
-use hourglass_worker::device::{self, Device, DeviceOptions, Fallback};
-use hourglass_worker::{ModelRuntime, RuntimeOptions};
+use hourglass_runtime::device::{Device, DeviceOptions, Fallback};
+use hourglass_runtime::metrics;
+use hourglass_runtime::{ModelRuntime, RuntimeOptions};
 
 /// The device under test (HOURGLASS_TEST_DEVICE, default cpu).
 fn device_under_test() -> DeviceOptions {
     let parse = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
     let device: Device = parse("HOURGLASS_TEST_DEVICE").map(|d| d.parse().unwrap()).unwrap_or_default();
     let fallback: Fallback = parse("HOURGLASS_TEST_EP_FALLBACK").map(|f| f.parse().unwrap()).unwrap_or_default();
-    hourglass_worker::runtime::prefer_gpu_library(device.is_gpu());
+    hourglass_runtime::prefer_gpu_library(device.is_gpu());
     DeviceOptions::new(device, fallback, false, None)
 }
 
@@ -33,7 +34,7 @@ fn check_on_device_under_test(name: &str) {
     assert_eq!(runtime.device(), expected, "{name} ran on {}", runtime.device());
     if options.device.is_gpu() {
         eprintln!("{name}: golden predictions matched on {}", runtime.device());
-        assert_eq!(device::fallback_count(options.device) > 0, expected == Device::Cpu);
+        assert_eq!(metrics::fallback_count(options.device) > 0, expected == Device::Cpu);
     }
 }
 

@@ -9,11 +9,13 @@
 //! The CLI plans the job and runs the rounds; the stages and the report
 //! are here, next to the code they measure.
 
-use crate::runtime::InputData;
-use crate::shard::{ShardJob, score_shard};
-use crate::{Error, ModelRuntime, Result, RuntimeOptions};
+use crate::ceiling::{self, Until};
+use crate::proc;
 use hourglass_core::ledger::{DoneRecord, now_ms};
 use hourglass_core::task::ShardTask;
+use hourglass_runtime::{InputData, ModelRuntime, RuntimeOptions};
+use hourglass_worker::shard::{ShardJob, score_shard};
+use hourglass_worker::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -68,7 +70,12 @@ pub fn raw_rows_per_sec(
         runtime.run(std::slice::from_ref(b), b.len() / width)?;
     }
     let calls = rows.div_ceil(batch as u64) as usize;
-    runtime.raw_rows_per_sec(&batches, width, calls, sessions)
+    let (scored, took) = ceiling::measure(sessions, Until::Calls(calls), |c| -> Result<u64> {
+        let b = &batches[c % batches.len()];
+        runtime.run(std::slice::from_ref(b), b.len() / width)?;
+        Ok((b.len() / width) as u64)
+    })?;
+    Ok(scored as f64 / took.as_secs_f64())
 }
 
 /// Reads and decodes every shard, `concurrency` at a time, scoring nothing.
@@ -127,20 +134,9 @@ pub struct ProcSample {
 /// Samples process `pid`; `None` once it is gone (or off Linux).
 pub fn sample_process(pid: u32) -> Option<ProcSample> {
     let root = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let status = std::fs::read_to_string(root.join("status")).ok()?;
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let mut s = ProcSample {
-        at_ms: now_ms(),
-        peak_rss_kib: hwm.split_whitespace().nth(1)?.parse().ok()?,
-        ..Default::default()
-    };
-    for t in std::fs::read_dir(root.join("task")).ok()?.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let ns = std::fs::read_to_string(t.path().join("schedstat"))
-            .ok()
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        if comm.starts_with(crate::pool::THREAD_NAME_PREFIX) {
+    let mut s = ProcSample { at_ms: now_ms(), peak_rss_kib: proc::peak_rss_kib(&root)?, ..Default::default() };
+    for (name, ns) in proc::thread_cpu_ns(&root) {
+        if proc::is_pool_thread(&name) {
             s.pool_ns += ns;
         } else {
             s.other_ns += ns;

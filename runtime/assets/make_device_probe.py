@@ -3,7 +3,7 @@ requested execution provider at start (`hourglass_worker::device`), so a
 provider that registers but cannot run (no GPU, no driver, a node it cannot
 place) shows before any work is leased. y = x · [¼ ¼ ¼ ¼]ᵀ + 1, x: [N, 4].
 MatMul and Add run on every provider. Run with the project venv:
-    .venv/bin/python worker/assets/make_device_probe.py
+    .venv/bin/python runtime/assets/make_device_probe.py
 """
 
 import onnx
@@ -23,4 +23,4 @@ graph = helper.make_graph(
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="hourglass")
 model.ir_version = 8
 onnx.checker.check_model(model)
-onnx.save(model, "worker/assets/device_probe.onnx")
+onnx.save(model, "runtime/assets/device_probe.onnx")

@@ -5,8 +5,9 @@
 //! clients such as tritonclient send them. Latencies are taken per request
 //! after a warm-up; answers are checked (status, version present).
 
-use super::grpc::proto::{ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor};
+use crate::ceiling::{self, Until};
 use bytes::Bytes;
+use hourglass_serve::grpc::proto::{ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message;
@@ -179,9 +180,9 @@ async fn user(load: &Load, k: usize, measure_from: Instant, end: Instant) -> Use
             // client, so that the CPU it takes from the server is small.
             let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder
-                .initial_stream_window_size(super::grpc::WINDOW)
-                .initial_connection_window_size(super::grpc::WINDOW * 4)
-                .max_frame_size(super::grpc::FRAME);
+                .initial_stream_window_size(hourglass_serve::grpc::WINDOW)
+                .initial_connection_window_size(hourglass_serve::grpc::WINDOW * 4)
+                .max_frame_size(hourglass_serve::grpc::FRAME);
             let (mut sender, conn) = match builder.handshake(TokioIo::new(stream)).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -304,16 +305,10 @@ const CLIENT_THREADS: &str = "hg-bench-client";
 /// CPU nanoseconds so far by group (Linux; zeros elsewhere).
 fn cpu_ns() -> [u64; 3] {
     let mut out = [0u64; 3];
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let ns = std::fs::read_to_string(t.path().join("schedstat"))
-            .ok()
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        let group = if comm.starts_with(crate::pool::THREAD_NAME_PREFIX) {
+    for (name, ns) in crate::proc::thread_cpu_ns(std::path::Path::new("/proc/self")) {
+        let group = if crate::proc::is_pool_thread(&name) {
             0
-        } else if comm.starts_with(CLIENT_THREADS) {
+        } else if name.starts_with(CLIENT_THREADS) {
             2
         } else {
             1
@@ -347,33 +342,22 @@ pub struct BenchReport {
 
 /// Measures ONNX Runtime alone: `threads` threads, each on its own session,
 /// score `rows`-row batches for `duration`; then 1-row calls one at a time.
-pub fn raw(runtime: &crate::ModelRuntime, threads: usize, rows: usize, duration: Duration) -> crate::Result<Raw> {
-    let full = super::zeros(runtime, rows);
-    let one = super::zeros(runtime, 1);
+pub fn raw(
+    runtime: &hourglass_runtime::ModelRuntime,
+    threads: usize,
+    rows: usize,
+    duration: Duration,
+) -> hourglass_runtime::Result<Raw> {
+    let full = hourglass_serve::zeros(runtime, rows);
+    let one = hourglass_serve::zeros(runtime, 1);
     for _ in 0..threads {
         runtime.run_tensors(&full, rows)?;
     }
-    let started = Instant::now();
-    let calls = std::thread::scope(|s| -> crate::Result<u64> {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                s.spawn(|| -> crate::Result<u64> {
-                    let mut n = 0;
-                    while started.elapsed() < duration {
-                        runtime.run_tensors(&full, rows)?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for h in handles {
-            total += h.join().expect("raw scoring thread panicked")?;
-        }
-        Ok(total)
+    let (scored, took) = ceiling::measure(threads, Until::Elapsed(duration), |_| -> hourglass_runtime::Result<u64> {
+        runtime.run_tensors(&full, rows)?;
+        Ok(rows as u64)
     })?;
-    let rows_per_sec = (calls * rows as u64) as f64 / started.elapsed().as_secs_f64();
+    let rows_per_sec = scored as f64 / took.as_secs_f64();
     let mut lat = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration / 2 {
@@ -390,7 +374,7 @@ pub fn raw(runtime: &crate::ModelRuntime, threads: usize, rows: usize, duration:
 /// (HTTP and gRPC) on `threads` inference threads; every protocol × rows ×
 /// concurrency cell in turn.
 pub async fn bench(
-    runtime: std::sync::Arc<crate::ModelRuntime>,
+    runtime: std::sync::Arc<hourglass_runtime::ModelRuntime>,
     spec: &BenchSpec,
 ) -> Result<BenchReport, Box<dyn std::error::Error + Send + Sync>> {
     let largest = spec.rows.iter().copied().max().unwrap_or(1);
@@ -411,7 +395,7 @@ pub async fn bench(
         .build()?;
     let mut cells = Vec::new();
     for batching in [true, false] {
-        let config = super::ServeConfig {
+        let config = hourglass_serve::ServeConfig {
             max_batch_size: if batching { spec.max_batch_size } else { 1 },
             max_queue_delay: if batching { spec.max_queue_delay } else { Duration::ZERO },
             preferred_batch_sizes: Vec::new(),
@@ -420,13 +404,14 @@ pub async fn bench(
             request_timeout: Duration::from_secs(30),
             max_inflight_bytes: 1 << 30,
         };
-        let model = super::Model { name: spec.model_name.clone(), version: "1".into(), runtime: runtime.clone() };
-        let server = super::Server::new(vec![model], config);
+        let model =
+            hourglass_serve::Model { name: spec.model_name.clone(), version: "1".into(), runtime: runtime.clone() };
+        let server = hourglass_serve::Server::new(vec![model], config);
         let stop = tokio_util::sync::CancellationToken::new();
         let registry = std::sync::Arc::new(prometheus_client::registry::Registry::default());
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-        let (http, http_task) = super::http::serve(server.clone(), loopback, registry, stop.clone()).await?;
-        let (grpc, grpc_task) = super::grpc::serve(server.clone(), loopback, stop.clone()).await?;
+        let (http, http_task) = hourglass_serve::http::serve(server.clone(), loopback, registry, stop.clone()).await?;
+        let (grpc, grpc_task) = hourglass_serve::grpc::serve(server.clone(), loopback, stop.clone()).await?;
         for &protocol in &spec.protocols {
             for &rows in &spec.rows {
                 for &concurrency in &spec.concurrency {

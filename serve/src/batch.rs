@@ -12,8 +12,8 @@
 //! the async timer wheel's millisecond ticks.
 
 use super::{ServeConfig, ServeMetrics};
-use crate::ModelRuntime;
-use crate::runtime::{ColumnData, InputData, OutputTensor};
+use hourglass_runtime::ModelRuntime;
+use hourglass_runtime::{ColumnData, InputData, OutputTensor};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
