@@ -9,7 +9,6 @@
 //! batch job: its trials are the units its ledger records, each trial one
 //! queue message.
 
-use crate::ledger::DoneRecord;
 use crate::task::{Format, TASK_VERSION, TrainTask};
 use crate::{BlobUrl, Error, JobId, Result, ShardId};
 use serde::{Deserialize, Serialize};
@@ -250,11 +249,6 @@ pub struct TrialResult {
     pub holdout_rows: u64,
     /// Largest |worker prediction − trainer prediction| over the holdout.
     pub max_prediction_diff: f64,
-}
-
-/// A trial's done record's result, or `None` for a shard's.
-pub fn trial_of(done: &DoneRecord) -> Option<&TrialResult> {
-    done.trial.as_ref()
 }
 
 /// Which way a metric is better.
