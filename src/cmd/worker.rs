@@ -5,7 +5,6 @@ use super::{DEFAULT_QUEUE, DeviceArgs, serve_metrics, stop_on_signal};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hourglass_core::{BlobUrl, queue};
-use hourglass_worker::lease::Worker;
 use hourglass_worker::{WorkerConfig, config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -149,16 +148,8 @@ pub async fn run(a: WorkerArgs) -> Result<()> {
     if let Some(dir) = a.work_dir {
         train.work_dir = dir;
     }
-    let worker = Arc::new(Worker::new(queue, config, train));
-    let _metrics = serve_metrics(
-        a.metrics_addr,
-        |r| {
-            worker.metrics().register(r);
-            hourglass_runtime::metrics::register(r);
-        },
-        worker.health(),
-    )
-    .await?;
+    let worker = Arc::new(hourglass_worker::kinds::worker(queue, config, train));
+    let _metrics = serve_metrics(a.metrics_addr, |r| worker.metrics().register(r), worker.health()).await?;
     worker.run(shutdown).await?;
     Ok(())
 }

@@ -35,17 +35,41 @@ pub enum Error {
     /// The lease ran out or was taken over: another worker owns the shard.
     #[error("lease lost: {0}")]
     LeaseLost(String),
-    /// A training trial failed: the trainer (`trainer_failed`,
-    /// `trainer_timeout`, `trainer_unknown`) or its model (`model_refused`:
-    /// not loadable, not binding, predictions or outputs wrong).
+    /// A training trial failed: the trainer or its model (see
+    /// [`TrialFailure`]).
     #[error("{message}")]
-    Trial { kind: &'static str, message: String, log_tail: Option<String> },
+    Trial { kind: TrialFailure, message: String, log_tail: Option<String> },
     /// Delivered more times than allowed without any attempt recording a
     /// result: its workers died while holding it.
     #[error(
         "delivered {deliveries} times without a result (max attempts {max_attempts}): OOM kill or spot interruption?"
     )]
     Lost { deliveries: u32, max_attempts: u32 },
+}
+
+/// Why a training trial failed; its label is the failed record's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialFailure {
+    /// The trainer exited non-zero, or could not be started.
+    TrainerFailed,
+    /// The trainer ran past `max_train_time` (or the drain timeout).
+    TrainerTimeout,
+    /// The job names a trainer this worker was not given (`--trainer`).
+    TrainerUnknown,
+    /// The model the trainer wrote is refused: not loadable, not binding
+    /// the dataset, predictions or outputs wrong.
+    ModelRefused,
+}
+
+impl TrialFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialFailure::TrainerFailed => "trainer_failed",
+            TrialFailure::TrainerTimeout => "trainer_timeout",
+            TrialFailure::TrainerUnknown => "trainer_unknown",
+            TrialFailure::ModelRefused => "model_refused",
+        }
+    }
 }
 
 /// A runtime error is the worker's variant of the same name.
@@ -90,7 +114,7 @@ impl Error {
             Error::Encode { .. } => "encode",
             Error::Cancelled => "cancelled",
             Error::LeaseLost(_) => "lease_lost",
-            Error::Trial { kind, .. } => kind,
+            Error::Trial { kind, .. } => kind.as_str(),
             Error::Lost { .. } => "lost",
         }
     }

@@ -36,11 +36,6 @@ impl InferHandler {
         RuntimeOptions::new(self.config.threads, self.config.concurrency, &self.config.device)
     }
 
-    /// Loads a model by URL (before any message, when asked to preload).
-    pub async fn preload(&self, url: &BlobUrl) -> Result<Arc<ModelRuntime>> {
-        self.load_model(url, None).await
-    }
-
     /// Fetches, checks and loads a model, once per sha256: the cache lock is
     /// held across the load so concurrent shards of a new job load it once.
     async fn load_model(&self, url: &BlobUrl, expected_sha256: Option<&str>) -> Result<Arc<ModelRuntime>> {
@@ -71,6 +66,14 @@ impl InferHandler {
 
 impl TaskHandler for InferHandler {
     type Task = ShardTask;
+
+    /// Loads `--model` before any message, when asked to preload.
+    async fn start(&self) -> Result<bool> {
+        match self.config.preload_model.clone() {
+            Some(url) => self.load_model(&url, None).await.map(|_| true),
+            None => Ok(false),
+        }
+    }
 
     fn refuses(&self, record: &AnyJob, task: &ShardTask) -> Option<String> {
         match record {

@@ -1,9 +1,10 @@
 //! The lease mechanics: receive tasks, keep their leases alive while a
 //! handler works on them, record the result then ack, and on shutdown stop
 //! receiving, let held tasks finish within the drain timeout and release
-//! the rest. They are one loop for every task kind, generic over a
-//! [`TaskHandler`]: `infer` (score a shard, `crate::infer`) and `train` (run
-//! one trial, `crate::train`). A handler does the work and writes what it
+//! the rest. They are one loop for every task kind, generic over the
+//! [`TaskHandler`] of each kind ([`Handlers`]); this module never names a
+//! handler. `crate::kinds` puts the two together: `infer` (score a shard)
+//! and `train` (run one trial). A handler does the work and writes what it
 //! produces; everything else here is the same for both.
 //!
 //! Exactly-once in effect rests on these rules, enforced here:
@@ -22,15 +23,13 @@
 //!   left and that no other attempt recorded the shard, and the done record
 //!   is created only if absent, so of two attempts exactly one is recorded.
 
-use crate::infer::InferHandler;
-use crate::train::TrainHandler;
 use crate::{Error, Result, WorkerConfig};
 use hourglass_core::ShardId;
 use hourglass_core::ledger::{AnyJob, DoneRecord, FailedRecord, LEDGER_VERSION, Ledger, now_ms};
 use hourglass_core::queue::{Message, Queue};
 use hourglass_core::retry;
 use hourglass_core::store;
-use hourglass_core::task::{Task, TaskKind, UnitTask};
+use hourglass_core::task::{ShardTask, Task, TaskKind, TrainTask, UnitTask};
 use hourglass_runtime::pool::CpuPool;
 use std::collections::HashMap;
 use std::future::Future;
@@ -67,6 +66,27 @@ pub trait TaskHandler: Send + Sync {
     /// last one (`_SUCCESS`, and what else the kind does then). Returns
     /// whether this call completed it.
     fn finalize(&self, ledger: &Ledger, record: &AnyJob) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Work before the first receive (a model to preload); `Ok(true)` when
+    /// something was prepared, so the worker reports itself loaded.
+    fn start(&self) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
+    }
+
+    /// The slots a task of this kind needs one of to be received
+    /// (training slots), or `None` when it needs none.
+    fn slots(&self) -> Option<Arc<Semaphore>> {
+        None
+    }
+}
+
+/// The handler of each task kind the queue carries. The mechanics route a
+/// decoded [`Task`] by its kind; what each kind does is the handler's.
+pub trait Handlers: Send + Sync + 'static {
+    type Infer: TaskHandler<Task = ShardTask>;
+    type Train: TaskHandler<Task = TrainTask>;
+    fn infer(&self) -> &Self::Infer;
+    fn train(&self) -> &Self::Train;
 }
 
 /// What a handler gets with a task.
@@ -96,12 +116,14 @@ macro_rules! by_kind {
     };
 }
 
-/// What a worker did, for its exit log and tests.
+/// What a worker did, for its exit log and tests. A unit is a shard or a
+/// training trial, whichever the task was.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerSummary {
-    pub shards_done: u64,
-    pub shards_failed: u64,
-    pub shards_released: u64,
+    pub units_done: u64,
+    pub units_failed: u64,
+    pub units_released: u64,
+    /// Rows scored (shards only).
     pub rows: u64,
 }
 
@@ -114,11 +136,10 @@ struct Counters {
 }
 
 /// The shared state of one worker process.
-pub struct Worker {
+pub struct Worker<K: Handlers> {
     queue: Arc<dyn Queue>,
     config: WorkerConfig,
-    infer: InferHandler,
-    train: TrainHandler,
+    handlers: K,
     /// Job records by output prefix, with the `job.json` version read.
     jobs: Mutex<HashMap<String, (String, Arc<AnyJob>)>>,
     counters: Counters,
@@ -126,10 +147,14 @@ pub struct Worker {
     health: Arc<WorkerHealth>,
 }
 
-impl Worker {
-    /// A worker that runs shard tasks, and training trials with the
-    /// trainers `train` knows.
-    pub fn new(queue: Arc<dyn Queue>, config: WorkerConfig, train: crate::train::TrainConfig) -> Self {
+impl<K: Handlers> Worker<K> {
+    /// A worker whose handlers `handlers` makes, given the process's CPU
+    /// pool and metrics (see `crate::kinds::worker`).
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        config: WorkerConfig,
+        handlers: impl FnOnce(&CpuPool, &Arc<WorkerMetrics>) -> K,
+    ) -> Self {
         let pool = CpuPool::new(config.concurrency);
         // A busy worker extends leases every third of the visibility
         // timeout and an idle one returns from a receive every poll: twice
@@ -139,8 +164,7 @@ impl Worker {
         let health = Arc::new(WorkerHealth::new(stall_after, config.preload_model.is_none()));
         let metrics = Arc::new(WorkerMetrics::default());
         Self {
-            infer: InferHandler::new(config.clone(), pool.clone(), metrics.clone()),
-            train: TrainHandler::new(config.clone(), train, pool, metrics.clone()),
+            handlers: handlers(&pool, &metrics),
             queue,
             config,
             jobs: Default::default(),
@@ -184,8 +208,8 @@ impl Worker {
     /// configured), then drains.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<WorkerSummary> {
         self.check_redrive().await?;
-        if let Some(url) = self.config.preload_model.clone() {
-            self.infer.preload(&url).await?;
+        let (infer, train) = (self.handlers.infer().start().await?, self.handlers.train().start().await?);
+        if infer || train {
             self.health.model_loaded();
         }
         // Pool threads score `concurrency` shards; `prefetch_shards` more
@@ -216,7 +240,7 @@ impl Worker {
             // can start it now, never queued behind another trial while
             // other workers idle. The slot goes with a trial, and is given
             // back at once for a shard.
-            let mut train_slot = match self.train.slots() {
+            let mut train_slot = match self.handlers.train().slots() {
                 Some(slots) => Some(tokio::select! {
                     p = slots.acquire_owned() => p.expect("the training semaphore is never closed"),
                     _ = shutdown.cancelled() => break,
@@ -304,9 +328,9 @@ impl Worker {
         }
         let c = &self.counters;
         let summary = WorkerSummary {
-            shards_done: c.done.load(Ordering::Relaxed),
-            shards_failed: c.failed.load(Ordering::Relaxed),
-            shards_released: c.released.load(Ordering::Relaxed),
+            units_done: c.done.load(Ordering::Relaxed),
+            units_failed: c.failed.load(Ordering::Relaxed),
+            units_released: c.released.load(Ordering::Relaxed),
             rows: c.rows.load(Ordering::Relaxed),
         };
         info!(?summary, "worker stopped");
@@ -371,11 +395,11 @@ impl Worker {
             Task::Infer(task) => {
                 let span = info_span!("shard", job = %task.job, shard = %task.shard, attempt = message.receive_count);
                 drop(train_slot);
-                self.settle(&self.infer, message, task, abandon, None).instrument(span).await;
+                self.settle(self.handlers.infer(), message, task, abandon, None).instrument(span).await;
             }
             Task::Train(task) => {
                 let span = info_span!("trial", job = %task.job, trial = %task.trial, attempt = message.receive_count);
-                self.settle(&self.train, message, task, abandon, train_slot).instrument(span).await;
+                self.settle(self.handlers.train(), message, task, abandon, train_slot).instrument(span).await;
             }
         }
     }
@@ -410,7 +434,7 @@ impl Worker {
                 );
                 return self.refuse(&message, &reason).await;
             }
-            Err(e) => return self.retry_later(&message, &e).await,
+            Err(e) => return self.retry_later(&message, task.kind(), &e).await,
         };
         if let Some(reason) = handler.refuses(&record, &task) {
             return self.refuse(&message, &format!("stale or forged task: {reason}")).await;
@@ -431,7 +455,7 @@ impl Worker {
                 return self.finalize(handler, &ledger, &record, task.unit()).await;
             }
             Ok(None) => {}
-            Err(e) => return self.retry_later(&message, &e.into()).await,
+            Err(e) => return self.retry_later(&message, task.kind(), &e.into()).await,
         }
         if message.receive_count > self.config.max_attempts {
             // The last attempt recorded its cause but the message survived
@@ -523,7 +547,7 @@ impl Worker {
             // retryable error that lasts (a throttled or failing store) must
             // not run into the delivery after the last, which knows no cause.
             Err(e) if message.receive_count < self.config.max_attempts => {
-                self.retry_later(&message, &e).await;
+                self.retry_later(&message, task.kind(), &e).await;
             }
             Err(e) => self.fail(&message, &task, Some(&ledger), &e).await,
         }
@@ -593,8 +617,15 @@ impl Worker {
     }
 
     /// Hides the message for a backoff, then another attempt follows.
-    async fn retry_later(&self, message: &Message, err: &Error) {
-        warn!(error = %err, kind = err.kind(), "shard failed; it will be retried");
+    async fn retry_later(&self, message: &Message, kind: TaskKind, err: &Error) {
+        by_kind!(
+            warn,
+            kind,
+            "shard failed; it will be retried",
+            "trial failed; it will be retried",
+            error = %err,
+            kind = err.kind()
+        );
         self.metrics.outcome("retried");
         self.metrics.error(err.kind());
         // The retry policy's jittered schedule, from 1 s, at most one lease.
@@ -609,7 +640,7 @@ impl Worker {
         }
     }
 
-    /// Gives up on a shard: failed record, then dead-letter.
+    /// Gives up on a unit: failed record, then dead-letter.
     async fn fail(&self, message: &Message, task: &impl UnitTask, ledger: Option<&Ledger>, err: &Error) {
         // A unit another attempt has recorded done never gets a failed
         // record (a message sent twice, failing on an input since removed).
@@ -621,7 +652,14 @@ impl Worker {
             self.ack(message).await;
             return;
         }
-        warn!(error = %err, kind = err.kind(), "shard failed for good; dead-lettering");
+        by_kind!(
+            warn,
+            task.kind(),
+            "shard failed for good; dead-lettering",
+            "trial failed for good; dead-lettering",
+            error = %err,
+            kind = err.kind()
+        );
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         self.metrics.outcome("failed");
         self.metrics.error(err.kind());

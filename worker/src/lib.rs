@@ -2,7 +2,8 @@
 //! to run), does them and writes outputs and done records to the store.
 //!
 //! It owns the lease mechanics (`lease`: receive, heartbeat, ack, release,
-//! drain, generic over a task handler), the handlers (`infer`: score a
+//! drain, generic over a task handler), the handlers put together by kind
+//! (`kinds`) (`infer`: score a
 //! shard; `train`: stage a dataset, run a trainer, check and register its
 //! model, promote the best), the per-shard pipeline (`shard`: read, decode
 //! with `hourglass-format`, score with `hourglass-runtime`, encode), its
@@ -14,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod infer;
+pub mod kinds;
 pub mod lease;
 pub mod metrics;
 pub mod node;

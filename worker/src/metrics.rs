@@ -93,7 +93,11 @@ impl Default for WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// Registers these metrics and the runtime's (the execution-provider
+    /// fallbacks and the device in use), which every model-running process
+    /// exports.
     pub fn register(&self, r: &mut Registry) {
+        hourglass_runtime::metrics::register(r);
         let p = "hourglass_worker";
         r.register(format!("{p}_rows"), "Rows scored and written, by job", self.rows.clone());
         r.register(format!("{p}_bad_rows"), "Malformed rows skipped, by job", self.bad_rows.clone());

@@ -17,6 +17,7 @@ use hourglass_core::task::{Format, ModelRef, ShardInput, ShardTask, TASK_VERSION
 use hourglass_core::train::{TrainJobRecord, TrainSpec, TrialPlan};
 use hourglass_core::{BlobUrl, ErrorKind, JobId, Receipt, ShardId, store};
 use hourglass_worker::WorkerConfig;
+use hourglass_worker::kinds::Kinds;
 use hourglass_worker::lease::{Worker, WorkerSummary};
 use hourglass_worker::train::TrainConfig;
 use sha2::Digest;
@@ -104,8 +105,8 @@ impl Fixture {
         BlobUrl::parse(&format!("file://{}/{rel}", self.dir.path().display())).unwrap()
     }
 
-    fn worker(&self, config: WorkerConfig) -> Arc<Worker> {
-        Arc::new(Worker::new(self.queue.clone(), config, self.train.clone()))
+    fn worker(&self, config: WorkerConfig) -> Arc<Worker<Kinds>> {
+        Arc::new(hourglass_worker::kinds::worker(self.queue.clone(), config, self.train.clone()))
     }
 
     async fn done(&self) -> Option<DoneRecord> {
@@ -272,7 +273,7 @@ const SLOW_FAILING: &str = "sleep 1\nexit 1\n";
 /// it still runs even when the lease was lost before it started.
 const FOREVER: &str = "exec sleep MARK\n";
 
-async fn run(worker: Arc<Worker>) -> WorkerSummary {
+async fn run(worker: Arc<Worker<Kinds>>) -> WorkerSummary {
     worker.run(CancellationToken::new()).await.unwrap()
 }
 
@@ -291,8 +292,8 @@ async fn heartbeats_extend_the_lease_every_third_of_it_while_either_handler_work
             assert!(gap >= VISIBILITY / 3 && gap < VISIBILITY / 3 + Duration::from_secs(1), "{:?}: {gap:?}", f.kind);
         }
         match f.kind {
-            TaskKind::Infer => assert_eq!((summary.shards_done, f.done().await.is_some()), (1, true)),
-            TaskKind::Train => assert_eq!(summary.shards_failed, 1, "the trainer exits 1"),
+            TaskKind::Infer => assert_eq!((summary.units_done, f.done().await.is_some()), (1, true)),
+            TaskKind::Train => assert_eq!(summary.units_failed, 1, "the trainer exits 1"),
         }
     }
 }
@@ -314,8 +315,8 @@ async fn a_lost_lease_cancels_either_handler_and_nothing_is_written() {
         assert!(!f.queue.extends.lock().unwrap().is_empty(), "{:?}: no lease extension within 10 minutes", f.kind);
         shutdown.cancel();
         let summary = running.await.unwrap().unwrap();
-        assert_eq!(summary.shards_released, 1, "{:?}: {summary:?}", f.kind);
-        assert_eq!((summary.shards_done, summary.shards_failed), (0, 0));
+        assert_eq!(summary.units_released, 1, "{:?}: {summary:?}", f.kind);
+        assert_eq!((summary.units_done, summary.units_failed), (0, 0));
         assert!(f.done().await.is_none());
         assert!(f.written().is_empty(), "{:?} wrote {:?}", f.kind, f.written());
         // The message was neither acked nor released: it is another
@@ -343,7 +344,7 @@ async fn a_drain_past_its_timeout_releases_what_either_handler_holds() {
         f.queue.received.notified().await;
         shutdown.cancel();
         let summary = running.await.unwrap().unwrap();
-        assert_eq!(summary.shards_released, 1, "{:?}: {summary:?}", f.kind);
+        assert_eq!(summary.units_released, 1, "{:?}: {summary:?}", f.kind);
         assert_eq!(f.queue.releases.load(Ordering::SeqCst), 1);
         assert!(f.written().is_empty(), "{:?} wrote {:?}", f.kind, f.written());
         assert_eq!(f.queue.depth().await.unwrap().visible, 1, "{:?}: released for another worker", f.kind);
@@ -362,7 +363,7 @@ async fn a_drain_within_its_timeout_lets_the_held_shard_finish() {
     f.queue.received.notified().await;
     shutdown.cancel();
     let summary = running.await.unwrap().unwrap();
-    assert_eq!((summary.shards_done, summary.shards_released), (1, 0));
+    assert_eq!((summary.units_done, summary.units_released), (1, 0));
     assert!(f.done().await.is_some());
 }
 
@@ -447,7 +448,7 @@ async fn a_unit_already_done_is_acked_and_nothing_is_written() {
         };
         assert!(f.ledger.create_done(&done).await.unwrap());
         let summary = run(f.worker(config(1))).await;
-        assert_eq!((summary.shards_done, summary.shards_failed), (0, 0), "{:?}", f.kind);
+        assert_eq!((summary.units_done, summary.units_failed), (0, 0), "{:?}", f.kind);
         assert_eq!(f.queue.acks.load(Ordering::SeqCst), 1);
         if f.kind == TaskKind::Train {
             assert!(f.queue.extends.lock().unwrap().is_empty(), "no lease was held for work");

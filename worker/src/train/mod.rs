@@ -23,6 +23,7 @@ pub mod stage;
 pub mod trainer;
 pub mod validate;
 
+use crate::error::TrialFailure;
 use crate::lease::{Lease, TaskHandler, TrainSlot, Work};
 use crate::metrics::WorkerMetrics;
 use crate::{Error, Result, WorkerConfig};
@@ -99,12 +100,6 @@ impl TrainHandler {
             pool,
             metrics,
         }
-    }
-
-    /// The training slots, when this worker trains at all (the lease loop
-    /// receives only with one free).
-    pub fn slots(&self) -> Option<Arc<Semaphore>> {
-        (!self.config.trainers.is_empty()).then(|| self.slots.clone())
     }
 
     /// The trial's result, rebuilt from a version's manifest (an earlier
@@ -187,7 +182,7 @@ impl TrainHandler {
         ledger: &Ledger,
     ) -> Result<(PathBuf, f64, String, u64)> {
         let command = self.config.trainers.get(&job.spec.trainer).ok_or_else(|| Error::Trial {
-            kind: "trainer_unknown",
+            kind: TrialFailure::TrainerUnknown,
             message: format!(
                 "this worker knows no trainer {:?} (known: {}); start workers with --trainer {}=COMMAND",
                 job.spec.trainer,
@@ -214,7 +209,7 @@ impl TrainHandler {
         let out = self.config.work_dir.join("trials").join(format!("{}-{}", task.job, task.trial));
         let _ = tokio::fs::remove_dir_all(&out).await;
         tokio::fs::create_dir_all(&out).await.map_err(|e| Error::Trial {
-            kind: "trainer_failed",
+            kind: TrialFailure::TrainerFailed,
             message: format!("cannot create {}: {e}", out.display()),
             log_tail: None,
         })?;
@@ -246,12 +241,12 @@ impl TrainHandler {
         match ended {
             Ok(exit) => Ok((out, exit.seconds, exit.log, started_at_ms)),
             Err(trainer::TrainerEnd::Failed { message, log }) => Err(Error::Trial {
-                kind: "trainer_failed",
+                kind: TrialFailure::TrainerFailed,
                 message: format!("trainer {:?} failed: {message}", job.spec.trainer),
                 log_tail: Some(trainer::tail(&log)),
             }),
             Err(trainer::TrainerEnd::TimedOut { log }) => Err(Error::Trial {
-                kind: "trainer_timeout",
+                kind: TrialFailure::TrainerTimeout,
                 message: format!(
                     "trainer {:?} ran past the job's max_train_time of {} and was stopped",
                     job.spec.trainer, job.spec.max_train_time
@@ -265,6 +260,12 @@ impl TrainHandler {
 
 impl TaskHandler for TrainHandler {
     type Task = TrainTask;
+
+    /// The training slots, when this worker trains at all (the lease loop
+    /// receives a trial only with one free).
+    fn slots(&self) -> Option<Arc<Semaphore>> {
+        (!self.config.trainers.is_empty()).then(|| self.slots.clone())
+    }
 
     fn refuses(&self, record: &AnyJob, task: &TrainTask) -> Option<String> {
         match record {

@@ -5,6 +5,7 @@
 //! `PREDICTION_TOLERANCE`, and the holdout metrics are recomputed here
 //! rather than taken on the trainer's word.
 
+use crate::error::TrialFailure;
 use crate::{Error, Result};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
@@ -40,7 +41,7 @@ pub struct Scored {
 
 /// A model the worker will not register, with the reason.
 pub(crate) fn refused(message: String) -> Error {
-    Error::Trial { kind: "model_refused", message, log_tail: None }
+    Error::Trial { kind: TrialFailure::ModelRefused, message, log_tail: None }
 }
 
 /// The positive-class score of each row: the first float output, `[N]` or
