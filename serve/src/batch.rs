@@ -11,7 +11,7 @@
 //! split back by rows. Waits use the OS's timed wait (microseconds), not
 //! the async timer wheel's millisecond ticks.
 
-use super::{ServeConfig, ServeMetrics};
+use super::{Refusal, ServeConfig, ServeError, ServeMetrics};
 use hourglass_runtime::ModelRuntime;
 use hourglass_runtime::{ColumnData, InputData, OutputTensor};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +25,7 @@ pub(super) struct Job {
     pub inputs: Vec<InputData>,
     pub rows: usize,
     pub enqueued: Instant,
-    pub reply: oneshot::Sender<Result<Vec<OutputTensor>, String>>,
+    pub reply: oneshot::Sender<Result<Vec<OutputTensor>, ServeError>>,
     /// The request's decoded bytes, given back to the server's budget
     /// when the job is answered or dropped.
     pub _charge: super::limits::Charge,
@@ -86,7 +86,7 @@ pub(super) fn instance(
         } else {
             runtime.run_tensors(&concat(&batch), rows)
         };
-        split_back(batch, rows, result.map_err(|e| e.to_string()));
+        split_back(batch, rows, result);
     }
 }
 
@@ -120,12 +120,14 @@ pub(super) fn concat(batch: &[Job]) -> Vec<InputData> {
 }
 
 /// Each job's rows of every output, in request order.
-pub(super) fn split_back(batch: Vec<Job>, rows: usize, result: Result<Vec<OutputTensor>, String>) {
+/// A failed call fails every request in it, each with the runtime's error.
+pub(super) fn split_back(batch: Vec<Job>, rows: usize, result: hourglass_runtime::Result<Vec<OutputTensor>>) {
     let outputs = match result {
         Ok(o) => o,
-        Err(msg) => {
+        Err(e) => {
+            let message = e.to_string();
             for job in batch {
-                let _ = job.reply.send(Err(msg.clone()));
+                let _ = job.reply.send(Err(ServeError::new(Refusal::Internal, message.clone())));
             }
             return;
         }

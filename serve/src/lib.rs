@@ -22,6 +22,7 @@ mod batch;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 mod tensor_json;
 
 use batch::Job;
@@ -30,11 +31,7 @@ use hourglass_runtime::ModelRuntime;
 use hourglass_runtime::pool::CpuPool;
 use hourglass_runtime::{InputData, OutputTensor, RuntimeOptions};
 use limits::{Charge, InflightBytes};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+pub use metrics::ServeMetrics;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -141,7 +138,7 @@ pub struct ServeError {
 }
 
 impl ServeError {
-    fn new(kind: Refusal, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: Refusal, message: impl Into<String>) -> Self {
         ServeError { kind, message: message.into() }
     }
 }
@@ -162,68 +159,6 @@ pub struct ModelMeta {
     pub device: String,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,
-}
-
-/// The server's metrics.
-pub struct ServeMetrics {
-    pub requests: Family<Vec<(String, String)>, Counter>,
-    pub request_seconds: Histogram,
-    pub queue_seconds: Histogram,
-    pub batch_rows: Histogram,
-    /// ONNX Runtime calls and the requests they answered: requests per
-    /// call is how much batching happens.
-    pub calls: Counter,
-    pub batched_requests: Counter,
-    pub queue_depth: Gauge,
-    pub rejected: Counter,
-    /// 1 for each model's serving version (labels: model, version, sha256).
-    pub loaded: Family<Vec<(String, String)>, Gauge>,
-    pub swaps: Family<Vec<(String, String)>, Counter>,
-}
-
-impl ServeMetrics {
-    fn new() -> Self {
-        let latency = || Histogram::new((0..16).map(|i| 0.0001 * 2f64.powi(i)));
-        ServeMetrics {
-            requests: Default::default(),
-            request_seconds: latency(),
-            queue_seconds: latency(),
-            batch_rows: Histogram::new((0..14).map(|i| 2f64.powi(i))),
-            calls: Counter::default(),
-            batched_requests: Counter::default(),
-            queue_depth: Gauge::default(),
-            rejected: Counter::default(),
-            loaded: Default::default(),
-            swaps: Default::default(),
-        }
-    }
-
-    pub fn register(&self, r: &mut Registry) {
-        let p = "hourglass_serve";
-        r.register(format!("{p}_requests"), "Inference requests by model and outcome", self.requests.clone());
-        r.register(format!("{p}_request_seconds"), "Time from request to response", self.request_seconds.clone());
-        r.register(format!("{p}_queue_seconds"), "Time a request waited for its batch", self.queue_seconds.clone());
-        r.register(format!("{p}_batch_rows"), "Rows per ONNX Runtime call", self.batch_rows.clone());
-        r.register(format!("{p}_calls"), "ONNX Runtime calls (batches)", self.calls.clone());
-        r.register(format!("{p}_batched_requests"), "Requests answered by those calls", self.batched_requests.clone());
-        r.register(format!("{p}_queue_depth"), "Requests waiting for a batch", self.queue_depth.clone());
-        r.register(format!("{p}_rejected"), "Requests refused because the queue was full", self.rejected.clone());
-        r.register(format!("{p}_model_loaded"), "The version each model answers with (1)", self.loaded.clone());
-        r.register(format!("{p}_model_swaps"), "Version switches by model and outcome", self.swaps.clone());
-    }
-
-    fn count(&self, model: &str, outcome: &str) {
-        self.requests.get_or_create(&vec![("model".into(), model.into()), ("outcome".into(), outcome.into())]).inc();
-    }
-
-    fn loaded_labels(model: &str, l: &Loaded) -> Vec<(String, String)> {
-        vec![
-            ("model".into(), model.into()),
-            ("version".into(), l.version.clone()),
-            ("sha256".into(), l.runtime.sha256().into()),
-            ("device".into(), l.runtime.device().to_string()),
-        ]
-    }
 }
 
 /// A model to serve at startup.
@@ -404,7 +339,7 @@ impl Server {
         self.metrics.queue_depth.inc();
         let mut all = match tokio::time::timeout(self.config.request_timeout, rx).await {
             Ok(Ok(Ok(outputs))) => outputs,
-            Ok(Ok(Err(msg))) => return Err(ServeError::new(Refusal::Internal, msg)),
+            Ok(Ok(Err(refused))) => return Err(refused),
             Ok(Err(_)) => return Err(ServeError::new(Refusal::Internal, "the batcher stopped")),
             Err(_) => {
                 return Err(ServeError::new(

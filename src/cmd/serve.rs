@@ -135,7 +135,6 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let mut registry = hourglass_core::metrics::prometheus_client::registry::Registry::default();
     hourglass_core::metrics::register_build_info(&mut registry, &crate::version::info());
     server.metrics.register(&mut registry);
-    hourglass_runtime::metrics::register(&mut registry);
     let stop = CancellationToken::new();
     for (name, reference) in follows {
         tokio::spawn(server.clone().follow(name, reference, options.clone(), a.follow_interval, stop.clone()));
