@@ -13,6 +13,7 @@
 pub mod busy;
 pub mod error;
 pub mod kube;
+pub mod metrics;
 pub mod policy;
 pub mod run;
 pub mod signals;

@@ -6,20 +6,15 @@
 //! next tick. A failed API call is logged and counted, never fatal.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hourglass_core::BlobUrl;
 use hourglass_core::ledger::Ledger;
 use hourglass_core::queue::Queue;
 use hourglass_core::schedule;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 use crate::kube::{DeploymentRef, EventType, Kube, KubeError};
+use crate::metrics::{JobLabels, JobStateLabels, Metrics, StateLabels};
 use crate::policy::{Decision, History, PolicyConfig, Signals, Verdict, decide};
 use crate::signals::{LedgerWatch, Progress, combine};
 use hourglass_core::jobs::JobsIndex;
@@ -128,144 +123,6 @@ impl hourglass_core::metrics::Health for AdviceEndpoint {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    op: String,
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobLabels {
-    hourglass_job: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobStateLabels {
-    /// Not `job`: Prometheus' own target label would shadow it.
-    hourglass_job: String,
-    state: String,
-}
-
-/// The scaler's metrics; names are the contract the dashboards use.
-#[derive(Default)]
-pub struct Metrics {
-    desired: Gauge,
-    current: Gauge,
-    scheduled: Gauge,
-    pending: Gauge,
-    placeholders: Gauge,
-    job_shards: Family<JobStateLabels, Gauge>,
-    job_shards_planned: Family<JobLabels, Gauge>,
-    projected_finish: Gauge<f64, AtomicU64>,
-    deadline: Gauge<f64, AtomicU64>,
-    oldest_message_age: Gauge<f64, AtomicU64>,
-    slack: Gauge<f64, AtomicU64>,
-    backlog_rows: Gauge,
-    rows_per_sec: Gauge<f64, AtomicU64>,
-    at_risk: Gauge,
-    queue: Family<StateLabels, Gauge>,
-    ticks: Counter,
-    scale_changes: Counter,
-    errors: Family<ErrorLabels, Counter>,
-    conflict: Gauge,
-    job_node_seconds: Family<JobLabels, Gauge<f64, AtomicU64>>,
-    busy_pods: Gauge,
-    job_cost: Family<JobLabels, Gauge<f64, AtomicU64>>,
-}
-
-impl Metrics {
-    pub fn register(&self, r: &mut Registry) {
-        let p = "hourglass_scaler";
-        r.register(format!("{p}_desired_replicas"), "Worker replicas the policy asks for", self.desired.clone());
-        r.register(format!("{p}_current_replicas"), "Worker replicas the Deployment has (spec)", self.current.clone());
-        r.register(
-            format!("{p}_worker_pods_scheduled"),
-            "Worker pods bound to a node (running or starting)",
-            self.scheduled.clone(),
-        );
-        r.register(format!("{p}_worker_pods_pending"), "Worker pods waiting for a node", self.pending.clone());
-        r.register(
-            format!("{p}_job_shards"),
-            "Shards of the watched job by state: done, pending (they add up to _planned)",
-            self.job_shards.clone(),
-        );
-        r.register(
-            format!("{p}_job_shards_planned"),
-            "Shards the watched job was planned with",
-            self.job_shards_planned.clone(),
-        );
-        r.register(format!("{p}_placeholder_replicas"), "Placeholder pods asked for", self.placeholders.clone());
-        r.register(
-            format!("{p}_projected_finish_timestamp_seconds"),
-            "Projected finish of the backlog, Unix time (NaN when there is no deadline or no work)",
-            self.projected_finish.clone(),
-        );
-        r.register(
-            format!("{p}_deadline_timestamp_seconds"),
-            "The deadline the policy works to, Unix time (NaN when there is none)",
-            self.deadline.clone(),
-        );
-        r.register(
-            format!("{p}_queue_oldest_message_age_seconds"),
-            "Age of the oldest queued message: from the queue where it can tell, else since the watched job was submitted while it has shards left (NaN when unknown or empty)",
-            self.oldest_message_age.clone(),
-        );
-        r.register(
-            format!("{p}_deadline_slack_seconds"),
-            "Deadline minus projected finish; negative means late (NaN when unknown)",
-            self.slack.clone(),
-        );
-        r.register(
-            format!("{p}_backlog_rows"),
-            "Rows not yet done, from the ledger or estimated",
-            self.backlog_rows.clone(),
-        );
-        r.register(
-            format!("{p}_replica_rows_per_second"),
-            "Measured (or prior) rows/s of one replica",
-            self.rows_per_sec.clone(),
-        );
-        r.register(
-            format!("{p}_deadline_at_risk"),
-            "1 while the projected finish misses the deadline",
-            self.at_risk.clone(),
-        );
-        r.register(format!("{p}_queue_messages"), "Queue depth by state, as the scaler saw it", self.queue.clone());
-        r.register(format!("{p}_ticks"), "Decisions made", self.ticks.clone());
-        r.register(format!("{p}_scale_changes"), "Replica changes written", self.scale_changes.clone());
-        r.register(format!("{p}_errors"), "Failed reads and writes by operation and kind", self.errors.clone());
-        r.register(
-            format!("{p}_worker_pods_busy"),
-            "Worker pods holding a shard at the last tick (annotated against scale-down and node consolidation)",
-            self.busy_pods.clone(),
-        );
-        r.register(
-            "hourglass_job_node_seconds",
-            "Node-seconds a followed job's done units took (pod-seconds over --pods-per-node)",
-            self.job_node_seconds.clone(),
-        );
-        r.register(
-            "hourglass_job_cost_dollars",
-            "A followed job's cost so far at --node-prices (absent without prices, or while some usage has no price)",
-            self.job_cost.clone(),
-        );
-        r.register(
-            format!("{p}_autoscaler_conflict"),
-            "1 while another autoscaler (an HPA, or KEDA through one) targets the worker Deployment and the scaler refuses to patch it",
-            self.conflict.clone(),
-        );
-    }
-
-    fn error(&self, op: &str, kind: &str) {
-        self.errors.get_or_create(&ErrorLabels { op: op.into(), kind: kind.into() }).inc();
-    }
-}
-
 /// What one tick saw and did.
 #[derive(Debug)]
 pub struct TickReport {
@@ -281,6 +138,36 @@ pub struct TickReport {
     pub conflict: Option<String>,
     /// Failed writes this tick (the tick went on without them).
     pub errors: Vec<crate::Error>,
+}
+
+/// What a tick read.
+struct Observation {
+    depth: hourglass_core::queue::Depth,
+    progress: Progress,
+    worker: crate::kube::ScaleState,
+    worker_pods: Vec<crate::kube::PodInfo>,
+    /// Replicas that would be running or can start at once (scheduled
+    /// workers, and running placeholders they would preempt).
+    schedulable: u32,
+    placeholders: Option<crate::kube::ScaleState>,
+}
+
+/// What a tick decided.
+struct Plan {
+    signals: Signals,
+    decision: Decision,
+    /// Placeholders the pre-warm window holds room with.
+    prewarm: u32,
+    /// Placeholders asked for (headroom or pre-warm).
+    placeholders: u32,
+}
+
+/// What a tick wrote.
+struct Actuated {
+    changed_worker: bool,
+    changed_placeholders: bool,
+    conflict: Option<String>,
+    errors: Vec<crate::Error>,
 }
 
 pub struct Scaler {
@@ -446,10 +333,31 @@ impl Scaler {
         self.metrics.clone()
     }
 
-    /// Reads every signal, decides, writes. An error reading a signal skips
-    /// the writes (never act on half a picture); the next tick retries.
+    /// One tick: observe → decide → actuate. An error reading a signal
+    /// skips the writes (never act on half a picture); the next tick
+    /// retries.
     pub async fn tick(&mut self, now: SystemTime) -> crate::Result<TickReport> {
         self.metrics.ticks.inc();
+        let o = self.observe(now).await?;
+        let plan = self.decide(now, &o);
+        let done = self.actuate(&o, &plan).await;
+        self.publish(&plan.signals, &plan.decision, plan.placeholders, &o.depth, o.worker.spec_replicas);
+        Ok(TickReport {
+            signals: plan.signals,
+            progress: o.progress,
+            decision: plan.decision,
+            placeholders: plan.placeholders,
+            changed_worker: done.changed_worker,
+            changed_placeholders: done.changed_placeholders,
+            conflict: done.conflict,
+            errors: done.errors,
+        })
+    }
+
+    /// Reads every signal: the queue, the followed ledgers, the worker
+    /// Deployment and its pods, the placeholders. Nothing is written but
+    /// the metrics of what was read.
+    async fn observe(&mut self, now: SystemTime) -> crate::Result<Observation> {
         self.switch_ledger(now);
         let depth = self.queue.depth().await.map_err(|e| {
             self.metrics.error("queue_depth", e.kind().as_str());
@@ -495,38 +403,7 @@ impl Scaler {
             self.metrics.scheduled.set(i64::from(pods.scheduled));
             self.metrics.pending.set(i64::from(pods.pending));
         }
-        // Series of jobs no longer followed go (one set per followed job).
-        let followed: std::collections::HashSet<String> =
-            parts.iter().filter_map(|p| p.job.as_ref().map(|j| j.to_string())).collect();
-        for gone in self.published_jobs.difference(&followed) {
-            for state in ["done", "pending"] {
-                self.metrics.job_shards.remove(&JobStateLabels { hourglass_job: gone.clone(), state: state.into() });
-            }
-            self.metrics.job_shards_planned.remove(&JobLabels { hourglass_job: gone.clone() });
-            self.metrics.job_node_seconds.remove(&JobLabels { hourglass_job: gone.clone() });
-            self.metrics.job_cost.remove(&JobLabels { hourglass_job: gone.clone() });
-        }
-        self.published_jobs = followed;
-        for part in &parts {
-            let Some(job) = &part.job else { continue };
-            let pending = part.shards_total.saturating_sub(part.shards_done);
-            for (state, n) in [("done", part.shards_done), ("pending", pending)] {
-                let labels = JobStateLabels { hourglass_job: job.to_string(), state: state.into() };
-                self.metrics.job_shards.get_or_create(&labels).set(n.min(i64::MAX as u64) as i64);
-            }
-            let labels = JobLabels { hourglass_job: job.to_string() };
-            self.metrics.job_shards_planned.get_or_create(&labels).set(part.shards_total.min(i64::MAX as u64) as i64);
-            let cost = hourglass_core::cost::cost(&part.usage, self.cfg.policy.pods_per_node, &self.cfg.prices);
-            self.metrics.job_node_seconds.get_or_create(&labels).set(cost.node_seconds);
-            match cost.dollars {
-                Some(d) => {
-                    self.metrics.job_cost.get_or_create(&labels).set(d);
-                }
-                None => {
-                    self.metrics.job_cost.remove(&labels);
-                }
-            }
-        }
+        self.publish_jobs(&parts);
         let oldest = match (depth.oldest_age_ms, progress.submitted_at_ms) {
             (Some(ms), _) => ms as f64 / 1000.0,
             (None, Some(at)) if depth.visible + depth.in_flight + depth.delayed > 0 => {
@@ -552,24 +429,69 @@ impl Scaler {
             }
             None => None,
         };
+        Ok(Observation { depth, progress, worker, worker_pods, schedulable, placeholders: placeholder_scale })
+    }
 
+    /// The per-job series of the followed jobs; those of jobs no longer
+    /// followed go.
+    fn publish_jobs(&mut self, parts: &[Progress]) {
+        // Series of jobs no longer followed go (one set per followed job).
+        let followed: std::collections::HashSet<String> =
+            parts.iter().filter_map(|p| p.job.as_ref().map(|j| j.to_string())).collect();
+        for gone in self.published_jobs.difference(&followed) {
+            for state in ["done", "pending"] {
+                self.metrics.job_shards.remove(&JobStateLabels { hourglass_job: gone.clone(), state: state.into() });
+            }
+            self.metrics.job_shards_planned.remove(&JobLabels { hourglass_job: gone.clone() });
+            self.metrics.job_node_seconds.remove(&JobLabels { hourglass_job: gone.clone() });
+            self.metrics.job_cost.remove(&JobLabels { hourglass_job: gone.clone() });
+        }
+        self.published_jobs = followed;
+        for part in parts {
+            let Some(job) = &part.job else { continue };
+            let pending = part.shards_total.saturating_sub(part.shards_done);
+            for (state, n) in [("done", part.shards_done), ("pending", pending)] {
+                let labels = JobStateLabels { hourglass_job: job.to_string(), state: state.into() };
+                self.metrics.job_shards.get_or_create(&labels).set(n.min(i64::MAX as u64) as i64);
+            }
+            let labels = JobLabels { hourglass_job: job.to_string() };
+            self.metrics.job_shards_planned.get_or_create(&labels).set(part.shards_total.min(i64::MAX as u64) as i64);
+            let cost = hourglass_core::cost::cost(&part.usage, self.cfg.policy.pods_per_node, &self.cfg.prices);
+            self.metrics.job_node_seconds.get_or_create(&labels).set(cost.node_seconds);
+            match cost.dollars {
+                Some(d) => {
+                    self.metrics.job_cost.get_or_create(&labels).set(d);
+                }
+                None => {
+                    self.metrics.job_cost.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// The decision on what was observed: the policy (a pure function of
+    /// the signals and the history it keeps), the pre-warm window, and the
+    /// advice `/keda` serves. Writes nothing outside the scaler.
+    fn decide(&mut self, now: SystemTime, o: &Observation) -> Plan {
         let per_replica = f64::from(self.cfg.policy.shards_per_replica.max(1));
-        let deadline = self.cfg.deadline.map(unix).or_else(|| progress.deadline_unix_ms.map(Duration::from_millis));
+        let deadline = self.cfg.deadline.map(unix).or_else(|| o.progress.deadline_unix_ms.map(Duration::from_millis));
         let signals = Signals {
             now: unix(now),
             deadline,
-            backlog_rows: progress.backlog_rows,
-            visible: depth.visible + depth.delayed,
-            in_flight: depth.in_flight,
-            measured_rows_per_sec: progress.rows_per_sec.map(|r| r * per_replica),
-            current_replicas: worker.spec_replicas,
-            schedulable_replicas: schedulable,
+            backlog_rows: o.progress.backlog_rows,
+            visible: o.depth.visible + o.depth.delayed,
+            in_flight: o.depth.in_flight,
+            measured_rows_per_sec: o.progress.rows_per_sec.map(|r| r * per_replica),
+            current_replicas: o.worker.spec_replicas,
+            schedulable_replicas: o.schedulable,
         };
         let decision = decide(&self.cfg.policy, &signals, &mut self.history);
 
         // Pre-warm: hold room for the run's pods that do not exist yet.
         let prewarm = match &self.cfg.prewarm {
-            Some(p) if p.active(now) => p.replicas.saturating_sub(decision.desired_replicas.max(worker.spec_replicas)),
+            Some(p) if p.active(now) => {
+                p.replicas.saturating_sub(decision.desired_replicas.max(o.worker.spec_replicas))
+            }
             _ => 0,
         };
         let placeholders = decision.placeholder_replicas.max(prewarm);
@@ -585,15 +507,22 @@ impl Scaler {
                 decided_at: signals.now,
             },
         ));
+        Plan { signals, decision, prewarm, placeholders }
+    }
 
+    /// Writes the decision (unless dry-run or advise): busy pods marked,
+    /// the worker Deployment's scale (refused while another autoscaler owns
+    /// it), the placeholders' scale, and an event for each change. A failed
+    /// write is reported and the rest go on.
+    async fn actuate(&mut self, o: &Observation, plan: &Plan) -> Actuated {
         let mut errors = Vec::new();
         let writes = !self.cfg.dry_run && self.cfg.mode == Mode::Patch;
         // Busy pods are marked before any scale-down, so the ReplicaSet
         // and the node autoscalers pass them over (see `busy`).
         if writes && self.cfg.protect_busy_pods {
-            errors.extend(self.mark_busy_pods(&worker_pods).await);
+            errors.extend(self.mark_busy_pods(&o.worker_pods).await);
         }
-        let changed_worker = worker.spec_replicas != decision.desired_replicas;
+        let changed_worker = o.worker.spec_replicas != plan.decision.desired_replicas;
         // Another autoscaler on the worker Deployment would undo every patch
         // and be undone by the next: look before writing, and refuse.
         let mut conflict = None;
@@ -614,7 +543,7 @@ impl Scaler {
                  with --mode advise and let KEDA act on its /keda decision (wanted {} replicas)",
                 self.cfg.worker,
                 found.join(", "),
-                decision.desired_replicas
+                plan.decision.desired_replicas
             );
             if self.last_conflict.as_ref() != Some(found) {
                 tracing::warn!(deployment = %self.cfg.worker, "{message}");
@@ -622,7 +551,7 @@ impl Scaler {
                     .kube
                     .record_event(
                         &self.cfg.worker,
-                        worker.uid.as_deref(),
+                        o.worker.uid.as_deref(),
                         EventType::Warning,
                         "AutoscalerConflict",
                         &message,
@@ -635,16 +564,16 @@ impl Scaler {
             self.last_conflict = Some(found.clone());
         } else if changed_worker && writes {
             self.last_conflict = None;
-            match self.kube.set_scale(&self.cfg.worker, decision.desired_replicas).await {
+            match self.kube.set_scale(&self.cfg.worker, plan.decision.desired_replicas).await {
                 Ok(()) => {
                     self.metrics.scale_changes.inc();
                     let reason =
-                        if decision.desired_replicas > worker.spec_replicas { "ScaledUp" } else { "ScaledDown" };
-                    let message = explain(&signals, &decision, worker.spec_replicas);
-                    tracing::info!(deployment = %self.cfg.worker, from = worker.spec_replicas, to = decision.desired_replicas, "{message}");
+                        if plan.decision.desired_replicas > o.worker.spec_replicas { "ScaledUp" } else { "ScaledDown" };
+                    let message = explain(&plan.signals, &plan.decision, o.worker.spec_replicas);
+                    tracing::info!(deployment = %self.cfg.worker, from = o.worker.spec_replicas, to = plan.decision.desired_replicas, "{message}");
                     if let Err(e) = self
                         .kube
-                        .record_event(&self.cfg.worker, worker.uid.as_deref(), EventType::Normal, reason, &message)
+                        .record_event(&self.cfg.worker, o.worker.uid.as_deref(), EventType::Normal, reason, &message)
                         .await
                     {
                         errors.push(self.kube_error("create_event", e));
@@ -653,34 +582,36 @@ impl Scaler {
                 Err(e) => errors.push(self.kube_error("patch_scale", e)),
             }
         }
-        if decision.verdict == Verdict::AtRisk && self.last_verdict != Some(Verdict::AtRisk) && writes {
-            let message = format!("deadline at risk: {}", explain(&signals, &decision, worker.spec_replicas));
+        if plan.decision.verdict == Verdict::AtRisk && self.last_verdict != Some(Verdict::AtRisk) && writes {
+            let message =
+                format!("deadline at risk: {}", explain(&plan.signals, &plan.decision, o.worker.spec_replicas));
             tracing::warn!(deployment = %self.cfg.worker, "{message}");
             if let Err(e) = self
                 .kube
-                .record_event(&self.cfg.worker, worker.uid.as_deref(), EventType::Warning, "DeadlineAtRisk", &message)
+                .record_event(&self.cfg.worker, o.worker.uid.as_deref(), EventType::Warning, "DeadlineAtRisk", &message)
                 .await
             {
                 errors.push(self.kube_error("create_event", e));
             }
         }
-        self.last_verdict = Some(decision.verdict);
+        self.last_verdict = Some(plan.decision.verdict);
 
         let mut changed_placeholders = false;
-        if let (Some(p), Some(scale)) = (&self.cfg.placeholders, &placeholder_scale) {
-            changed_placeholders = scale.spec_replicas != placeholders;
+        if let (Some(p), Some(scale)) = (&self.cfg.placeholders, &o.placeholders) {
+            changed_placeholders = scale.spec_replicas != plan.placeholders;
             if changed_placeholders && writes {
-                match self.kube.set_scale(p, placeholders).await {
+                match self.kube.set_scale(p, plan.placeholders).await {
                     Ok(()) => {
                         self.metrics.scale_changes.inc();
-                        let why = if prewarm > 0 && prewarm >= decision.placeholder_replicas {
+                        let why = if plan.prewarm > 0 && plan.prewarm >= plan.decision.placeholder_replicas {
                             "pre-warming nodes for the scheduled run"
-                        } else if decision.placeholder_replicas > 0 {
+                        } else if plan.decision.placeholder_replicas > 0 {
                             "headroom while the deadline is at risk"
                         } else {
                             "no headroom needed"
                         };
-                        let message = format!("placeholder pods {} → {placeholders}: {why}", scale.spec_replicas);
+                        let message =
+                            format!("placeholder pods {} → {}: {why}", scale.spec_replicas, plan.placeholders);
                         tracing::info!(deployment = %p, "{message}");
                         if let Err(e) = self
                             .kube
@@ -694,18 +625,7 @@ impl Scaler {
                 }
             }
         }
-
-        self.publish(&signals, &decision, placeholders, &depth, worker.spec_replicas);
-        Ok(TickReport {
-            signals,
-            progress,
-            decision,
-            placeholders,
-            changed_worker,
-            changed_placeholders,
-            conflict: conflict.map(|c| c.join(", ")),
-            errors,
-        })
+        Actuated { changed_worker, changed_placeholders, conflict: conflict.map(|c| c.join(", ")), errors }
     }
 
     /// Reads each running worker's shards in flight and annotates the pods
