@@ -20,7 +20,7 @@ DEMO_ROWS ?= 2000000
 DEMO_FORMAT ?= csv
 DEMO_WORKERS ?= 2
 
-.PHONY: setup setup-gpu setup-gpu-runtime build demo test test-fast check lint kube tools models clean
+.PHONY: setup setup-gpu setup-gpu-runtime build release demo test test-fast check lint kube tools models clean
 
 # ONNX Runtime 1.31.1 from its wheel: the binary loads
 # .venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1.
@@ -59,8 +59,14 @@ $(GPU_TRT_STAMP): models/requirements-tensorrt.txt $(GPU_LIBS_STAMP)
 build: setup
 	$(CARGO) build --release --locked
 
-demo: build
+# The release build and the venv install at once (one is CPU, the other
+# mostly network), then the demo.
+demo:
+	@$(MAKE) --no-print-directory -j2 release setup
 	./target/release/hourglass demo --rows $(DEMO_ROWS) --format $(DEMO_FORMAT) --workers $(DEMO_WORKERS)
+
+release:
+	$(CARGO) build --release --locked
 
 # The S3/SQS tests talk to a moto server on loopback, the scaler's
 # Kubernetes tests to etcd + kube-apiserver on loopback, both started for the
