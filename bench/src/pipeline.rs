@@ -15,7 +15,7 @@ use hourglass_core::ledger::{DoneRecord, now_ms};
 use hourglass_core::task::ShardTask;
 use hourglass_runtime::{InputData, ModelRuntime, RuntimeOptions};
 use hourglass_worker::shard::{ShardJob, score_shard};
-use hourglass_worker::{Error, Result};
+use hourglass_worker::Result;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -64,7 +64,11 @@ pub fn raw_rows_per_sec(
     let runtime = ModelRuntime::load_file(model, options)?;
     let batches: Vec<InputData> = features.chunks(batch * width).map(|c| InputData::F32(c.to_vec())).collect();
     if batches.is_empty() {
-        return Err(Error::Model { model: model.display().to_string(), message: "no rows to measure".into() });
+        return Err(hourglass_runtime::Error::Model {
+            model: model.display().to_string(),
+            message: "no rows to measure".into(),
+        }
+        .into());
     }
     for b in batches.iter().take(sessions) {
         runtime.run(std::slice::from_ref(b), b.len() / width)?;

@@ -7,19 +7,10 @@ use hourglass_core::ErrorKind;
 pub enum Error {
     #[error(transparent)]
     Core(#[from] hourglass_core::Error),
-    /// ONNX Runtime could not be found or loaded.
-    #[error("{0}")]
-    RuntimeLibrary(String),
-    /// The requested execution device cannot be used (its provider does
-    /// not register, or a model cannot run on it under strict placement).
-    #[error("device {device}: {message}")]
-    Device { device: String, message: String },
-    /// The model cannot be loaded or is not what the task says it is.
-    #[error("model {model}: {message}")]
-    Model { model: String, message: String },
-    /// Inference failed on a batch.
-    #[error("inference failed on {model}: {message}")]
-    Inference { model: String, message: String },
+    /// The model runtime's: ONNX Runtime not found, a device that cannot
+    /// be used, a model refused, inference failed (`hourglass_runtime`).
+    #[error(transparent)]
+    Runtime(hourglass_runtime::Error),
     /// A malformed input row; `line` is 1-based in the file.
     #[error("{file} line {line}{}: {message}", column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
     BadRow { file: String, line: u64, column: Option<String>, message: String },
@@ -72,16 +63,14 @@ impl TrialFailure {
     }
 }
 
-/// A runtime error is the worker's variant of the same name.
+/// A runtime error; a store error underneath stays a store error (its
+/// retry rule and kind).
 impl From<hourglass_runtime::Error> for Error {
     fn from(e: hourglass_runtime::Error) -> Self {
         use hourglass_runtime::Error as R;
         match e {
             R::Core(e) => Error::Core(e),
-            R::RuntimeLibrary(m) => Error::RuntimeLibrary(m),
-            R::Device { device, message } => Error::Device { device, message },
-            R::Model { model, message } => Error::Model { model, message },
-            R::Inference { model, message } => Error::Inference { model, message },
+            other => Error::Runtime(other),
         }
     }
 }
@@ -105,10 +94,7 @@ impl Error {
         match self {
             Error::Core(e) if e.kind() == ErrorKind::Changed => "input_changed",
             Error::Core(e) => e.kind().as_str(),
-            Error::RuntimeLibrary(_) => "runtime_library",
-            Error::Device { .. } => "device",
-            Error::Model { .. } => "model",
-            Error::Inference { .. } => "inference",
+            Error::Runtime(e) => e.kind(),
             Error::BadRow { .. } => "bad_row",
             Error::Decode { .. } => "decode",
             Error::Encode { .. } => "encode",

@@ -46,10 +46,10 @@ impl InferHandler {
         let bytes = store::open(url)?.get(url.key()).await?;
         let sha = hex::encode(sha2::Sha256::digest(&bytes));
         if let Some(expected) = expected_sha256.filter(|e| *e != sha) {
-            return Err(Error::Model {
+            return Err(Error::Runtime(hourglass_runtime::Error::Model {
                 model: url.to_string(),
                 message: format!("sha256 is {sha}, the job expects {expected}; the model changed after submit"),
-            });
+            }));
         }
         if let Some(m) = models.get(&sha) {
             return Ok(m.clone());
