@@ -16,6 +16,8 @@ use hourglass_core::ledger::{CsvOptions, JobSpec};
 use hourglass_core::model::{InputBinding, ModelSignature};
 use hourglass_core::store::{BlobStore, ObjectMeta, read_range};
 use hourglass_core::task::{Compression, Format, OutputFormat, ShardInput};
+// The line-ending rule and its message are the worker's.
+use hourglass_format::lines::{STRAY_CR as CR_HINT, stray_cr};
 use hourglass_format::parquet::FooterError;
 use parquet::arrow::parquet_to_arrow_schema;
 
@@ -144,9 +146,6 @@ impl CheckedFile {
         }
     }
 }
-
-// The line-ending rule and its message are the worker's (`hourglass_format::lines`).
-use hourglass_format::lines::{STRAY_CR as CR_HINT, stray_cr};
 
 /// Reads a file's schema and checks it against the model. CSV lines may be
 /// at most `max_line_bytes` long.
