@@ -62,11 +62,10 @@ pub fn check(field: &[u8], dtype: DType) -> Result<(), NumberError> {
 
 /// `cannot parse "1\u{a0}" as a number (it holds U+00A0, a no-break space; …)`.
 fn refused(field: &[u8], what: &str) -> NumberError {
-    let text = String::from_utf8_lossy(field);
-    if std::str::from_utf8(field).is_err() {
+    let Ok(text) = std::str::from_utf8(field) else {
         return NumberError { message: "field is not valid UTF-8".to_string() };
-    }
-    let mut message = format!("cannot parse {} as {what}", shown(&text));
+    };
+    let mut message = format!("cannot parse {} as {what}", shown(text));
     if let Some(c) = text.chars().find(|c| !c.is_ascii() && (c.is_whitespace() || invisible(*c))) {
         message.push_str(&format!(
             " (it holds U+{:04X}{}; only ASCII spaces and tabs around a number are ignored)",
